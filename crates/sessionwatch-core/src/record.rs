@@ -1,0 +1,48 @@
+//! What the proxy remembers about one session.
+
+use crate::Timestamp;
+
+/// A backend, by its position in the configured list. Compact on purpose: one is stored in every
+/// session record, and the proxy maps it back to a name only when it reports something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendId(pub u16);
+
+impl BackendId {
+    /// The backend could not be told (in front of a single upstream without a replica header).
+    pub const UNKNOWN: BackendId = BackendId(u16::MAX);
+
+    /// The position in the backend list, for indexing.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// The record kept per learned session, keyed by its fingerprint. It holds no session value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The backend whose `Set-Cookie` issued this value.
+    pub issuer: BackendId,
+    /// When the session began: the first issue, kept across renewals.
+    pub issued_at: Timestamp,
+    /// The last request that carried it.
+    pub last_seen: Timestamp,
+    /// Route this session to its issuer even when the policy pins only some sessions
+    /// (`on_reset`: it replaced a session that was lost).
+    pub pinned: bool,
+    /// A reset was seen for this value while the client kept it (the app redirected to login
+    /// without changing the cookie); its replacement inherits a pin under `on_reset`.
+    pub lost: bool,
+}
+
+impl SessionRecord {
+    /// A session just issued by `issuer` at `now`.
+    pub fn issued(issuer: BackendId, now: Timestamp) -> Self {
+        Self {
+            issuer,
+            issued_at: now,
+            last_seen: now,
+            pinned: false,
+            lost: false,
+        }
+    }
+}
