@@ -1,0 +1,78 @@
+//! The hook through which the layer reports what it saw.
+
+use http::{HeaderValue, Method, StatusCode, Uri};
+use sessionwatch_core::{BackendId, Fingerprint, Outcome, SessionRecord, Timestamp};
+
+/// One exchange whose request carried a known session.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// When the response was seen.
+    pub at: Timestamp,
+    /// The classification.
+    pub outcome: Outcome,
+    /// The session it is about.
+    pub fingerprint: Fingerprint,
+    /// Its record as it was before this exchange.
+    pub record: SessionRecord,
+    /// The backend that served the request.
+    pub server: BackendId,
+    /// Request method.
+    pub method: &'a Method,
+    /// Request URI (report only its path: the query may hold anything).
+    pub uri: &'a Uri,
+    /// Response status.
+    pub status: StatusCode,
+    /// The request id header, if the request had one.
+    pub request_id: Option<&'a HeaderValue>,
+    /// Whether the layer will replay the request on the issuer.
+    pub rescuing: bool,
+}
+
+/// A lost request replayed on the issuing backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Rescued<'a> {
+    /// When the rescue answer was seen.
+    pub at: Timestamp,
+    /// The session.
+    pub fingerprint: Fingerprint,
+    /// The backend that lost the session.
+    pub from: BackendId,
+    /// The backend the request was replayed on.
+    pub to: BackendId,
+    /// The rescue answer's status.
+    pub status: StatusCode,
+    /// Whether the rescue answer still shows the session lost.
+    pub still_lost: bool,
+    /// Request method.
+    pub method: &'a Method,
+    /// Request URI.
+    pub uri: &'a Uri,
+    /// The request id header, if any.
+    pub request_id: Option<&'a HeaderValue>,
+}
+
+/// Receives what the layer saw. Called on the request path: implementations must be quick and
+/// must not block (hand slow work such as file or network writes to a task or thread).
+pub trait SessionEvents: Send + Sync + 'static {
+    /// An exchange with a known session was classified.
+    fn observed(&self, event: &Observed<'_>);
+    /// A lost request was replayed on its issuer.
+    fn rescued(&self, event: &Rescued<'_>) {
+        let _ = event;
+    }
+}
+
+/// No reporting.
+impl SessionEvents for () {
+    fn observed(&self, _: &Observed<'_>) {}
+}
+
+/// A closure receives every observation.
+impl<F> SessionEvents for F
+where
+    F: Fn(&Observed<'_>) + Send + Sync + 'static,
+{
+    fn observed(&self, event: &Observed<'_>) {
+        self(event)
+    }
+}

@@ -1,0 +1,19 @@
+//! Request and response extensions through which the layer talks to what is below it.
+
+use sessionwatch_core::{BackendId, RouteDecision};
+
+/// Set on a response by whatever served it: which backend that was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedBy(pub BackendId);
+
+/// Set on a request by the session layer: where the pin policy wants it to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRoute {
+    /// The routing decision.
+    pub decision: RouteDecision,
+}
+
+/// Set on a request that replays a lost GET or HEAD on the issuing backend: the balancer must
+/// send it to exactly this backend and never elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RescueAttempt(pub BackendId);

@@ -1,0 +1,372 @@
+//! The response side: classify, update the store, report, and maybe rescue.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::header::{LOCATION, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use pin_project_lite::pin_project;
+use sessionwatch_core::{
+    BackendId, Exchange, MAX_COOKIES, Outcome, RouteDecision, SetCookieEvent, StoreUpdate,
+    Timestamp, Verdict, classify, plan_updates, read_set_cookie,
+};
+use tower::Service;
+
+use crate::layer::Shared;
+use crate::service::CarriedSet;
+use crate::{Observed, RescueAttempt, Rescued, ServedBy, SessionRoute};
+
+/// What the replay of a rescued request needs from the original.
+pub(crate) struct ReplayParts {
+    pub(crate) headers: HeaderMap,
+    pub(crate) version: Version,
+}
+
+/// What the response side needs to know about the request.
+pub(crate) struct RequestContext {
+    pub(crate) carried: CarriedSet,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) request_id: Option<HeaderValue>,
+    pub(crate) replay: Option<ReplayParts>,
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        First { #[pin] fut: F },
+        Ready { req: Option<Request<B>>, issuer: BackendId, server: BackendId },
+        Rescue { #[pin] fut: F, issuer: BackendId, server: BackendId },
+        Done,
+    }
+}
+
+pin_project! {
+    /// Response future of [`crate::SessionService`].
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future, B>,
+        ctx: RequestContext,
+        rescue_svc: Option<S>,
+        held: Option<S::Response>,
+        shared: Arc<Shared>,
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn new(
+        fut: S::Future,
+        ctx: RequestContext,
+        rescue_svc: Option<S>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            state: State::First { fut },
+            ctx,
+            rescue_svc,
+            held: None,
+            shared,
+        }
+    }
+}
+
+/// The session `Set-Cookie`s of a response, last one per cookie name.
+struct SetCookies {
+    items: [Option<SetCookieEvent>; MAX_COOKIES],
+    compact: [SetCookieEvent; MAX_COOKIES],
+    len: usize,
+}
+
+impl SetCookies {
+    fn read(shared: &Shared, headers: &HeaderMap, now: Timestamp) -> Self {
+        let mut items = [None; MAX_COOKIES];
+        for value in headers.get_all(SET_COOKIE) {
+            if let Some(e) = read_set_cookie(value, &shared.profile, &shared.fingerprinter, now)
+                && let Some(slot) = items.get_mut(e.cookie().index())
+            {
+                *slot = Some(e);
+            }
+        }
+        let placeholder = SetCookieEvent::Deleted {
+            cookie: sessionwatch_core::CookieId(0),
+        };
+        let mut compact = [placeholder; MAX_COOKIES];
+        let mut len = 0;
+        for e in items.iter().flatten() {
+            compact[len] = *e;
+            len += 1;
+        }
+        Self {
+            items,
+            compact,
+            len,
+        }
+    }
+
+    fn as_slice(&self) -> &[SetCookieEvent] {
+        let _ = &self.items;
+        &self.compact[..self.len]
+    }
+}
+
+struct Classified {
+    verdict: Verdict,
+    set_cookies: SetCookies,
+    server: BackendId,
+    now: Timestamp,
+}
+
+fn exchange<'a, RB>(
+    ctx: &'a RequestContext,
+    resp: &'a Response<RB>,
+    c: &'a Classified,
+) -> Exchange<'a> {
+    Exchange {
+        method: &ctx.method,
+        path: ctx.uri.path(),
+        carried: ctx.carried.as_slice(),
+        status: resp.status(),
+        location: resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| std::str::from_utf8(l.as_bytes()).ok()),
+        marker_header: false,
+        set_cookies: c.set_cookies.as_slice(),
+        server: c.server,
+        now: c.now,
+    }
+}
+
+fn classify_response<RB>(shared: &Shared, ctx: &RequestContext, resp: &Response<RB>) -> Classified {
+    let now = Timestamp::now();
+    let server = resp
+        .extensions()
+        .get::<ServedBy>()
+        .map_or(shared.default_server, |s| s.0);
+    let set_cookies = SetCookies::read(shared, resp.headers(), now);
+    let mut c = Classified {
+        verdict: Verdict {
+            outcome: Outcome::Untracked,
+            subject: None,
+        },
+        set_cookies,
+        server,
+        now,
+    };
+    if ctx.carried.as_slice().is_empty() && c.set_cookies.len == 0 {
+        return c;
+    }
+    let mut ex = exchange(ctx, resp, &c);
+    ex.marker_header = shared
+        .profile
+        .marker()
+        .header
+        .as_ref()
+        .is_some_and(|h| resp.headers().contains_key(h));
+    c.verdict = classify(&ex, &shared.profile);
+    c
+}
+
+fn apply_updates<RB>(shared: &Shared, ctx: &RequestContext, resp: &Response<RB>, c: &Classified) {
+    let mut ex = exchange(ctx, resp, c);
+    ex.marker_header = false;
+    plan_updates(&ex, &c.verdict, shared.policy, |u| match u {
+        StoreUpdate::Put {
+            fingerprint,
+            record,
+        } => shared.store.put(fingerprint, record),
+        StoreUpdate::Remove { fingerprint } => shared.store.remove(fingerprint),
+    });
+}
+
+/// Whether this reset should be replayed on the issuer, and where.
+fn rescue_target(shared: &Shared, ctx: &RequestContext, c: &Classified) -> Option<BackendId> {
+    let Outcome::Reset { .. } = c.verdict.outcome else {
+        return None;
+    };
+    ctx.replay.as_ref()?;
+    let record = ctx.carried.as_slice().get(c.verdict.subject?)?.record?;
+    let health = shared.rescue.as_ref()?;
+    let issuer = record.issuer;
+    (issuer != c.server && issuer != BackendId::UNKNOWN && health.is_healthy(issuer))
+        .then_some(issuer)
+}
+
+fn report<RB>(
+    shared: &Shared,
+    ctx: &RequestContext,
+    resp: &Response<RB>,
+    c: &Classified,
+    rescuing: bool,
+) {
+    let Some(subject) = c.verdict.subject else {
+        return;
+    };
+    let Some(carried) = ctx.carried.as_slice().get(subject) else {
+        return;
+    };
+    let Some(record) = carried.record else {
+        return;
+    };
+    shared.events.observed(&Observed {
+        at: c.now,
+        outcome: c.verdict.outcome,
+        fingerprint: carried.fingerprint,
+        record,
+        server: c.server,
+        method: &ctx.method,
+        uri: &ctx.uri,
+        status: resp.status(),
+        request_id: ctx.request_id.as_ref(),
+        rescuing,
+    });
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    B: Default,
+{
+    type Output = Result<Response<RB>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::First { fut } => {
+                    let resp = ready!(fut.poll(cx))?;
+                    let c = classify_response(this.shared, this.ctx, &resp);
+                    let target = rescue_target(this.shared, this.ctx, &c);
+                    report(this.shared, this.ctx, &resp, &c, target.is_some());
+                    let Some(issuer) = target else {
+                        apply_updates(this.shared, this.ctx, &resp, &c);
+                        this.state.set(State::Done);
+                        return Poll::Ready(Ok(resp));
+                    };
+                    // The lost answer is held, not applied: if the replay fails, the client
+                    // gets it after all and the store learns from it then.
+                    let req = replay_request(this.ctx, issuer);
+                    *this.held = Some(resp);
+                    this.state.set(State::Ready {
+                        req,
+                        issuer,
+                        server: c.server,
+                    });
+                }
+                StateProj::Ready {
+                    req,
+                    issuer,
+                    server,
+                } => {
+                    let (issuer, server) = (*issuer, *server);
+                    let svc = this.rescue_svc.as_mut();
+                    let ready = match (svc, req.is_some()) {
+                        (Some(svc), true) => svc.poll_ready(cx),
+                        _ => Poll::Ready(Ok(())),
+                    };
+                    match ready {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) => match (this.rescue_svc.as_mut(), req.take()) {
+                            (Some(svc), Some(r)) => {
+                                let fut = svc.call(r);
+                                this.state.set(State::Rescue {
+                                    fut,
+                                    issuer,
+                                    server,
+                                });
+                            }
+                            _ => return Poll::Ready(give_back(this.shared, this.ctx, this.held)),
+                        },
+                        Poll::Ready(Err(_)) => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(give_back(this.shared, this.ctx, this.held));
+                        }
+                    }
+                }
+                StateProj::Rescue {
+                    fut,
+                    issuer,
+                    server,
+                } => {
+                    let (issuer, server) = (*issuer, *server);
+                    let result = ready!(fut.poll(cx));
+                    this.state.set(State::Done);
+                    let Ok(resp) = result else {
+                        return Poll::Ready(give_back(this.shared, this.ctx, this.held));
+                    };
+                    let c = classify_response(this.shared, this.ctx, &resp);
+                    apply_updates(this.shared, this.ctx, &resp, &c);
+                    if let Some((fingerprint, _)) = ctx_subject(this.ctx) {
+                        this.shared.events.rescued(&Rescued {
+                            at: c.now,
+                            fingerprint,
+                            from: server,
+                            to: issuer,
+                            status: resp.status(),
+                            still_lost: matches!(c.verdict.outcome, Outcome::Reset { .. }),
+                            method: &this.ctx.method,
+                            uri: &this.ctx.uri,
+                            request_id: this.ctx.request_id.as_ref(),
+                        });
+                    }
+                    return Poll::Ready(Ok(resp));
+                }
+                StateProj::Done => {
+                    // Polled after completion: the held answer, if any, is all there is.
+                    return Poll::Ready(give_back(this.shared, this.ctx, this.held));
+                }
+            }
+        }
+    }
+}
+
+fn ctx_subject(
+    ctx: &RequestContext,
+) -> Option<(
+    sessionwatch_core::Fingerprint,
+    sessionwatch_core::SessionRecord,
+)> {
+    ctx.carried
+        .as_slice()
+        .iter()
+        .find_map(|c| c.record.map(|r| (c.fingerprint, r)))
+}
+
+/// The rescue could not run: the client gets the original answer, and the store learns from it.
+fn give_back<RB, E>(
+    shared: &Shared,
+    ctx: &RequestContext,
+    held: &mut Option<Response<RB>>,
+) -> Result<Response<RB>, E> {
+    match held.take() {
+        Some(resp) => {
+            let c = classify_response(shared, ctx, &resp);
+            apply_updates(shared, ctx, &resp, &c);
+            Ok(resp)
+        }
+        // Only reachable by polling a finished future, which the Future contract forbids.
+        None => panic!("sessionwatch ResponseFuture polled after completion"),
+    }
+}
+
+fn replay_request<B: Default>(ctx: &RequestContext, issuer: BackendId) -> Option<Request<B>> {
+    let parts = ctx.replay.as_ref()?;
+    let mut req = Request::new(B::default());
+    *req.method_mut() = ctx.method.clone();
+    *req.uri_mut() = ctx.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.extensions_mut().insert(SessionRoute {
+        decision: RouteDecision::Pin(issuer),
+    });
+    req.extensions_mut().insert(RescueAttempt(issuer));
+    Some(req)
+}

@@ -1,0 +1,135 @@
+//! The service: reads the request side, hands the rest to [`crate::ResponseFuture`].
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Response};
+use sessionwatch_core::{Carried, CookieId, Fingerprint, MAX_COOKIES, read_request_cookies, route};
+use tower::Service;
+
+use crate::SessionRoute;
+use crate::future::{ReplayParts, RequestContext, ResponseFuture};
+use crate::layer::{Shared, pinning_all};
+
+/// The carried session cookies of one request, inline: at most one per configured cookie.
+#[derive(Clone, Copy)]
+pub(crate) struct CarriedSet {
+    items: [Carried; MAX_COOKIES],
+    len: usize,
+}
+
+impl CarriedSet {
+    const EMPTY: Carried = Carried {
+        cookie: CookieId(0),
+        fingerprint: Fingerprint(0),
+        record: None,
+    };
+
+    pub(crate) fn new() -> Self {
+        Self {
+            items: [Self::EMPTY; MAX_COOKIES],
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, c: Carried) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = c;
+            self.len += 1;
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[Carried] {
+        &self.items[..self.len]
+    }
+}
+
+/// See [`crate::SessionLayer`].
+pub struct SessionService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone> Clone for SessionService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> SessionService<S> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
+        Self { inner, shared }
+    }
+}
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+impl<S, B, RB> Service<Request<B>> for SessionService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    B: http_body::Body + Default,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let shared = &self.shared;
+        let mut carried = CarriedSet::new();
+        read_request_cookies(
+            req.headers(),
+            &shared.profile,
+            &shared.fingerprinter,
+            |cookie, fingerprint| {
+                carried.push(Carried {
+                    cookie,
+                    fingerprint,
+                    record: shared.store.get(fingerprint),
+                });
+            },
+        );
+        let first_known = carried.as_slice().iter().find_map(|c| c.record);
+        let decision = route(shared.policy, first_known.as_ref(), pinning_all(shared));
+        req.extensions_mut().insert(SessionRoute { decision });
+
+        let replay = match (&shared.rescue, first_known) {
+            (Some(_), Some(_)) if is_replayable(&req) => Some(ReplayParts {
+                headers: req.headers().clone(),
+                version: req.version(),
+            }),
+            _ => None,
+        };
+        let ctx = RequestContext {
+            carried,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            request_id: req.headers().get(X_REQUEST_ID).cloned(),
+            replay,
+        };
+        // The clone serves the replay; `ServiceExt::ready` is polled on it before use.
+        let rescue_svc = ctx.replay.as_ref().map(|_| self.inner.clone());
+        let fut = self.inner.call(req);
+        ResponseFuture::new(fut, ctx, rescue_svc, self.shared.clone())
+    }
+}
+
+/// Only a GET or HEAD without a body may be sent twice: replaying anything else could repeat a
+/// side effect, and a streamed body cannot be read twice.
+fn is_replayable<B: http_body::Body>(req: &Request<B>) -> bool {
+    (req.method() == Method::GET || req.method() == Method::HEAD) && req.body().is_end_stream()
+}

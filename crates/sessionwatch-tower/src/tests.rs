@@ -1,0 +1,272 @@
+//! The layer end to end over a `service_fn` farm.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::Empty;
+use sessionwatch_core::{
+    Attribution, BackendId, CookieSpec, Fingerprinter, Outcome, PinPolicy, ResetSignal,
+    RouteDecision, SessionProfile,
+};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+use crate::{
+    BackendHealth, MokaStore, Observed, RescueAttempt, Rescued, ServedBy, SessionEvents,
+    SessionLayer, SessionRoute, SessionStore,
+};
+
+type Body = Empty<bytes::Bytes>;
+
+#[derive(Default)]
+struct Log {
+    observed: Mutex<Vec<(Outcome, BackendId, BackendId)>>,
+    rescued: Mutex<Vec<(BackendId, BackendId, bool)>>,
+}
+
+impl SessionEvents for Log {
+    fn observed(&self, e: &Observed<'_>) {
+        self.observed
+            .lock()
+            .unwrap()
+            .push((e.outcome, e.record.issuer, e.server));
+    }
+    fn rescued(&self, e: &Rescued<'_>) {
+        self.rescued
+            .lock()
+            .unwrap()
+            .push((e.from, e.to, e.still_lost));
+    }
+}
+
+struct AllHealthy;
+impl BackendHealth for AllHealthy {
+    fn is_healthy(&self, _: BackendId) -> bool {
+        true
+    }
+}
+
+/// A two-node farm with per-node stores: node `n` knows only the values `n` issued.
+/// `/login` issues `n-<count>`; anything else with a foreign value redirects to login.
+/// Requests go to node 1 unless pinned.
+fn farm(
+    routes: Arc<Mutex<Vec<Option<RouteDecision>>>>,
+) -> impl Service<Request<Body>, Response = Response<String>, Error = Infallible> + Clone {
+    service_fn(move |req: Request<Body>| {
+        let routes = routes.clone();
+        async move {
+            let decision = req.extensions().get::<SessionRoute>().map(|r| r.decision);
+            routes.lock().unwrap().push(decision);
+            let node = match (decision, req.extensions().get::<RescueAttempt>()) {
+                (_, Some(RescueAttempt(b))) => *b,
+                (Some(RouteDecision::Pin(b)), _) => b,
+                _ => BackendId(1),
+            };
+            let cookie = req
+                .headers()
+                .get("cookie")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let mut resp = Response::new(String::new());
+            if req.uri().path() == "/login" {
+                resp.headers_mut().insert(
+                    "set-cookie",
+                    format!("SID={}-{}; Path=/", node.0, cookie.len())
+                        .parse()
+                        .unwrap(),
+                );
+            } else if !cookie.starts_with(&format!("SID={}-", node.0)) {
+                *resp.status_mut() = StatusCode::FOUND;
+                resp.headers_mut()
+                    .insert("location", "/login?return=%2Fme".parse().unwrap());
+            }
+            resp.extensions_mut().insert(ServedBy(node));
+            Ok::<_, Infallible>(resp)
+        }
+    })
+}
+
+fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut b = Request::get(path);
+    if let Some(c) = cookie {
+        b = b.header("cookie", c);
+    }
+    b.body(Body::new()).unwrap()
+}
+
+fn layer(store: Arc<MokaStore>) -> SessionLayer {
+    let profile = SessionProfile::custom(vec![CookieSpec::new("SID")]);
+    SessionLayer::new(profile, Fingerprinter::from_secret(b"t"), store)
+}
+
+#[tokio::test]
+async fn learns_from_set_cookie_and_reports_a_cross_backend_reset() {
+    let store = Arc::new(MokaStore::new(1000, Duration::from_secs(60)));
+    let log = Arc::new(Log::default());
+    let routes = Arc::default();
+    let mut svc = layer(store.clone())
+        .with_events(log.clone())
+        .layer(farm(routes));
+
+    // Issued by node 1 (the default route): learned.
+    let resp = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get("/login", None))
+        .await
+        .unwrap();
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    store.run_pending_tasks();
+    assert_eq!(store.len(), 1);
+
+    // A value the client made up is not learned and not classified.
+    let resp = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get("/me", Some("SID=0-made-up")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    store.run_pending_tasks();
+    assert_eq!(store.len(), 1);
+    assert!(log.observed.lock().unwrap().is_empty());
+
+    // Node 1 knows its own session.
+    svc.ready()
+        .await
+        .unwrap()
+        .call(get("/me", Some(&cookie)))
+        .await
+        .unwrap();
+    assert_eq!(
+        log.observed.lock().unwrap().last().unwrap().0,
+        Outcome::Continued
+    );
+
+    // Rewrite the value so node 1 no longer knows it: simulate by issuing on node 0 instead.
+    let store2 = Arc::new(MokaStore::new(1000, Duration::from_secs(60)));
+    let log2 = Arc::new(Log::default());
+    let routes2 = Arc::default();
+    let mut svc2 = layer(store2.clone())
+        .with_events(log2.clone())
+        .layer(farm(routes2));
+    let fp = Fingerprinter::from_secret(b"t").fingerprint("SID", b"0-0");
+    store2.put(
+        fp,
+        sessionwatch_core::SessionRecord::issued(BackendId(0), sessionwatch_core::Timestamp::now()),
+    );
+    let resp = svc2
+        .ready()
+        .await
+        .unwrap()
+        .call(get("/me", Some("SID=0-0")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(
+        log2.observed.lock().unwrap().as_slice(),
+        &[(
+            Outcome::Reset {
+                signal: ResetSignal::LoginRedirect,
+                attribution: Attribution::CrossBackend
+            },
+            BackendId(0),
+            BackendId(1)
+        )]
+    );
+}
+
+#[tokio::test]
+async fn learn_policy_pins_known_sessions_to_their_issuer() {
+    let store = Arc::new(MokaStore::new(1000, Duration::from_secs(60)));
+    let routes: Arc<Mutex<Vec<Option<RouteDecision>>>> = Arc::default();
+    let fp = Fingerprinter::from_secret(b"t").fingerprint("SID", b"0-0");
+    store.put(
+        fp,
+        sessionwatch_core::SessionRecord::issued(BackendId(0), sessionwatch_core::Timestamp::now()),
+    );
+    let mut svc = layer(store)
+        .with_pin_policy(PinPolicy::Learn)
+        .layer(farm(routes.clone()));
+    let resp = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get("/me", Some("SID=0-0")))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "pinned to node 0, which knows it"
+    );
+    let resp = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get("/me", None))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(
+        routes.lock().unwrap().as_slice(),
+        &[
+            Some(RouteDecision::Pin(BackendId(0))),
+            Some(RouteDecision::Balance)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn rescue_replays_a_lost_get_once_on_the_issuer() {
+    let store = Arc::new(MokaStore::new(1000, Duration::from_secs(60)));
+    let log = Arc::new(Log::default());
+    let routes: Arc<Mutex<Vec<Option<RouteDecision>>>> = Arc::default();
+    let fp = Fingerprinter::from_secret(b"t").fingerprint("SID", b"0-0");
+    store.put(
+        fp,
+        sessionwatch_core::SessionRecord::issued(BackendId(0), sessionwatch_core::Timestamp::now()),
+    );
+    let mut svc = layer(store)
+        .with_events(log.clone())
+        .with_rescue(Arc::new(AllHealthy))
+        .layer(farm(routes.clone()));
+    let resp = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(get("/me", Some("SID=0-0")))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the client sees the issuer's answer"
+    );
+    assert_eq!(routes.lock().unwrap().len(), 2, "sent exactly twice");
+    assert!(
+        matches!(log.observed.lock().unwrap()[0].0, Outcome::Reset { .. }),
+        "the reset is still reported"
+    );
+    assert_eq!(
+        log.rescued.lock().unwrap().as_slice(),
+        &[(BackendId(1), BackendId(0), false)]
+    );
+
+    // A POST is never replayed.
+    let mut post = get("/me", Some("SID=0-0"));
+    *post.method_mut() = http::Method::POST;
+    let resp = svc.ready().await.unwrap().call(post).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(routes.lock().unwrap().len(), 3);
+}
