@@ -19,6 +19,9 @@ mod classify;
 mod classify_tests;
 mod cookies;
 mod fingerprint;
+mod incident;
+#[cfg(test)]
+mod incident_tests;
 mod paths;
 mod pin;
 mod profile;
@@ -33,6 +36,9 @@ pub use cookies::{
     CookieId, SetCookieEvent, read_request_cookies, read_set_cookie, read_set_cookies,
 };
 pub use fingerprint::{Fingerprint, Fingerprinter, ShortFingerprint};
+pub use incident::{
+    Direction, Hint, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PairCounts,
+};
 pub use pin::{PinPolicy, RouteDecision, route};
 pub use profile::{CookieSpec, Framework, MAX_COOKIES, Marker, ProfileError, SessionProfile};
 pub use record::{BackendId, SessionRecord};

@@ -1,0 +1,258 @@
+//! Each hint built from synthetic traffic, a noisy case with no confident hint, and the
+//! open / update / resolve state machine.
+
+use std::time::Duration;
+
+use crate::*;
+
+const A: BackendId = BackendId(0);
+const B: BackendId = BackendId(1);
+const C: BackendId = BackendId(2);
+
+fn t(ms: u64) -> Timestamp {
+    Timestamp::from_millis(1_795_478_400_000 + ms)
+}
+
+fn fp(i: u64) -> ShortFingerprint {
+    Fingerprint(u128::from(i)).short()
+}
+
+/// `requests` requests on the pair at `now`, the first `resets` of them lost.
+fn traffic(
+    tr: &mut IncidentTracker,
+    issuer: BackendId,
+    server: BackendId,
+    requests: u64,
+    resets: u64,
+    now: Timestamp,
+) {
+    for i in 0..requests {
+        tr.record_request(issuer, server, now);
+        if i < resets {
+            tr.record_reset(
+                issuer,
+                server,
+                Duration::from_millis(500 + i * 37),
+                Duration::from_secs(5 + i),
+                fp(i),
+                now,
+            );
+        }
+    }
+}
+
+fn names(b: BackendId) -> String {
+    ["node-a", "node-b", "node-c"][b.index()].to_owned()
+}
+
+#[test]
+fn losses_only_across_backends_mean_the_store_is_not_shared() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 2);
+    // Round robin over a per-node store: half the requests land on the issuer.
+    traffic(&mut tr, A, A, 50, 0, t(0));
+    traffic(&mut tr, A, B, 50, 50, t(0));
+    traffic(&mut tr, B, A, 50, 50, t(0));
+    traffic(&mut tr, B, B, 50, 0, t(0));
+    let Some(IncidentEvent::Opened(s)) = tr.evaluate(t(100)) else {
+        panic!("no incident opened");
+    };
+    assert_eq!(s.hint, Hint::StoreNotShared);
+    assert!((s.share - 0.5).abs() < 1e-9);
+    assert_eq!(s.dominant, None, "two pairs share the losses");
+    assert!(s.hint.text(&names).contains("not shared across the farm"));
+    assert_eq!(s.samples.len(), 5);
+}
+
+#[test]
+fn one_odd_backend_is_named() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 3);
+    for (i, s) in [(A, B), (B, A)] {
+        traffic(&mut tr, i, s, 30, 0, t(0));
+    }
+    // C's keys differ: nobody reads C's sessions and C reads nobody's.
+    for (i, s) in [(A, C), (B, C), (C, A), (C, B)] {
+        traffic(&mut tr, i, s, 30, 30, t(0));
+    }
+    for b in [A, B, C] {
+        traffic(&mut tr, b, b, 30, 0, t(0));
+    }
+    let s = tr.snapshot(t(100));
+    assert_eq!(
+        s.hint,
+        Hint::BackendDiffers {
+            backend: C,
+            direction: Direction::Both
+        }
+    );
+    assert!(
+        s.hint
+            .text(&names)
+            .contains("node-c's configuration differs")
+    );
+
+    // Only C rejects others (its reads fail; its own sessions work elsewhere).
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 3);
+    for (i, s) in [(A, B), (B, A), (C, A), (C, B)] {
+        traffic(&mut tr, i, s, 30, 0, t(0));
+    }
+    for (i, s) in [(A, C), (B, C)] {
+        traffic(&mut tr, i, s, 30, 30, t(0));
+    }
+    assert_eq!(
+        tr.snapshot(t(100)).hint,
+        Hint::BackendDiffers {
+            backend: C,
+            direction: Direction::RejectsOthers
+        }
+    );
+}
+
+#[test]
+fn same_backend_losses_after_a_restart_mean_an_in_process_store() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 2);
+    // Sessions issued at t=0..; node-b comes back at 20 s; its old sessions are lost on it.
+    tr.note_restart(B, t(20_000));
+    for i in 0..30 {
+        tr.record_request(B, B, t(21_000));
+        tr.record_reset(
+            B,
+            B,
+            Duration::from_secs(2),
+            Duration::from_secs(15 + i % 5),
+            fp(i),
+            t(21_000),
+        );
+        tr.record_request(A, A, t(21_000));
+    }
+    assert_eq!(
+        tr.snapshot(t(21_000)).hint,
+        Hint::LostOnRestart { backend: B }
+    );
+
+    // The same losses with no restart seen: no confident guess.
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 2);
+    for i in 0..30 {
+        tr.record_request(B, B, t(21_000));
+        tr.record_reset(
+            B,
+            B,
+            Duration::from_secs(2),
+            Duration::from_secs(15 + i % 5),
+            fp(i),
+            t(21_000),
+        );
+    }
+    assert!(matches!(
+        tr.snapshot(t(21_000)).hint,
+        Hint::Unclear { same: 30, cross: 0 }
+    ));
+}
+
+#[test]
+fn losses_at_one_idle_time_mean_a_short_timeout() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 2);
+    for i in 0..20u64 {
+        let (issuer, server) = if i % 2 == 0 { (A, B) } else { (B, B) };
+        tr.record_request(issuer, server, t(1000));
+        tr.record_reset(
+            issuer,
+            server,
+            Duration::from_secs(20 * 60 + i),
+            Duration::from_secs(3600 + i * 300),
+            fp(i),
+            t(1000),
+        );
+    }
+    for _ in 0..100 {
+        tr.record_request(A, A, t(1000));
+    }
+    let s = tr.snapshot(t(1000));
+    assert!(
+        matches!(s.hint, Hint::Timeout { idle: true, at } if at.as_secs() / 60 == 20),
+        "{:?}",
+        s.hint
+    );
+    assert!(s.hint.text(&names).contains("timeout is shorter"));
+}
+
+#[test]
+fn a_noisy_mixed_pattern_gives_no_confident_hint() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 3);
+    // A little loss everywhere, some cross, some same, short idle times: nothing stands out.
+    let pairs = [
+        (A, A, 40, 6),
+        (A, B, 40, 5),
+        (A, C, 40, 3),
+        (B, A, 40, 4),
+        (B, B, 40, 5),
+        (B, C, 40, 2),
+        (C, A, 40, 6),
+        (C, B, 40, 3),
+        (C, C, 40, 4),
+    ];
+    for (i, s, r, l) in pairs {
+        traffic(&mut tr, i, s, r, l, t(0));
+    }
+    let s = tr.snapshot(t(10));
+    assert!(matches!(s.hint, Hint::Unclear { .. }), "{:?}", s.hint);
+    assert!(s.hint.text(&names).contains("no single pattern"));
+}
+
+#[test]
+fn thresholds_keep_a_healthy_farm_quiet() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 2);
+    traffic(&mut tr, A, B, 1000, 2, t(0));
+    assert_eq!(tr.evaluate(t(500)), None, "2 resets are below min_resets");
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 2);
+    traffic(&mut tr, A, B, 10, 8, t(0));
+    assert_eq!(
+        tr.evaluate(t(500)),
+        None,
+        "10 requests are below min_requests"
+    );
+}
+
+#[test]
+fn opens_updates_resolves_and_rate_limits_lines() {
+    let cfg = IncidentConfig {
+        max_reset_lines_per_sec: 3,
+        ..IncidentConfig::default()
+    };
+    let mut tr = IncidentTracker::new(cfg, 2);
+    traffic(&mut tr, A, B, 40, 20, t(0));
+    assert!(matches!(tr.evaluate(t(0)), Some(IncidentEvent::Opened(_))));
+    assert!(tr.is_open());
+    // While open, at most 3 lines a second; the rest are counted.
+    let allowed: Vec<bool> = (0..5)
+        .map(|i| tr.record_reset(A, B, Duration::ZERO, Duration::ZERO, fp(i), t(2000)))
+        .collect();
+    assert_eq!(allowed, vec![true, true, true, false, false]);
+    assert!(
+        tr.record_reset(A, B, Duration::ZERO, Duration::ZERO, fp(9), t(3000)),
+        "a new second"
+    );
+    assert_eq!(tr.evaluate(t(5_000)), None, "no update before update_every");
+    let Some(IncidentEvent::Updated(u)) = tr.evaluate(t(10_000)) else {
+        panic!("expected an update")
+    };
+    assert_eq!(u.suppressed, 2);
+    assert_eq!(u.total_resets, 20 + 6);
+    // The window (30 s) empties; the share stays below for resolve_after (30 s).
+    traffic(&mut tr, A, A, 100, 0, t(40_000));
+    assert!(!matches!(
+        tr.evaluate(t(40_000)),
+        Some(IncidentEvent::Resolved(_))
+    ));
+    let mut resolved = None;
+    for s in 41..=75 {
+        traffic(&mut tr, A, A, 10, 0, t(s * 1000));
+        if let Some(IncidentEvent::Resolved(r)) = tr.evaluate(t(s * 1000)) {
+            resolved = Some((s, r));
+            break;
+        }
+    }
+    let (at, r) = resolved.expect("resolved");
+    assert_eq!(at, 70, "30 s after the share first fell below");
+    assert_eq!(r.resets, 0);
+    assert!(!tr.is_open());
+}

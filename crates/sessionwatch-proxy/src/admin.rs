@@ -1,0 +1,110 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
+//! (at least one backend is healthy) and `/status` (the live incident picture as JSON).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::backends::Backends;
+use crate::body::ResponseBody;
+use crate::incidents::IncidentWatch;
+use crate::metrics::Metrics;
+use sessionwatch_tower::SessionStore;
+
+/// What the admin endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Backend health.
+    pub backends: Arc<Backends>,
+    /// The registry.
+    pub metrics: Arc<Metrics>,
+    /// Session table, for the tracked-sessions gauge.
+    pub store: Arc<dyn SessionStore>,
+    /// Incident picture.
+    pub incidents: Arc<IncidentWatch>,
+}
+
+fn text(
+    status: StatusCode,
+    body: impl Into<bytes::Bytes>,
+    content_type: &'static str,
+) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// Answer one admin request.
+pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ResponseBody> {
+    match req.uri().path() {
+        "/metrics" => {
+            state.metrics.sessions_tracked.set(state.store.len() as f64);
+            state.metrics.upkeep();
+            text(
+                StatusCode::OK,
+                state.metrics.render(),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
+        "/readyz" => {
+            if state.backends.any_healthy() {
+                text(StatusCode::OK, "ready\n", "text/plain")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no healthy backend\n",
+                    "text/plain",
+                )
+            }
+        }
+        "/status" => {
+            let backends: Vec<serde_json::Value> = state
+                .backends
+                .all()
+                .iter()
+                .map(|b| serde_json::json!({"name": &*b.name, "healthy": b.is_healthy(), "in_flight": b.in_flight()}))
+                .collect();
+            let body = serde_json::json!({
+                "incident_open": state.incidents.is_open(),
+                "window": state.incidents.snapshot(),
+                "backends": backends,
+                "sessions_tracked": state.store.len(),
+            });
+            text(StatusCode::OK, body.to_string(), "application/json")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
+    }
+}
+
+/// Serve the admin endpoints until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let stream = tokio::select! {
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(_) => continue,
+            },
+            _ = crate::server::stopped(&mut shutdown) => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let resp = handle(&state, &req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

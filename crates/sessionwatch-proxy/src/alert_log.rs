@@ -1,0 +1,266 @@
+//! The alert log: JSON Lines, one object per line, for `tail -F | jq`.
+//!
+//! Lines are written by one thread, in the order they were emitted, each as a single complete
+//! `write` of whole lines, so a reader never sees half an object. Sequence numbers and event ids
+//! are given by that thread, so `seq` always grows down the file. When the file is renamed or
+//! removed (log rotation), the next write notices and opens a new file at the configured path:
+//! a rotation loses nothing. Writing never blocks a request: emitting is a channel send.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// One alert line, before the writer adds `type`, `time`, `event_id` and `seq`.
+#[derive(Debug, Clone)]
+pub struct AlertLine {
+    /// `session_reset`, `session_rescued`, `incident_opened`, ...
+    pub kind: &'static str,
+    /// When the event happened.
+    pub time: SystemTime,
+    /// The event's own fields.
+    pub fields: Map<String, Value>,
+}
+
+impl AlertLine {
+    /// A line of `kind` at `time` whose fields are `body` (a struct serialising to an object).
+    pub fn new(kind: &'static str, time: SystemTime, body: &impl Serialize) -> Self {
+        let fields = match serde_json::to_value(body) {
+            Ok(Value::Object(map)) => map,
+            // Bodies are plain structs of strings and numbers; anything else is a bug, and an
+            // empty line of the right kind is better than none.
+            _ => Map::new(),
+        };
+        Self { kind, time, fields }
+    }
+}
+
+enum Command {
+    Line(Box<AlertLine>),
+    Flush(mpsc::Sender<()>),
+}
+
+/// Handle to the writer thread. Cloning shares the writer.
+#[derive(Clone, Debug)]
+pub struct AlertLog {
+    tx: mpsc::Sender<Command>,
+}
+
+/// Owns the writer thread; dropping it after the last [`AlertLog`] lets the thread finish.
+#[derive(Debug)]
+pub struct AlertLogWriter {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AlertLogWriter {
+    /// Wait until every line sent so far is written and the thread has ended (all `AlertLog`
+    /// handles must be dropped first, or this waits for them).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Where lines go.
+#[derive(Debug, Clone, Default)]
+pub struct AlertTargets {
+    /// The JSON Lines file.
+    pub file: Option<PathBuf>,
+    /// Standard output too.
+    pub stdout: bool,
+}
+
+impl AlertLog {
+    /// Start the writer. Fails only if the file cannot be opened at start, so a bad path is
+    /// reported before the proxy takes traffic.
+    pub fn start(targets: AlertTargets) -> std::io::Result<(AlertLog, AlertLogWriter)> {
+        let file = match &targets.file {
+            Some(path) => Some(OpenFile::open(path)?),
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sessionwatch-alert-log".into())
+            .spawn(move || writer(rx, file, targets.stdout))?;
+        Ok((
+            AlertLog { tx },
+            AlertLogWriter {
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// Queue a line. Never blocks.
+    pub fn emit(&self, line: AlertLine) {
+        let _ = self.tx.send(Command::Line(Box::new(line)));
+    }
+
+    /// Wait until every line queued before this call is written.
+    pub fn flush(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.tx.send(Command::Flush(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+}
+
+struct OpenFile {
+    path: PathBuf,
+    file: File,
+    ino: u64,
+}
+
+impl OpenFile {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let ino = file.metadata()?.ino();
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            ino,
+        })
+    }
+
+    /// Reopen when the path no longer names the file we hold (renamed or deleted by rotation).
+    fn follow_rotation(&mut self) {
+        let current = std::fs::metadata(&self.path).map(|m| m.ino()).ok();
+        if current != Some(self.ino) {
+            match OpenFile::open(&self.path) {
+                Ok(f) => *self = f,
+                Err(e) => {
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot reopen the alert log after rotation")
+                }
+            }
+        }
+    }
+}
+
+fn writer(rx: mpsc::Receiver<Command>, mut file: Option<OpenFile>, stdout: bool) {
+    let process = uuid::Uuid::now_v7();
+    let mut seq: u64 = 0;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut waiters = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        // Batch whatever is already queued into one write.
+        while let Some(cmd) = next.take().or_else(|| rx.try_recv().ok()) {
+            match cmd {
+                Command::Line(line) => {
+                    seq += 1;
+                    render(&mut buf, &line, seq, &process);
+                }
+                Command::Flush(done) => waiters.push(done),
+            }
+            if buf.len() > 1 << 20 {
+                break;
+            }
+        }
+        if !buf.is_empty() {
+            if let Some(f) = file.as_mut() {
+                f.follow_rotation();
+                if let Err(e) = f.file.write_all(&buf) {
+                    tracing::error!(path = %f.path.display(), error = %e, "cannot write the alert log");
+                }
+            }
+            if stdout {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&buf);
+                let _ = out.flush();
+            }
+            buf.clear();
+        }
+        for w in waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+fn render(buf: &mut Vec<u8>, line: &AlertLine, seq: u64, process: &uuid::Uuid) {
+    let mut obj = Map::with_capacity(line.fields.len() + 4);
+    obj.insert("type".into(), Value::from(line.kind));
+    obj.insert(
+        "time".into(),
+        Value::from(humantime::format_rfc3339_millis(line.time).to_string()),
+    );
+    // Unique across restarts: the writer's own v7 UUID prefix plus the sequence number.
+    obj.insert(
+        "event_id".into(),
+        Value::from(format!("{}-{seq}", process.simple())),
+    );
+    obj.insert("seq".into(), Value::from(seq));
+    for (k, v) in &line.fields {
+        obj.insert(k.clone(), v.clone());
+    }
+    if serde_json::to_writer(&mut *buf, &Value::Object(obj)).is_ok() {
+        buf.push(b'\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Body {
+        signal: &'static str,
+    }
+
+    #[test]
+    fn lines_are_complete_ordered_and_survive_rotation() {
+        let dir = std::env::temp_dir().join(format!("sw-alertlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("alerts.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let (log, writer) = AlertLog::start(AlertTargets {
+            file: Some(path.clone()),
+            stdout: false,
+        })
+        .unwrap();
+        for _ in 0..3 {
+            log.emit(AlertLine::new(
+                "session_reset",
+                SystemTime::now(),
+                &Body { signal: "cleared" },
+            ));
+        }
+        log.flush();
+        std::fs::rename(&path, dir.join("alerts.jsonl.1")).unwrap();
+        for _ in 0..2 {
+            log.emit(AlertLine::new(
+                "session_reset",
+                SystemTime::now(),
+                &Body { signal: "reissued" },
+            ));
+        }
+        drop(log);
+        writer.join();
+        let old = std::fs::read_to_string(dir.join("alerts.jsonl.1")).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        let seqs: Vec<u64> = old
+            .lines()
+            .chain(new.lines())
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+        let first: Value = serde_json::from_str(old.lines().next().unwrap()).unwrap();
+        assert_eq!(first["type"], "session_reset");
+        assert_eq!(first["signal"], "cleared");
+        assert!(first["time"].as_str().unwrap().ends_with('Z'));
+        assert_ne!(
+            first["event_id"],
+            serde_json::from_str::<Value>(old.lines().nth(1).unwrap()).unwrap()["event_id"]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

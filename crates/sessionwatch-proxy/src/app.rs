@@ -1,0 +1,323 @@
+//! Building and running the whole proxy from a validated [`Config`].
+//!
+//! The request stack, outermost first:
+//! 1. `SetRequestId`: every request gets an `x-request-id` (kept if the client sent one) so an
+//!    alert line, the backend's log and a support ticket can be joined;
+//! 2. `PropagateRequestId`: the id goes back to the client;
+//! 3. `SessionLayer`: reads session cookies, attaches the pin route, classifies the response,
+//!    updates the session table, reports, and may rescue;
+//! 4. `Forward`: chooses the backend and talks to it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::{HeaderValue, Request};
+use sessionwatch_core::Fingerprinter;
+use sessionwatch_tower::{MokaStore, PinSwitch, SessionEvents, SessionLayer, SessionStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+
+use crate::admin::{self, AdminState};
+use crate::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
+use crate::backends::{Backends, Transition};
+use crate::balancer::Balancer;
+use crate::config::{Config, KeySource};
+use crate::forward::Forward;
+use crate::health::Health;
+use crate::incidents::IncidentWatch;
+use crate::metrics::Metrics;
+use crate::reporter::Reporter;
+use crate::sinks::{self, SinkKind};
+use crate::upstream;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address is taken or not allowed.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The alert log file cannot be opened.
+    #[error("cannot open the alert log {}", path.display())]
+    AlertLog {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// The underlying cause, for one-line messages.
+    pub fn source_text(&self) -> String {
+        match self {
+            StartError::Bind { source, .. } | StartError::AlertLog { source, .. } => {
+                source.to_string()
+            }
+        }
+    }
+}
+
+/// Extras for embedding (the demo, tests).
+#[derive(Clone, Default)]
+pub struct StartOptions {
+    /// Also receives every observation.
+    pub extra_events: Option<Arc<dyn SessionEvents>>,
+    /// How often the incident watch evaluates (default 500 ms).
+    pub incident_tick: Option<Duration>,
+}
+
+/// A running proxy.
+pub struct RunningProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    /// The admin listener, if configured.
+    pub admin_addr: Option<SocketAddr>,
+    /// The session table.
+    pub store: Arc<MokaStore>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Backend health.
+    pub backends: Arc<Backends>,
+    /// The incident watch.
+    pub incidents: Arc<IncidentWatch>,
+    log: AlertLog,
+    _writer: AlertLogWriter,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningProxy")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningProxy {
+    /// Wait until every alert line emitted so far is written.
+    pub fn flush_alerts(&self) {
+        self.log.flush();
+    }
+
+    /// Stop accepting, drain open connections, stop the background tasks and write out every
+    /// queued alert line.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let log = self.log.clone();
+        let _ = tokio::task::spawn_blocking(move || log.flush()).await;
+    }
+}
+
+/// Request ids: a per-process random prefix and a counter, formatted without allocating a
+/// `String`: cheap enough for every request, unique across restarts in practice.
+#[derive(Clone)]
+struct SequentialRequestId {
+    prefix: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl MakeRequestId for SequentialRequestId {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 25];
+        let hex = b"0123456789abcdef";
+        for (i, slot) in buf[..8].iter_mut().enumerate() {
+            *slot = hex[((self.prefix >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        buf[8] = b'-';
+        for (i, slot) in buf[9..].iter_mut().enumerate() {
+            *slot = hex[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&buf).ok().map(RequestId::new)
+    }
+}
+
+fn fingerprinter(key: &KeySource) -> Fingerprinter {
+    match key {
+        KeySource::Configured(secret) => Fingerprinter::from_secret(secret),
+        KeySource::Random => {
+            let mut key = [0u8; 32];
+            if getrandom::fill(&mut key).is_err() {
+                tracing::error!("the OS random source failed; fingerprints use a time-derived key");
+                key[..16].copy_from_slice(
+                    &std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos()
+                        .to_le_bytes(),
+                );
+            }
+            tracing::warn!(
+                "no fingerprint key configured (session.fingerprint_key or session.fingerprint_key_env): \
+                 using a random key for this process; fingerprints in alerts will not match across restarts \
+                 or between proxies"
+            );
+            Fingerprinter::from_key(key)
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Start the proxy: bind, spawn the server, health checks, incident watch, sinks and admin.
+pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy, StartError> {
+    let listener = bind(config.listen).await?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let admin_listener = match config.admin {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let (log, writer) = AlertLog::start(AlertTargets {
+        file: config.alerts.log_file.clone(),
+        stdout: config.alerts.stdout,
+    })
+    .map_err(|source| StartError::AlertLog {
+        path: config.alerts.log_file.clone().unwrap_or_default(),
+        source,
+    })?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let backends = Arc::new(Backends::new(&config.backends));
+    let metrics = Arc::new(Metrics::new(&backends));
+    let store = Arc::new(MokaStore::new(
+        config.session.max_sessions,
+        config.session.profile.idle_timeout(),
+    ));
+    let pin_switch = PinSwitch::default();
+
+    let mut sink_handles = Vec::new();
+    for (kind, cfg) in [
+        (SinkKind::Alertmanager, &config.alertmanager),
+        (SinkKind::Webhook, &config.webhook),
+    ] {
+        if let Some(cfg) = cfg {
+            let (handle, task) =
+                sinks::spawn(kind, cfg.clone(), metrics.clone(), shutdown_rx.clone());
+            sink_handles.push(handle);
+            tasks.push(task);
+        }
+    }
+    let incidents = Arc::new(IncidentWatch::new(
+        config.incident.clone(),
+        backends.clone(),
+        log.clone(),
+        metrics.clone(),
+        config.pin.policy,
+        pin_switch.clone(),
+        sink_handles,
+    ));
+    tasks.push(tokio::spawn(incidents.clone().run(
+        options.incident_tick.unwrap_or(Duration::from_millis(500)),
+        shutdown_rx.clone(),
+    )));
+
+    let watch_for_restarts = incidents.clone();
+    let health = Arc::new(Health::new(
+        backends.clone(),
+        config.health.clone(),
+        metrics.clone(),
+        Some(Arc::new(move |id, t| {
+            if t == Transition::Up {
+                watch_for_restarts.note_restart(id);
+            }
+        })),
+    ));
+    let client = upstream::client(&config.upstream);
+    tasks.extend(health.spawn_checks(client.clone(), shutdown_rx.clone()));
+
+    let forward = Forward::new(
+        backends.clone(),
+        Balancer::new(config.balance, backends.clone()),
+        client,
+        config.upstream.clone(),
+        config.pin.clone(),
+        health,
+        metrics.clone(),
+    );
+    let reporter = Reporter::new(
+        backends.clone(),
+        metrics.clone(),
+        log.clone(),
+        incidents.clone(),
+        options.extra_events,
+    );
+    let store_dyn: Arc<dyn SessionStore> = store.clone();
+    let mut session = SessionLayer::new(
+        config.session.profile.clone(),
+        fingerprinter(&config.session.key),
+        store_dyn.clone(),
+    )
+    .with_events(Arc::new(reporter))
+    .with_pin_policy(config.pin.policy)
+    .with_pin_switch(pin_switch);
+    if config.rescue {
+        session = session.with_rescue(backends.clone());
+    }
+    let request_ids = SequentialRequestId {
+        prefix: rand::random(),
+        next: Arc::new(AtomicU64::new(1)),
+    };
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(request_ids))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(session)
+        .service(forward);
+    tasks.push(tokio::spawn(crate::server::serve(
+        listener,
+        stack,
+        shutdown_rx.clone(),
+    )));
+
+    if let Some(l) = admin_listener {
+        let state = AdminState {
+            backends: backends.clone(),
+            metrics: metrics.clone(),
+            store: store_dyn,
+            incidents: incidents.clone(),
+        };
+        tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
+    }
+    tracing::info!(%addr, backends = config.backends.len(), pin = config.pin.policy.as_str(), "sessionwatch listening");
+
+    Ok(RunningProxy {
+        addr,
+        admin_addr,
+        store,
+        metrics,
+        backends,
+        incidents,
+        log,
+        _writer: writer,
+        shutdown: shutdown_tx,
+        tasks,
+    })
+}

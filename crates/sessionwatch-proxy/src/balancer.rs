@@ -1,0 +1,178 @@
+//! Choosing a backend for a request that is not pinned.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use sessionwatch_core::BackendId;
+
+use crate::backends::Backends;
+use crate::config::BalancePolicy;
+
+/// Picks healthy backends under a balancing policy.
+#[derive(Debug)]
+pub struct Balancer {
+    policy: BalancePolicy,
+    backends: Arc<Backends>,
+    /// Weighted round-robin order, precomputed with the smooth weighted algorithm so heavy
+    /// backends are interleaved rather than served in bursts.
+    wheel: Vec<BackendId>,
+    next: AtomicUsize,
+    rng: AtomicU64,
+}
+
+impl Balancer {
+    /// A balancer over `backends`.
+    pub fn new(policy: BalancePolicy, backends: Arc<Backends>) -> Self {
+        let wheel = smooth_wheel(&backends);
+        Self {
+            policy,
+            backends,
+            wheel,
+            next: AtomicUsize::new(0),
+            rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id())),
+        }
+    }
+
+    /// A healthy backend, or `None` when every backend is down.
+    pub fn pick(&self) -> Option<BackendId> {
+        match self.policy {
+            BalancePolicy::RoundRobin => self.round_robin(),
+            BalancePolicy::LeastRequests => self.least_requests(),
+        }
+    }
+
+    fn round_robin(&self) -> Option<BackendId> {
+        let n = self.wheel.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| self.wheel[(start + i) % n])
+            .find(|id| self.backends.get(*id).is_some_and(|b| b.is_healthy()))
+    }
+
+    /// splitmix64 over an atomic: statistically fine for choosing two backends, no lock.
+    fn random(&self) -> u64 {
+        let mut z = self
+            .rng
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+            .wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Power of two choices: two random healthy backends (drawn by weight from the wheel), the
+    /// one with fewer in-flight requests per unit of weight wins.
+    fn least_requests(&self) -> Option<BackendId> {
+        let n = self.wheel.len() as u64;
+        let draw = || {
+            let start = (self.random() % n) as usize;
+            (0..self.wheel.len())
+                .map(|i| self.wheel[(start + i) % self.wheel.len()])
+                .find(|id| self.backends.get(*id).is_some_and(|b| b.is_healthy()))
+        };
+        let a = draw()?;
+        let b = draw()?;
+        let load = |id: BackendId| {
+            self.backends.get(id).map_or(u64::MAX, |b| {
+                (b.in_flight() as u64 * 1000) / u64::from(b.weight.max(1))
+            })
+        };
+        Some(if load(b) < load(a) { b } else { a })
+    }
+}
+
+fn smooth_wheel(backends: &Backends) -> Vec<BackendId> {
+    let all = backends.all();
+    let total: i64 = all.iter().map(|b| i64::from(b.weight)).sum();
+    let mut current = vec![0i64; all.len()];
+    let mut wheel = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        for (c, b) in current.iter_mut().zip(all) {
+            *c += i64::from(b.weight);
+        }
+        let Some((best, _)) = current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, -(*i as i64)))
+        else {
+            break;
+        };
+        current[best] -= total;
+        wheel.push(all[best].id);
+    }
+    wheel
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendConfig;
+
+    fn backends(weights: &[u32]) -> Arc<Backends> {
+        let configs: Vec<BackendConfig> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| BackendConfig {
+                name: format!("b{i}"),
+                authority: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
+                weight: *w,
+            })
+            .collect();
+        Arc::new(Backends::new(&configs))
+    }
+
+    fn counts(b: &Balancer, n: usize, len: usize) -> Vec<usize> {
+        let mut c = vec![0; len];
+        for _ in 0..n {
+            c[b.pick().unwrap().index()] += 1;
+        }
+        c
+    }
+
+    #[test]
+    fn round_robin_follows_weights_and_interleaves() {
+        let bal = Balancer::new(BalancePolicy::RoundRobin, backends(&[3, 1]));
+        assert_eq!(counts(&bal, 400, 2), vec![300, 100]);
+        let wheel: Vec<u16> = bal.wheel.iter().map(|b| b.0).collect();
+        assert_eq!(
+            wheel,
+            vec![0, 0, 1, 0],
+            "smooth: the light backend is not left to the end"
+        );
+    }
+
+    #[test]
+    fn unhealthy_backends_are_skipped_and_none_when_all_down() {
+        let b = backends(&[1, 1, 1]);
+        let bal = Balancer::new(BalancePolicy::RoundRobin, b.clone());
+        b.set_healthy(BackendId(1), false);
+        assert_eq!(counts(&bal, 300, 3)[1], 0);
+        let lr = Balancer::new(BalancePolicy::LeastRequests, b.clone());
+        assert_eq!(counts(&lr, 300, 3)[1], 0);
+        for i in 0..3 {
+            b.set_healthy(BackendId(i), false);
+        }
+        assert_eq!(bal.pick(), None);
+        assert_eq!(lr.pick(), None);
+    }
+
+    #[test]
+    fn least_requests_prefers_the_idle_backend() {
+        let b = backends(&[1, 1]);
+        let bal = Balancer::new(BalancePolicy::LeastRequests, b.clone());
+        let _busy: Vec<_> = (0..10).map(|_| b.start_request(BackendId(0))).collect();
+        let c = counts(&bal, 1000, 2);
+        // Backend 0 wins only when both draws land on it (about a quarter of the time).
+        assert!(c[1] > 650, "{c:?}");
+        drop(_busy);
+        let c = counts(&bal, 2000, 2);
+        assert!(c[0] > 800 && c[1] > 800, "even when idle: {c:?}");
+    }
+
+    #[test]
+    fn least_requests_follows_weights_when_idle() {
+        let bal = Balancer::new(BalancePolicy::LeastRequests, backends(&[3, 1]));
+        let c = counts(&bal, 4000, 2);
+        assert!(c[0] > 2 * c[1], "{c:?}");
+    }
+}

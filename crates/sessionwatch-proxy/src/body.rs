@@ -1,0 +1,133 @@
+//! The body types that flow through the proxy. Enums rather than boxed bodies: no allocation per
+//! request, and bodies stream frame by frame, never buffered whole.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// A request body: the client's, streamed, or none (a rescue replay).
+    #[project = RequestBodyProj]
+    // Variant fields cannot carry docs inside pin_project_lite; the variants say what they hold.
+    #[allow(missing_docs)]
+    #[derive(Debug)]
+    pub enum RequestBody {
+        /// Streamed from the client.
+        Incoming {
+            #[pin] body: Incoming,
+        },
+        /// No body.
+        Empty,
+    }
+}
+
+// pin_project_lite does not pass `#[default]` through to a derive.
+#[allow(clippy::derivable_impls)]
+impl Default for RequestBody {
+    fn default() -> Self {
+        RequestBody::Empty
+    }
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        RequestBody::Incoming { body }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            RequestBodyProj::Incoming { body } => body.poll_frame(cx),
+            RequestBodyProj::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Incoming { body } => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Incoming { body } => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+pin_project! {
+    /// A response body: the backend's, streamed, or a short one the proxy wrote itself.
+    #[project = ResponseBodyProj]
+    #[allow(missing_docs)]
+    #[derive(Debug)]
+    pub enum ResponseBody {
+        /// Streamed from the backend.
+        Incoming {
+            #[pin] body: Incoming,
+        },
+        /// Written by the proxy (error pages, admin answers).
+        Full {
+            data: Option<Bytes>,
+        },
+    }
+}
+
+impl ResponseBody {
+    /// A body of these bytes.
+    pub fn full(data: impl Into<Bytes>) -> Self {
+        let data: Bytes = data.into();
+        ResponseBody::Full {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+}
+
+impl From<Incoming> for ResponseBody {
+    fn from(body: Incoming) -> Self {
+        ResponseBody::Incoming { body }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            ResponseBodyProj::Incoming { body } => body.poll_frame(cx),
+            ResponseBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Incoming { body } => body.is_end_stream(),
+            ResponseBody::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Incoming { body } => body.size_hint(),
+            ResponseBody::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The configuration file as written: serde structs that mirror the TOML, with no meaning yet.
+//! Unknown fields are refused so that a typo is an error rather than a silently ignored line.
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) listen: Option<ListenFile>,
+    pub(crate) admin: Option<AdminFile>,
+    #[serde(default)]
+    pub(crate) backends: Vec<BackendFile>,
+    pub(crate) balance: Option<BalanceFile>,
+    pub(crate) upstream: Option<UpstreamFile>,
+    pub(crate) session: Option<SessionFile>,
+    pub(crate) pin: Option<PinFile>,
+    pub(crate) rescue: Option<RescueFile>,
+    pub(crate) health: Option<HealthFile>,
+    pub(crate) alerts: Option<AlertsFile>,
+    pub(crate) incident: Option<IncidentFile>,
+    pub(crate) alertmanager: Option<SinkFile>,
+    pub(crate) webhook: Option<SinkFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenFile {
+    pub(crate) address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminFile {
+    pub(crate) address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BackendFile {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    pub(crate) weight: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BalanceFile {
+    pub(crate) policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamFile {
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) response_timeout: Option<String>,
+    pub(crate) pool_idle_timeout: Option<String>,
+    pub(crate) pool_max_idle_per_host: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CookieFile {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) rotates: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SessionFile {
+    pub(crate) preset: Option<String>,
+    pub(crate) cookies: Option<Vec<CookieFile>>,
+    pub(crate) login_paths: Option<Vec<String>>,
+    pub(crate) logout_paths: Option<Vec<String>>,
+    pub(crate) idle_timeout: Option<String>,
+    pub(crate) max_sessions: Option<u64>,
+    pub(crate) fingerprint_key: Option<String>,
+    pub(crate) fingerprint_key_env: Option<String>,
+    pub(crate) marker_header: Option<String>,
+    pub(crate) marker_statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PinFile {
+    pub(crate) policy: Option<String>,
+    pub(crate) when_unhealthy: Option<String>,
+    pub(crate) retry_after: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RescueFile {
+    pub(crate) enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthFile {
+    pub(crate) active: Option<bool>,
+    pub(crate) path: Option<String>,
+    pub(crate) interval: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) rise: Option<u32>,
+    pub(crate) fall: Option<u32>,
+    pub(crate) passive_fall: Option<u32>,
+    pub(crate) eject_for: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlertsFile {
+    pub(crate) log_file: Option<String>,
+    pub(crate) stdout: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IncidentFile {
+    pub(crate) window: Option<String>,
+    pub(crate) min_requests: Option<u64>,
+    pub(crate) min_resets: Option<u64>,
+    pub(crate) threshold: Option<f64>,
+    pub(crate) update_every: Option<String>,
+    pub(crate) resolve_after: Option<String>,
+    pub(crate) max_reset_lines_per_sec: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SinkFile {
+    pub(crate) url: String,
+    pub(crate) resend_every: Option<String>,
+    pub(crate) timeout: Option<String>,
+}

@@ -1,0 +1,306 @@
+//! Configuration: the file as written ([`file`]), turned into a typed, validated [`Config`]
+//! that the rest of the proxy takes. Every error names the file, the `line:column` and the
+//! field path (`backends[1].url`), so `check-config` and `serve` can say exactly what is wrong.
+
+mod file;
+mod locate;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::Authority;
+use sessionwatch_core::{IncidentConfig, PinPolicy, SessionProfile};
+
+use validate::from_toml;
+
+use locate::{FieldPath, line_col, path_at, span_of};
+
+/// One backend of the farm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// Its name in alerts, logs and metric labels.
+    pub name: String,
+    /// `host:port` to connect to.
+    pub authority: Authority,
+    /// Relative share of new traffic.
+    pub weight: u32,
+}
+
+/// How new (unpinned) requests are spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalancePolicy {
+    /// In turn, by weight.
+    RoundRobin,
+    /// The less loaded of two backends picked at random, by in-flight requests over weight.
+    LeastRequests,
+}
+
+/// What to do with a pinned request whose backend is unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenUnhealthy {
+    /// Route by the balancer (the user is logged out once) and count `pin_broken`.
+    Redistribute,
+    /// Answer 503 with `Retry-After`.
+    Fail,
+}
+
+/// Upstream connection settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Time allowed to establish a TCP connection; past it the answer is 502.
+    pub connect_timeout: Duration,
+    /// Time allowed for the response head once the request is sent; past it the answer is 504.
+    pub response_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per backend.
+    pub pool_max_idle_per_host: usize,
+}
+
+/// Where the fingerprint key comes from.
+#[derive(Clone, PartialEq)]
+pub enum KeySource {
+    /// From the file or the environment.
+    Configured(Vec<u8>),
+    /// None configured: a random key for this process (fingerprints change on restart).
+    Random,
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Configured(_) => f.write_str("Configured(<redacted>)"),
+            KeySource::Random => f.write_str("Random"),
+        }
+    }
+}
+
+/// Session learning settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionConfig {
+    /// Cookies, paths, markers and idle timeout.
+    pub profile: SessionProfile,
+    /// Most sessions tracked at once.
+    pub max_sessions: u64,
+    /// The fingerprint key.
+    pub key: KeySource,
+}
+
+/// Pinning settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinConfig {
+    /// When sessions are pinned.
+    pub policy: PinPolicy,
+    /// What happens when the pinned backend is unhealthy.
+    pub when_unhealthy: WhenUnhealthy,
+    /// `Retry-After` on the 503 of [`WhenUnhealthy::Fail`].
+    pub retry_after: Duration,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveHealth {
+    /// Path requested on each backend.
+    pub path: String,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time allowed per check.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a backend back.
+    pub rise: u32,
+    /// Consecutive failures that take it out.
+    pub fall: u32,
+}
+
+/// Health settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Active checks, if enabled.
+    pub active: Option<ActiveHealth>,
+    /// Consecutive connect errors or timeouts on live traffic that eject a backend.
+    pub passive_fall: u32,
+    /// Without active checks, how long a passively ejected backend stays out.
+    pub eject_for: Duration,
+}
+
+/// Alert log settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertsConfig {
+    /// The JSON Lines file.
+    pub log_file: Option<PathBuf>,
+    /// Also write alert lines to standard output.
+    pub stdout: bool,
+}
+
+/// An HTTP alert sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    /// Base URL (Alertmanager) or full URL (webhook).
+    pub url: http::Uri,
+    /// How often a firing alert is re-sent.
+    pub resend_every: Duration,
+    /// Time allowed per POST.
+    pub timeout: Duration,
+}
+
+/// The whole, validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
+    pub admin: Option<SocketAddr>,
+    /// The farm.
+    pub backends: Vec<BackendConfig>,
+    /// Balancing policy.
+    pub balance: BalancePolicy,
+    /// Upstream connections.
+    pub upstream: UpstreamConfig,
+    /// Session learning.
+    pub session: SessionConfig,
+    /// Pinning.
+    pub pin: PinConfig,
+    /// Replay lost GET/HEAD requests on the issuer.
+    pub rescue: bool,
+    /// Health checks.
+    pub health: HealthConfig,
+    /// Alert log.
+    pub alerts: AlertsConfig,
+    /// Incident detection.
+    pub incident: IncidentConfig,
+    /// Alertmanager v2 sink.
+    pub alertmanager: Option<SinkConfig>,
+    /// Generic JSON webhook sink.
+    pub webhook: Option<SinkConfig>,
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// 1-based line, if the problem has a place in the file.
+    pub line: Option<usize>,
+    /// 1-based column.
+    pub column: Option<usize>,
+    /// Field path, e.g. `backends[1].url` (empty for the whole file).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A configuration that cannot be used: every problem found, each with its place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ConfigError {
+    /// The file, as given.
+    pub file: PathBuf,
+    /// The problems.
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl ConfigError {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for (n, issue) in self.issues.iter().enumerate() {
+            if n > 0 {
+                out.push('\n');
+            }
+            out.push_str(&self.file.display().to_string());
+            if let (Some(l), Some(c)) = (issue.line, issue.column) {
+                out.push_str(&format!(":{l}:{c}"));
+            }
+            out.push_str(": ");
+            if !issue.field.is_empty() {
+                out.push_str(&issue.field);
+                out.push_str(": ");
+            }
+            out.push_str(&issue.message);
+        }
+        out
+    }
+
+    /// A single problem with no place (the file cannot be read).
+    fn whole_file(file: &Path, message: String) -> Self {
+        Self {
+            file: file.to_owned(),
+            issues: vec![ConfigIssue {
+                line: None,
+                column: None,
+                field: String::new(),
+                message,
+            }],
+        }
+    }
+}
+
+/// Problems found while validating, each with its field path; placed in the file afterwards.
+#[derive(Debug, Default)]
+pub(crate) struct Issues(Vec<(FieldPath, String)>);
+
+impl Issues {
+    pub(crate) fn push(&mut self, path: FieldPath, message: impl Into<String>) {
+        self.0.push((path, message.into()));
+    }
+
+    fn place(self, src: &str, file: &Path) -> ConfigError {
+        let issues = self
+            .0
+            .into_iter()
+            .map(|(path, message)| {
+                let (line, column) = match span_of(src, &path) {
+                    Some(span) => {
+                        let (l, c) = line_col(src, span.start);
+                        (Some(l), Some(c))
+                    }
+                    None => (None, None),
+                };
+                ConfigIssue {
+                    line,
+                    column,
+                    field: path.to_string(),
+                    message,
+                }
+            })
+            .collect();
+        ConfigError {
+            file: file.to_owned(),
+            issues,
+        }
+    }
+}
+
+/// Turn a TOML parse or type error into a placed issue.
+fn parse_error(src: &str, file: &Path, err: &toml::de::Error) -> ConfigError {
+    let (line, column, field) = match err.span() {
+        Some(span) => {
+            let (l, c) = line_col(src, span.start);
+            (Some(l), Some(c), path_at(src, span.start).to_string())
+        }
+        None => (None, None, String::new()),
+    };
+    ConfigError {
+        file: file.to_owned(),
+        issues: vec![ConfigIssue {
+            line,
+            column,
+            field,
+            message: err.message().trim().to_owned(),
+        }],
+    }
+}
+
+impl Config {
+    /// Read and validate the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::whole_file(path, format!("cannot read: {e}")))?;
+        Self::parse(&src, path)
+    }
+
+    /// Validate configuration text; `file` is only used in error messages.
+    pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigError> {
+        let raw: file::FileConfig = toml::from_str(src).map_err(|e| parse_error(src, file, &e))?;
+        from_toml(raw).map_err(|issues| issues.place(src, file))
+    }
+}

@@ -1,0 +1,573 @@
+//! From the file as written to a [`Config`]: defaults filled in, every value checked, every
+//! problem collected (not just the first) with its field path.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, StatusCode, Uri};
+use sessionwatch_core::{CookieSpec, Framework, IncidentConfig, Marker, PinPolicy, SessionProfile};
+
+use super::file::{FileConfig, SinkFile};
+use super::locate::FieldPath;
+use super::{
+    ActiveHealth, AlertsConfig, BackendConfig, BalancePolicy, Config, HealthConfig, Issues,
+    KeySource, PinConfig, SessionConfig, SinkConfig, UpstreamConfig, WhenUnhealthy,
+};
+
+fn p(root: &str) -> FieldPath {
+    FieldPath::default().key(root)
+}
+
+fn duration(
+    issues: &mut Issues,
+    path: FieldPath,
+    value: Option<&str>,
+    default: Duration,
+) -> Duration {
+    let Some(text) = value else {
+        return default;
+    };
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            issues.push(path, "must be above zero");
+            default
+        }
+        Err(e) => {
+            issues.push(path, format!("{e} (write e.g. \"500ms\", \"2s\", \"20m\")"));
+            default
+        }
+    }
+}
+
+fn address(
+    issues: &mut Issues,
+    path: FieldPath,
+    value: Option<&str>,
+    default: &str,
+) -> Option<SocketAddr> {
+    let text = value.unwrap_or(default);
+    match text.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            issues.push(
+                path,
+                format!("{text:?} is not an IP address and port, e.g. \"127.0.0.1:8080\""),
+            );
+            None
+        }
+    }
+}
+
+fn positive(issues: &mut Issues, path: FieldPath, value: Option<u32>, default: u32) -> u32 {
+    match value {
+        Some(0) => {
+            issues.push(path, "must be at least 1");
+            default
+        }
+        Some(v) => v,
+        None => default,
+    }
+}
+
+fn one_of<T: Copy>(
+    issues: &mut Issues,
+    path: FieldPath,
+    value: Option<&str>,
+    default: T,
+    choices: &[(&str, T)],
+) -> T {
+    let Some(text) = value else {
+        return default;
+    };
+    match choices.iter().find(|(name, _)| *name == text) {
+        Some((_, v)) => *v,
+        None => {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            issues.push(
+                path,
+                format!(
+                    "unknown value {text:?}; expected one of: {}",
+                    names.join(", ")
+                ),
+            );
+            default
+        }
+    }
+}
+
+pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
+    let mut issues = Issues::default();
+
+    let listen = address(
+        &mut issues,
+        p("listen").key("address"),
+        raw.listen.as_ref().and_then(|l| l.address.as_deref()),
+        "127.0.0.1:8080",
+    );
+    let admin = match raw.admin.as_ref() {
+        Some(a) => address(
+            &mut issues,
+            p("admin").key("address"),
+            a.address.as_deref(),
+            "127.0.0.1:9090",
+        ),
+        None => None,
+    };
+
+    let backends = backends(&mut issues, &raw);
+    let balance = one_of(
+        &mut issues,
+        p("balance").key("policy"),
+        raw.balance.as_ref().and_then(|b| b.policy.as_deref()),
+        BalancePolicy::RoundRobin,
+        &[
+            ("round_robin", BalancePolicy::RoundRobin),
+            ("least_requests", BalancePolicy::LeastRequests),
+        ],
+    );
+
+    let up = raw.upstream.as_ref();
+    let upstream = UpstreamConfig {
+        connect_timeout: duration(
+            &mut issues,
+            p("upstream").key("connect_timeout"),
+            up.and_then(|u| u.connect_timeout.as_deref()),
+            Duration::from_secs(2),
+        ),
+        response_timeout: duration(
+            &mut issues,
+            p("upstream").key("response_timeout"),
+            up.and_then(|u| u.response_timeout.as_deref()),
+            Duration::from_secs(30),
+        ),
+        pool_idle_timeout: duration(
+            &mut issues,
+            p("upstream").key("pool_idle_timeout"),
+            up.and_then(|u| u.pool_idle_timeout.as_deref()),
+            Duration::from_secs(90),
+        ),
+        pool_max_idle_per_host: up.and_then(|u| u.pool_max_idle_per_host).unwrap_or(256),
+    };
+
+    let session = session(&mut issues, &raw);
+
+    let pin_file = raw.pin.as_ref();
+    let pin = PinConfig {
+        policy: one_of(
+            &mut issues,
+            p("pin").key("policy"),
+            pin_file.and_then(|x| x.policy.as_deref()),
+            PinPolicy::Off,
+            &[
+                ("off", PinPolicy::Off),
+                ("learn", PinPolicy::Learn),
+                ("on_reset", PinPolicy::OnReset),
+                ("on_incident", PinPolicy::OnIncident),
+            ],
+        ),
+        when_unhealthy: one_of(
+            &mut issues,
+            p("pin").key("when_unhealthy"),
+            pin_file.and_then(|x| x.when_unhealthy.as_deref()),
+            WhenUnhealthy::Redistribute,
+            &[
+                ("redistribute", WhenUnhealthy::Redistribute),
+                ("fail", WhenUnhealthy::Fail),
+            ],
+        ),
+        retry_after: duration(
+            &mut issues,
+            p("pin").key("retry_after"),
+            pin_file.and_then(|x| x.retry_after.as_deref()),
+            Duration::from_secs(5),
+        ),
+    };
+    let rescue = raw.rescue.as_ref().and_then(|r| r.enabled).unwrap_or(false);
+
+    let h = raw.health.as_ref();
+    let active = if h.and_then(|h| h.active).unwrap_or(true) {
+        let path = h
+            .and_then(|h| h.path.clone())
+            .unwrap_or_else(|| "/health".to_owned());
+        if !path.starts_with('/') {
+            issues.push(p("health").key("path"), "must start with '/'");
+        }
+        Some(ActiveHealth {
+            path,
+            interval: duration(
+                &mut issues,
+                p("health").key("interval"),
+                h.and_then(|h| h.interval.as_deref()),
+                Duration::from_secs(2),
+            ),
+            timeout: duration(
+                &mut issues,
+                p("health").key("timeout"),
+                h.and_then(|h| h.timeout.as_deref()),
+                Duration::from_secs(1),
+            ),
+            rise: positive(
+                &mut issues,
+                p("health").key("rise"),
+                h.and_then(|h| h.rise),
+                2,
+            ),
+            fall: positive(
+                &mut issues,
+                p("health").key("fall"),
+                h.and_then(|h| h.fall),
+                3,
+            ),
+        })
+    } else {
+        None
+    };
+    let health = HealthConfig {
+        active,
+        passive_fall: positive(
+            &mut issues,
+            p("health").key("passive_fall"),
+            h.and_then(|h| h.passive_fall),
+            3,
+        ),
+        eject_for: duration(
+            &mut issues,
+            p("health").key("eject_for"),
+            h.and_then(|h| h.eject_for.as_deref()),
+            Duration::from_secs(10),
+        ),
+    };
+
+    let a = raw.alerts.as_ref();
+    let alerts = AlertsConfig {
+        log_file: match a.map(|a| a.log_file.as_deref()) {
+            Some(Some("")) => None,
+            Some(Some(path)) => Some(PathBuf::from(path)),
+            _ => Some(PathBuf::from("sessionwatch-alerts.jsonl")),
+        },
+        stdout: a.and_then(|a| a.stdout).unwrap_or(false),
+    };
+
+    let incident = incident(&mut issues, &raw);
+    let alertmanager = raw
+        .alertmanager
+        .as_ref()
+        .and_then(|s| sink(&mut issues, "alertmanager", s));
+    let webhook = raw
+        .webhook
+        .as_ref()
+        .and_then(|s| sink(&mut issues, "webhook", s));
+
+    match (issues.0.is_empty(), listen, session) {
+        (true, Some(listen), Some(session)) => Ok(Config {
+            listen,
+            admin,
+            backends,
+            balance,
+            upstream,
+            session,
+            pin,
+            rescue,
+            health,
+            alerts,
+            incident,
+            alertmanager,
+            webhook,
+        }),
+        _ => Err(issues),
+    }
+}
+
+fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
+    if raw.backends.is_empty() {
+        issues.push(p("backends"), "at least one backend is needed: [[backends]] name = \"a\" url = \"http://127.0.0.1:8081\"");
+    }
+    if raw.backends.len() > usize::from(u16::MAX - 1) {
+        issues.push(p("backends"), "too many backends");
+    }
+    let mut out = Vec::new();
+    for (i, b) in raw.backends.iter().enumerate() {
+        let path = p("backends").index(i);
+        if b.name.is_empty()
+            || !b
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            issues.push(
+                path.clone().key("name"),
+                "must be non-empty and use only letters, digits, '-', '_' and '.'",
+            );
+        }
+        if raw.backends[..i].iter().any(|o| o.name == b.name) {
+            issues.push(
+                path.clone().key("name"),
+                format!("duplicate backend name {:?}", b.name),
+            );
+        }
+        let weight = positive(issues, path.clone().key("weight"), b.weight, 1);
+        if weight > 1000 {
+            issues.push(path.clone().key("weight"), "must be at most 1000");
+        }
+        match b.url.parse::<Uri>() {
+            Ok(uri) => match (uri.scheme_str(), uri.authority(), uri.path()) {
+                (Some("http"), Some(authority), "" | "/")
+                    if authority.port_u16().is_some() || !authority.host().is_empty() =>
+                {
+                    out.push(BackendConfig {
+                        name: b.name.clone(),
+                        authority: authority.clone(),
+                        weight,
+                    });
+                }
+                (Some("https"), _, _) => issues.push(
+                    path.clone().key("url"),
+                    "https upstreams are not supported yet; use http://host:port",
+                ),
+                (Some("http"), Some(_), _) => issues.push(
+                    path.clone().key("url"),
+                    "must not have a path: http://host:port",
+                ),
+                _ => issues.push(
+                    path.clone().key("url"),
+                    format!("{:?} is not an http://host:port URL", b.url),
+                ),
+            },
+            Err(e) => issues.push(
+                path.clone().key("url"),
+                format!("invalid URL {:?}: {e}", b.url),
+            ),
+        }
+    }
+    out
+}
+
+fn session(issues: &mut Issues, raw: &FileConfig) -> Option<SessionConfig> {
+    let s = raw.session.as_ref();
+    let path = p("session");
+    let preset = match s.and_then(|s| s.preset.as_deref()) {
+        Some(name) => match Framework::from_name(name) {
+            Some(f) => Some(f),
+            None => {
+                let names: Vec<&str> = Framework::ALL.iter().map(|f| f.name()).collect();
+                issues.push(
+                    path.clone().key("preset"),
+                    format!(
+                        "unknown preset {name:?}; expected one of: {}",
+                        names.join(", ")
+                    ),
+                );
+                return None;
+            }
+        },
+        None => None,
+    };
+    let cookies = s.and_then(|s| s.cookies.as_ref());
+    let mut profile = match (preset, cookies) {
+        (Some(f), None) => SessionProfile::preset(f),
+        (preset, Some(cookies)) => {
+            let specs: Vec<CookieSpec> = cookies
+                .iter()
+                .map(|c| CookieSpec::new(c.name.clone()).rotating(c.rotates))
+                .collect();
+            for (i, c) in cookies.iter().enumerate() {
+                if c.name.is_empty()
+                    || c.name
+                        .bytes()
+                        .any(|b| b <= b' ' || b >= 0x7f || b"()<>@,;:\\\"/[]?={}".contains(&b))
+                {
+                    issues.push(
+                        path.clone().key("cookies").index(i).key("name"),
+                        format!("{:?} is not a valid cookie name", c.name),
+                    );
+                }
+            }
+            match preset {
+                Some(f) => {
+                    let base = SessionProfile::preset(f);
+                    SessionProfile::custom(specs)
+                        .with_login_paths(base.login_paths().to_vec())
+                        .with_logout_paths(base.logout_paths().to_vec())
+                        .with_idle_timeout(base.idle_timeout())
+                }
+                None => SessionProfile::custom(specs),
+            }
+        }
+        (None, None) => SessionProfile::preset(Framework::Php),
+    };
+    if let Some(paths) = s.and_then(|s| s.login_paths.clone()) {
+        profile = profile.with_login_paths(paths);
+    }
+    if let Some(paths) = s.and_then(|s| s.logout_paths.clone()) {
+        profile = profile.with_logout_paths(paths);
+    }
+    if let Some(text) = s.and_then(|s| s.idle_timeout.as_deref()) {
+        let current = profile.idle_timeout();
+        profile = profile.with_idle_timeout(duration(
+            issues,
+            path.clone().key("idle_timeout"),
+            Some(text),
+            current,
+        ));
+    }
+    let mut marker = Marker::default();
+    if let Some(h) = s.and_then(|s| s.marker_header.as_deref()) {
+        match HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => marker.header = Some(name),
+            Err(_) => issues.push(
+                path.clone().key("marker_header"),
+                format!("{h:?} is not a header name"),
+            ),
+        }
+    }
+    for (i, code) in s
+        .and_then(|s| s.marker_statuses.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        match StatusCode::from_u16(code) {
+            Ok(st) if (200..600).contains(&code) => marker.statuses.push(st),
+            _ => issues.push(
+                path.clone().key("marker_statuses").index(i),
+                format!("{code} is not an HTTP status from 200 to 599"),
+            ),
+        }
+    }
+    profile = profile.with_marker(marker);
+    if let Err(e) = profile.validate() {
+        let field = match e {
+            sessionwatch_core::ProfileError::RelativePath(_) => "login_paths",
+            sessionwatch_core::ProfileError::ZeroIdleTimeout => "idle_timeout",
+            _ => "cookies",
+        };
+        issues.push(path.clone().key(field), e.to_string());
+    }
+
+    let max_sessions = s.and_then(|s| s.max_sessions).unwrap_or(1_000_000);
+    if max_sessions == 0 {
+        issues.push(path.clone().key("max_sessions"), "must be at least 1");
+    }
+    let key = match (
+        s.and_then(|s| s.fingerprint_key.as_deref()),
+        s.and_then(|s| s.fingerprint_key_env.as_deref()),
+    ) {
+        (Some(_), Some(_)) => {
+            issues.push(
+                path.clone().key("fingerprint_key_env"),
+                "give fingerprint_key or fingerprint_key_env, not both",
+            );
+            KeySource::Random
+        }
+        (Some(k), None) if k.len() < 16 => {
+            issues.push(
+                path.clone().key("fingerprint_key"),
+                "must be at least 16 characters",
+            );
+            KeySource::Random
+        }
+        (Some(k), None) => KeySource::Configured(k.as_bytes().to_vec()),
+        (None, Some(var)) => match std::env::var(var) {
+            Ok(k) if k.len() >= 16 => KeySource::Configured(k.into_bytes()),
+            Ok(_) => {
+                issues.push(
+                    path.clone().key("fingerprint_key_env"),
+                    format!("environment variable {var} must hold at least 16 characters"),
+                );
+                KeySource::Random
+            }
+            Err(_) => {
+                issues.push(
+                    path.clone().key("fingerprint_key_env"),
+                    format!("environment variable {var} is not set"),
+                );
+                KeySource::Random
+            }
+        },
+        (None, None) => KeySource::Random,
+    };
+    Some(SessionConfig {
+        profile,
+        max_sessions,
+        key,
+    })
+}
+
+fn incident(issues: &mut Issues, raw: &FileConfig) -> IncidentConfig {
+    let d = IncidentConfig::default();
+    let i = raw.incident.as_ref();
+    let path = p("incident");
+    let threshold = i.and_then(|i| i.threshold).unwrap_or(d.threshold);
+    if !(threshold > 0.0 && threshold <= 1.0) {
+        issues.push(
+            path.clone().key("threshold"),
+            "must be a share above 0 and at most 1, e.g. 0.05",
+        );
+    }
+    IncidentConfig {
+        window: duration(
+            issues,
+            path.clone().key("window"),
+            i.and_then(|i| i.window.as_deref()),
+            d.window,
+        ),
+        min_requests: i.and_then(|i| i.min_requests).unwrap_or(d.min_requests),
+        min_resets: i.and_then(|i| i.min_resets).unwrap_or(d.min_resets).max(1),
+        threshold,
+        update_every: duration(
+            issues,
+            path.clone().key("update_every"),
+            i.and_then(|i| i.update_every.as_deref()),
+            d.update_every,
+        ),
+        resolve_after: duration(
+            issues,
+            path.clone().key("resolve_after"),
+            i.and_then(|i| i.resolve_after.as_deref()),
+            d.resolve_after,
+        ),
+        max_reset_lines_per_sec: i
+            .and_then(|i| i.max_reset_lines_per_sec)
+            .unwrap_or(d.max_reset_lines_per_sec),
+    }
+}
+
+fn sink(issues: &mut Issues, name: &str, s: &SinkFile) -> Option<SinkConfig> {
+    let path = p(name);
+    let url = match s.url.parse::<Uri>() {
+        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
+        Ok(_) => {
+            issues.push(
+                path.clone().key("url"),
+                format!("{:?} must be an http:// URL", s.url),
+            );
+            None
+        }
+        Err(e) => {
+            issues.push(
+                path.clone().key("url"),
+                format!("invalid URL {:?}: {e}", s.url),
+            );
+            None
+        }
+    };
+    let resend_every = duration(
+        issues,
+        path.clone().key("resend_every"),
+        s.resend_every.as_deref(),
+        Duration::from_secs(60),
+    );
+    let timeout = duration(
+        issues,
+        path.clone().key("timeout"),
+        s.timeout.as_deref(),
+        Duration::from_secs(5),
+    );
+    url.map(|url| SinkConfig {
+        url,
+        resend_every,
+        timeout,
+    })
+}

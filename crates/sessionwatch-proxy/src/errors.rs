@@ -1,0 +1,100 @@
+//! Every way forwarding can fail, and the one place each becomes an HTTP answer.
+
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::ResponseBody;
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// Every backend is down.
+    #[error("no healthy backend")]
+    NoHealthyBackend,
+    /// The session is pinned to a backend that is down and the policy is `fail`.
+    #[error("the pinned backend {backend} is unhealthy")]
+    PinnedBackendDown {
+        /// The backend's name.
+        backend: String,
+        /// What to put in `Retry-After`.
+        retry_after: Duration,
+    },
+    /// The backend refused or did not accept the connection in time.
+    #[error("cannot connect to backend {backend}")]
+    Connect {
+        /// The backend's name.
+        backend: String,
+        /// The underlying error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The backend did not send a response head in time.
+    #[error("backend {backend} did not answer within {timeout:?}")]
+    Timeout {
+        /// The backend's name.
+        backend: String,
+        /// The configured response timeout.
+        timeout: Duration,
+    },
+    /// The exchange with the backend failed after connecting.
+    #[error("backend {backend} failed")]
+    Upstream {
+        /// The backend's name.
+        backend: String,
+        /// The underlying error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The request could not be turned into an upstream request.
+    #[error("cannot forward this request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ForwardError {
+    /// The status the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ForwardError::NoHealthyBackend | ForwardError::PinnedBackendDown { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ForwardError::Connect { .. } | ForwardError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ForwardError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ForwardError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The answer for the client: the status, a short body, and `Retry-After` where a retry makes
+    /// sense. Backend names and error details stay in the proxy's log.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let status = self.status();
+        let text = match &self {
+            ForwardError::NoHealthyBackend => "no healthy backend\n",
+            ForwardError::PinnedBackendDown { .. } => {
+                "the server holding your session is unavailable; retry shortly\n"
+            }
+            ForwardError::Connect { .. } | ForwardError::Upstream { .. } => "bad gateway\n",
+            ForwardError::Timeout { .. } => "gateway timeout\n",
+            ForwardError::BadRequest(_) => "bad request\n",
+        };
+        let mut resp = Response::new(ResponseBody::full(text));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        let retry = match &self {
+            ForwardError::PinnedBackendDown { retry_after, .. } => {
+                Some(retry_after.as_secs().max(1))
+            }
+            ForwardError::NoHealthyBackend => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}

@@ -1,0 +1,269 @@
+//! The innermost service: picks the backend (pin, rescue or balancer), rewrites the request for
+//! the upstream, sends it through the pooled client, and passes the answer back, WebSocket
+//! upgrades included.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::header::HOST;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use sessionwatch_core::{BackendId, RouteDecision};
+use sessionwatch_tower::{RescueAttempt, ServedBy, SessionRoute};
+use tower::Service;
+
+use crate::backends::Backends;
+use crate::balancer::Balancer;
+use crate::body::{RequestBody, ResponseBody};
+use crate::config::{PinConfig, UpstreamConfig, WhenUnhealthy};
+use crate::errors::ForwardError;
+use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::upstream::UpstreamClient;
+
+/// Who is on the other end of the client connection; set by the accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientInfo {
+    /// The client's address.
+    pub addr: SocketAddr,
+}
+
+/// Forwards requests to the farm. Never fails: errors become answers (see [`ForwardError`]).
+#[derive(Clone)]
+pub struct Forward {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backends: Arc<Backends>,
+    balancer: Balancer,
+    client: UpstreamClient,
+    upstream: UpstreamConfig,
+    pin: PinConfig,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forward").finish_non_exhaustive()
+    }
+}
+
+impl Forward {
+    /// A forwarder over `backends`.
+    pub fn new(
+        backends: Arc<Backends>,
+        balancer: Balancer,
+        client: UpstreamClient,
+        upstream: UpstreamConfig,
+        pin: PinConfig,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backends,
+                balancer,
+                client,
+                upstream,
+                pin,
+                health,
+                metrics,
+            }),
+        }
+    }
+}
+
+impl Service<Request<RequestBody>> for Forward {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_owned();
+            match inner.forward(req).await {
+                Ok(resp) => Ok(resp),
+                Err(e) => {
+                    let status = e.status();
+                    match &e {
+                        ForwardError::PinnedBackendDown { .. } | ForwardError::NoHealthyBackend => {
+                            tracing::debug!(%status, path, error = %e, "refused");
+                        }
+                        _ => {
+                            tracing::warn!(%status, path, error = %error_chain(&e), "upstream failure")
+                        }
+                    }
+                    Ok(e.into_response())
+                }
+            }
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+impl Inner {
+    fn choose(&self, req: &Request<RequestBody>) -> Result<BackendId, ForwardError> {
+        if let Some(RescueAttempt(id)) = req.extensions().get::<RescueAttempt>() {
+            return Ok(*id);
+        }
+        if let Some(SessionRoute {
+            decision: RouteDecision::Pin(id),
+        }) = req.extensions().get::<SessionRoute>()
+        {
+            if self.backends.is_up(*id) {
+                self.metrics.pins.increment(1);
+                return Ok(*id);
+            }
+            match self.pin.when_unhealthy {
+                WhenUnhealthy::Fail => {
+                    self.metrics.pin_failed.increment(1);
+                    return Err(ForwardError::PinnedBackendDown {
+                        backend: self.backends.name(*id).to_owned(),
+                        retry_after: self.pin.retry_after,
+                    });
+                }
+                WhenUnhealthy::Redistribute => {
+                    self.metrics.pin_broken.increment(1);
+                    tracing::debug!(
+                        backend = self.backends.name(*id),
+                        "pinned backend down; redistributing (pin_broken)"
+                    );
+                }
+            }
+        }
+        self.balancer.pick().ok_or_else(|| {
+            self.metrics.no_backend.increment(1);
+            ForwardError::NoHealthyBackend
+        })
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, ForwardError> {
+        let id = self.choose(&req)?;
+        let backend = self
+            .backends
+            .get(id)
+            .ok_or(ForwardError::NoHealthyBackend)?;
+        let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let client = req.extensions().get::<ClientInfo>().copied();
+        let original_authority = req.uri().authority().cloned();
+        let path_and_query = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let uri = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(backend.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ForwardError::BadRequest("the request target cannot be forwarded"))?;
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        // HTTP/2 clients send :authority instead of Host; the backend still wants a Host.
+        if !parts.headers.contains_key(HOST)
+            && let Some(a) = &original_authority
+            && let Ok(v) = http::HeaderValue::from_str(a.as_str())
+        {
+            parts.headers.insert(HOST, v);
+        }
+        if let Some(c) = client {
+            add_forwarded(&mut parts.headers, c.addr.ip(), "http", None);
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let upstream_req = Request::from_parts(parts, body);
+
+        let metrics = self.metrics.backends.get(id.index());
+        if let Some(m) = metrics {
+            m.requests.increment(1);
+        }
+        let _in_flight = self.backends.start_request(id);
+        let started = Instant::now();
+        let sent = tokio::time::timeout(
+            self.upstream.response_timeout,
+            self.client.request(upstream_req),
+        )
+        .await;
+        let mut resp = match sent {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(source)) if source.is_connect() => {
+                if let Some(m) = metrics {
+                    m.connect_errors.increment(1);
+                }
+                self.health.passive_failure(id);
+                return Err(ForwardError::Connect {
+                    backend: backend.name.to_string(),
+                    source,
+                });
+            }
+            Ok(Err(source)) => {
+                return Err(ForwardError::Upstream {
+                    backend: backend.name.to_string(),
+                    source,
+                });
+            }
+            Err(_) => {
+                if let Some(m) = metrics {
+                    m.timeouts.increment(1);
+                }
+                self.health.passive_failure(id);
+                return Err(ForwardError::Timeout {
+                    backend: backend.name.to_string(),
+                    timeout: self.upstream.response_timeout,
+                });
+            }
+        };
+        if let Some(m) = metrics {
+            m.duration.record(started.elapsed().as_secs_f64());
+        }
+        self.health.passive_success(id);
+
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client_io, upstream_io)) => {
+                        let mut c = TokioIo::new(client_io);
+                        let mut u = TokioIo::new(upstream_io);
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, switching);
+        parts.extensions.insert(ServedBy(id));
+        Ok(Response::from_parts(parts, ResponseBody::from(body)))
+    }
+}

@@ -1,0 +1,309 @@
+//! The incident watch: feeds the core tracker from live observations, writes incident and
+//! pinning lines, drives the `on_incident` pin switch and hands incidents to the sinks.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use sessionwatch_core::{
+    BackendId, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PinPolicy,
+    Timestamp,
+};
+use sessionwatch_tower::{Observed, PinSwitch};
+use tokio::sync::watch;
+
+use crate::alert_log::{AlertLine, AlertLog};
+use crate::backends::Backends;
+use crate::metrics::Metrics;
+use crate::sinks::{IncidentNotice, NoticeKind, SinkHandle};
+
+/// One cell of the issuer x server matrix, by name.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MatrixCell {
+    /// The backend that issued the sessions.
+    pub issuer: String,
+    /// The backend that served the requests.
+    pub server: String,
+    /// Requests with a known session in the window.
+    pub requests: u64,
+    /// Of those, the ones where the session was lost.
+    pub resets: u64,
+}
+
+/// The hint, for machines and for people.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct HintLine {
+    /// Stable identifier: `store_not_shared`, `backend_differs`, `lost_on_restart`,
+    /// `timeout_too_short` or `unclear`.
+    pub code: &'static str,
+    /// The sentence.
+    pub text: String,
+}
+
+/// The body of `incident_opened`, `incident_updated` and `incident_resolved` lines.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IncidentLine {
+    /// Identifies the incident across its lines.
+    pub incident_id: String,
+    /// When it opened (RFC 3339 UTC).
+    pub started: String,
+    /// One sentence for the on-call engineer.
+    pub summary: String,
+    /// Share of requests with a live session that were logged out, in the window.
+    pub share: f64,
+    /// Requests with a known session in the window.
+    pub requests: u64,
+    /// Resets in the window.
+    pub resets: u64,
+    /// Resets since the incident opened.
+    pub total_resets: u64,
+    /// Per-reset lines not written since it opened (rate limit).
+    pub suppressed: u64,
+    /// The issuer x server matrix.
+    pub matrix: Vec<MatrixCell>,
+    /// The likely cause.
+    pub hint: HintLine,
+    /// The pair with most of the losses, if one has most.
+    pub dominant_issuer: Option<String>,
+    /// See `dominant_issuer`.
+    pub dominant_server: Option<String>,
+    /// A few fingerprints of lost sessions.
+    pub samples: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PinningLine<'a> {
+    policy: &'static str,
+    reason: &'a str,
+    incident_id: &'a str,
+}
+
+struct State {
+    tracker: IncidentTracker,
+    incident_id: Option<String>,
+    labels: Option<(String, String)>,
+}
+
+/// See the module docs.
+pub struct IncidentWatch {
+    state: Mutex<State>,
+    backends: Arc<Backends>,
+    log: AlertLog,
+    metrics: Arc<Metrics>,
+    policy: PinPolicy,
+    pin_switch: PinSwitch,
+    sinks: Vec<SinkHandle>,
+}
+
+impl std::fmt::Debug for IncidentWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncidentWatch").finish_non_exhaustive()
+    }
+}
+
+fn rfc3339(t: Timestamp) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::from(t)).to_string()
+}
+
+impl IncidentWatch {
+    /// A watch over `backends`.
+    pub fn new(
+        config: IncidentConfig,
+        backends: Arc<Backends>,
+        log: AlertLog,
+        metrics: Arc<Metrics>,
+        policy: PinPolicy,
+        pin_switch: PinSwitch,
+        sinks: Vec<SinkHandle>,
+    ) -> Self {
+        let tracker = IncidentTracker::new(config, backends.all().len());
+        Self {
+            state: Mutex::new(State {
+                tracker,
+                incident_id: None,
+                labels: None,
+            }),
+            backends,
+            log,
+            metrics,
+            policy,
+            pin_switch,
+            sinks,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave counters inconsistent enough to matter.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Count one observation; for a reset, whether its alert line may be written.
+    pub fn observe(&self, e: &Observed<'_>, reset: bool) -> bool {
+        let mut st = self.lock();
+        st.tracker.record_request(e.record.issuer, e.server, e.at);
+        if !reset {
+            return true;
+        }
+        st.tracker.record_reset(
+            e.record.issuer,
+            e.server,
+            e.at.since(e.record.last_seen),
+            e.at.since(e.record.issued_at),
+            e.fingerprint.short(),
+            e.at,
+        )
+    }
+
+    /// A backend came back up.
+    pub fn note_restart(&self, backend: BackendId) {
+        self.lock().tracker.note_restart(backend, Timestamp::now());
+    }
+
+    /// Whether an incident is open.
+    pub fn is_open(&self) -> bool {
+        self.lock().tracker.is_open()
+    }
+
+    /// The current picture (for the status page and tests).
+    pub fn snapshot(&self) -> IncidentLine {
+        let st = self.lock();
+        let snap = st.tracker.snapshot(Timestamp::now());
+        self.line(&snap, st.incident_id.clone().unwrap_or_default())
+    }
+
+    fn name(&self, b: BackendId) -> String {
+        self.backends.name(b).to_owned()
+    }
+
+    fn line(&self, s: &IncidentSnapshot, id: String) -> IncidentLine {
+        let hint_text = s.hint.text(&|b| self.name(b));
+        let started = rfc3339(s.started);
+        let summary = format!(
+            "incident since {} UTC: {:.0}% of requests with a live session are logged out; {}",
+            started.get(11..19).unwrap_or(&started),
+            s.share * 100.0,
+            hint_text
+        );
+        IncidentLine {
+            incident_id: id,
+            started,
+            summary,
+            share: (s.share * 10_000.0).round() / 10_000.0,
+            requests: s.requests,
+            resets: s.resets,
+            total_resets: s.total_resets,
+            suppressed: s.suppressed,
+            matrix: s
+                .matrix
+                .iter()
+                .map(|p| MatrixCell {
+                    issuer: self.name(p.issuer),
+                    server: self.name(p.server),
+                    requests: p.requests,
+                    resets: p.resets,
+                })
+                .collect(),
+            hint: HintLine {
+                code: s.hint.code(),
+                text: hint_text,
+            },
+            dominant_issuer: s.dominant.map(|(i, _)| self.name(i)),
+            dominant_server: s.dominant.map(|(_, sv)| self.name(sv)),
+            samples: s.samples.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    /// Advance the tracker and act on what changed.
+    pub fn tick(&self) {
+        let now = Timestamp::now();
+        let mut st = self.lock();
+        let Some(event) = st.tracker.evaluate(now) else {
+            return;
+        };
+        let (kind, snap) = match &event {
+            IncidentEvent::Opened(s) => {
+                st.incident_id = Some(uuid::Uuid::now_v7().simple().to_string());
+                st.labels = s.dominant.map(|(i, sv)| (self.name(i), self.name(sv)));
+                (NoticeKind::Opened, s)
+            }
+            IncidentEvent::Updated(s) => (NoticeKind::Updated, s),
+            IncidentEvent::Resolved(s) => (NoticeKind::Resolved, s),
+        };
+        let id = st.incident_id.clone().unwrap_or_default();
+        let labels = st.labels.clone();
+        if kind == NoticeKind::Resolved {
+            st.incident_id = None;
+            st.labels = None;
+        }
+        drop(st);
+
+        let line = self.line(snap, id.clone());
+        let at = SystemTime::from(now);
+        let type_name = match kind {
+            NoticeKind::Opened => "incident_opened",
+            NoticeKind::Updated => "incident_updated",
+            NoticeKind::Resolved => "incident_resolved",
+        };
+        self.log.emit(AlertLine::new(type_name, at, &line));
+        match kind {
+            NoticeKind::Opened => {
+                tracing::warn!(
+                    incident = id,
+                    summary = line.summary,
+                    "session-loss incident opened"
+                );
+                self.metrics.incident_open.set(1.0);
+                if self.policy == PinPolicy::OnIncident {
+                    self.pin_switch.set(true);
+                    self.log.emit(AlertLine::new(
+                        "pinning_started",
+                        at,
+                        &PinningLine {
+                            policy: self.policy.as_str(),
+                            reason: "incident_opened",
+                            incident_id: &id,
+                        },
+                    ));
+                }
+            }
+            NoticeKind::Resolved => {
+                tracing::info!(incident = id, "session-loss incident resolved");
+                self.metrics.incident_open.set(0.0);
+                if self.policy == PinPolicy::OnIncident && self.pin_switch.is_on() {
+                    self.pin_switch.set(false);
+                    self.log.emit(AlertLine::new(
+                        "pinning_stopped",
+                        at,
+                        &PinningLine {
+                            policy: self.policy.as_str(),
+                            reason: "incident_resolved",
+                            incident_id: &id,
+                        },
+                    ));
+                }
+            }
+            NoticeKind::Updated => {}
+        }
+        let notice = Arc::new(IncidentNotice {
+            kind,
+            line,
+            labels,
+            at,
+        });
+        for sink in &self.sinks {
+            sink.send(notice.clone());
+        }
+    }
+
+    /// Tick every `every` until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.tick(),
+                _ = crate::server::stopped(&mut shutdown) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Prometheus metrics, one registry per proxy.
+//!
+//! Each proxy owns its recorder instead of installing a process-wide one, so several proxies in
+//! one process (tests, the demo) keep separate figures. Handles are registered once and kept, so
+//! counting on the request path is an atomic add, not a registry lookup. Every label is bounded:
+//! backend names from the configuration and fixed enums, never a session id or fingerprint.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use sessionwatch_core::{Attribution, ResetSignal};
+
+use crate::backends::Backends;
+
+const META: Metadata<'static> = Metadata::new("sessionwatch", metrics::Level::INFO, None);
+
+/// Per-backend handles.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    /// Requests sent to the backend.
+    pub requests: Counter,
+    /// Time to the response head.
+    pub duration: Histogram,
+    /// Connect errors.
+    pub connect_errors: Counter,
+    /// Response timeouts.
+    pub timeouts: Counter,
+    /// Backend health (1 up, 0 down).
+    pub up: Gauge,
+}
+
+/// The proxy's metrics.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// Per backend, indexed by backend id.
+    pub backends: Vec<BackendMetrics>,
+    /// Requests that carried a known, live session.
+    pub session_requests: Counter,
+    /// Requests routed to a pinned backend.
+    pub pins: Counter,
+    /// Pinned requests whose backend was down, sent elsewhere.
+    pub pin_broken: Counter,
+    /// Pinned requests answered 503 because their backend was down.
+    pub pin_failed: Counter,
+    /// Rescues whose replay kept the user signed in.
+    pub rescues_ok: Counter,
+    /// Rescues whose replay still showed the session lost.
+    pub rescues_still_lost: Counter,
+    /// Sessions in the table.
+    pub sessions_tracked: Gauge,
+    /// 1 while an incident is open.
+    pub incident_open: Gauge,
+    /// Per-reset alert lines not written because of the rate limit.
+    pub resets_suppressed: Counter,
+    /// Requests answered 503 because no backend was healthy.
+    pub no_backend: Counter,
+    resets: Mutex<HashMap<(ResetSignal, Attribution, u16, u16), Counter>>,
+    sink_failures: Mutex<HashMap<&'static str, Counter>>,
+    backend_names: Vec<SharedString>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    /// Register every metric for these backends.
+    pub fn new(backends: &Backends) -> Self {
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets_for_metric(
+            Matcher::Full("sessionwatch_upstream_request_duration_seconds".into()),
+            DURATION_BUCKETS,
+        ) {
+            Ok(b) => b,
+            // Only fails on an empty bucket list, which the constant is not.
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        describe(&recorder);
+        let counter = |name: &'static str| recorder.register_counter(&Key::from_name(name), &META);
+        let gauge = |name: &'static str| recorder.register_gauge(&Key::from_name(name), &META);
+        let backend_names: Vec<SharedString> = backends
+            .all()
+            .iter()
+            .map(|b| SharedString::from(b.name.to_string()))
+            .collect();
+        let per_backend = backend_names
+            .iter()
+            .map(|name| {
+                let labels = || vec![Label::new("backend", name.clone())];
+                let key = |n: &'static str| Key::from_parts(n, labels());
+                let kind = |k: &'static str| {
+                    Key::from_parts(
+                        "sessionwatch_upstream_errors_total",
+                        vec![Label::new("backend", name.clone()), Label::new("kind", k)],
+                    )
+                };
+                BackendMetrics {
+                    requests: recorder.register_counter(&key("sessionwatch_requests_total"), &META),
+                    duration: recorder.register_histogram(
+                        &key("sessionwatch_upstream_request_duration_seconds"),
+                        &META,
+                    ),
+                    connect_errors: recorder.register_counter(&kind("connect"), &META),
+                    timeouts: recorder.register_counter(&kind("timeout"), &META),
+                    up: recorder.register_gauge(&key("sessionwatch_backend_up"), &META),
+                }
+            })
+            .collect::<Vec<_>>();
+        for b in &per_backend {
+            b.up.set(1.0);
+        }
+        let m = Self {
+            session_requests: counter("sessionwatch_session_requests_total"),
+            pins: counter("sessionwatch_pins_total"),
+            pin_broken: counter("sessionwatch_pin_broken_total"),
+            pin_failed: counter("sessionwatch_pin_failed_total"),
+            rescues_ok: recorder.register_counter(
+                &Key::from_parts(
+                    "sessionwatch_rescues_total",
+                    vec![Label::new("result", "rescued")],
+                ),
+                &META,
+            ),
+            rescues_still_lost: recorder.register_counter(
+                &Key::from_parts(
+                    "sessionwatch_rescues_total",
+                    vec![Label::new("result", "still_lost")],
+                ),
+                &META,
+            ),
+            sessions_tracked: gauge("sessionwatch_sessions_tracked"),
+            incident_open: gauge("sessionwatch_incident_open"),
+            resets_suppressed: counter("sessionwatch_reset_lines_suppressed_total"),
+            no_backend: counter("sessionwatch_no_healthy_backend_total"),
+            backends: per_backend,
+            resets: Mutex::new(HashMap::new()),
+            sink_failures: Mutex::new(HashMap::new()),
+            handle,
+            recorder,
+            backend_names,
+        };
+        m.incident_open.set(0.0);
+        m
+    }
+
+    fn backend_label(&self, id: u16) -> SharedString {
+        self.backend_names
+            .get(usize::from(id))
+            .cloned()
+            .unwrap_or_else(|| SharedString::from("unknown"))
+    }
+
+    /// Count one reset.
+    pub fn reset(&self, signal: ResetSignal, attribution: Attribution, issuer: u16, server: u16) {
+        let mut map = self.resets.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((signal, attribution, issuer, server))
+            .or_insert_with(|| {
+                let key = Key::from_parts(
+                    "sessionwatch_session_resets_total",
+                    vec![
+                        Label::new("signal", signal.as_str()),
+                        Label::new("attribution", attribution.as_str()),
+                        Label::new("issuer", self.backend_label(issuer)),
+                        Label::new("server", self.backend_label(server)),
+                    ],
+                );
+                self.recorder.register_counter(&key, &META)
+            })
+            .increment(1);
+    }
+
+    /// Count one failed delivery to an alert sink.
+    pub fn sink_failure(&self, sink: &'static str) {
+        let mut map = self.sink_failures.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(sink)
+            .or_insert_with(|| {
+                let key = Key::from_parts(
+                    "sessionwatch_alert_sink_failures_total",
+                    vec![Label::new("sink", sink)],
+                );
+                self.recorder.register_counter(&key, &META)
+            })
+            .increment(1);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Drain histogram samples into their buckets (call periodically).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+fn describe(r: &PrometheusRecorder) {
+    let d = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+        r.describe_counter(
+            KeyName::from_const_str(name),
+            unit,
+            SharedString::const_str(help),
+        );
+    };
+    let g = |name: &'static str, help: &'static str| {
+        r.describe_gauge(
+            KeyName::from_const_str(name),
+            None,
+            SharedString::const_str(help),
+        );
+    };
+    d(
+        "sessionwatch_requests_total",
+        Some(Unit::Count),
+        "Requests sent to each backend.",
+    );
+    d(
+        "sessionwatch_session_requests_total",
+        Some(Unit::Count),
+        "Requests that carried a known, live session.",
+    );
+    d(
+        "sessionwatch_session_resets_total",
+        Some(Unit::Count),
+        "Sessions lost, by signal, attribution, issuing backend and serving backend.",
+    );
+    d(
+        "sessionwatch_pins_total",
+        Some(Unit::Count),
+        "Requests routed to the backend their session is pinned to.",
+    );
+    d(
+        "sessionwatch_pin_broken_total",
+        Some(Unit::Count),
+        "Pinned requests whose backend was unhealthy, routed elsewhere.",
+    );
+    d(
+        "sessionwatch_pin_failed_total",
+        Some(Unit::Count),
+        "Pinned requests answered 503 because their backend was unhealthy.",
+    );
+    d(
+        "sessionwatch_rescues_total",
+        Some(Unit::Count),
+        "Lost GET/HEAD requests replayed on the issuing backend, by result.",
+    );
+    d(
+        "sessionwatch_upstream_errors_total",
+        Some(Unit::Count),
+        "Upstream connect errors and response timeouts, by backend.",
+    );
+    d(
+        "sessionwatch_reset_lines_suppressed_total",
+        Some(Unit::Count),
+        "Per-reset alert lines not written because of the rate limit during an incident.",
+    );
+    d(
+        "sessionwatch_no_healthy_backend_total",
+        Some(Unit::Count),
+        "Requests answered 503 because no backend was healthy.",
+    );
+    d(
+        "sessionwatch_alert_sink_failures_total",
+        Some(Unit::Count),
+        "Failed deliveries to alert sinks, by sink.",
+    );
+    g(
+        "sessionwatch_sessions_tracked",
+        "Sessions currently tracked.",
+    );
+    g(
+        "sessionwatch_incident_open",
+        "1 while a session-loss incident is open.",
+    );
+    g("sessionwatch_backend_up", "1 while the backend is healthy.");
+    r.describe_histogram(
+        KeyName::from_const_str("sessionwatch_upstream_request_duration_seconds"),
+        Some(Unit::Seconds),
+        SharedString::const_str(
+            "Time from sending a request upstream to its response head, by backend.",
+        ),
+    );
+}

@@ -1,0 +1,178 @@
+//! What the proxy does with each observation: metrics, alert lines, and the incident watch.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sessionwatch_core::{Outcome, Timestamp};
+use sessionwatch_tower::{Observed, Rescued, SessionEvents};
+
+use crate::alert_log::{AlertLine, AlertLog};
+use crate::backends::Backends;
+use crate::incidents::IncidentWatch;
+use crate::metrics::Metrics;
+
+/// The `session_reset` alert line.
+#[derive(Debug, Serialize)]
+pub struct SessionResetLine<'a> {
+    /// What showed the loss.
+    pub signal: &'static str,
+    /// `cross_backend`, `same_backend` or `unknown`.
+    pub attribution: &'static str,
+    /// The backend that issued the session.
+    pub issuer: &'a str,
+    /// The backend that lost it.
+    pub server: &'a str,
+    /// Short keyed fingerprint of the session.
+    pub session: String,
+    /// Time since the session was issued.
+    pub session_age_ms: u64,
+    /// Time since the session was last seen before this request.
+    pub idle_ms: u64,
+    /// Request method.
+    pub method: &'a str,
+    /// Request path, without query or path parameters.
+    pub path: &'a str,
+    /// Response status.
+    pub status: u16,
+    /// The request id.
+    pub request_id: Option<&'a str>,
+    /// Whether the proxy replays the request on the issuer.
+    pub rescue: bool,
+}
+
+/// The `session_rescued` alert line.
+#[derive(Debug, Serialize)]
+pub struct SessionRescuedLine<'a> {
+    /// Short keyed fingerprint of the session.
+    pub session: String,
+    /// The backend that lost the session.
+    pub server: &'a str,
+    /// The issuer the request was replayed on.
+    pub issuer: &'a str,
+    /// Status of the answer the client got.
+    pub status: u16,
+    /// Whether that answer still showed the session lost.
+    pub still_lost: bool,
+    /// Request method.
+    pub method: &'a str,
+    /// Request path.
+    pub path: &'a str,
+    /// The request id, to join with the `session_reset` line.
+    pub request_id: Option<&'a str>,
+}
+
+/// A path safe to report: without query and without `;` path parameters, where servlet
+/// containers put `jsessionid` when cookies are off.
+pub fn report_path(path: &str) -> &str {
+    path.split(';').next().unwrap_or("/")
+}
+
+/// Turns observations into metrics, alert lines and incident counts.
+pub struct Reporter {
+    backends: Arc<Backends>,
+    metrics: Arc<Metrics>,
+    log: AlertLog,
+    incidents: Arc<IncidentWatch>,
+    extra: Option<Arc<dyn SessionEvents>>,
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter").finish_non_exhaustive()
+    }
+}
+
+impl Reporter {
+    /// A reporter writing to `log`; `extra` also receives every observation (the demo uses it).
+    pub fn new(
+        backends: Arc<Backends>,
+        metrics: Arc<Metrics>,
+        log: AlertLog,
+        incidents: Arc<IncidentWatch>,
+        extra: Option<Arc<dyn SessionEvents>>,
+    ) -> Self {
+        Self {
+            backends,
+            metrics,
+            log,
+            incidents,
+            extra,
+        }
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl SessionEvents for Reporter {
+    fn observed(&self, e: &Observed<'_>) {
+        if let Some(extra) = &self.extra {
+            extra.observed(e);
+        }
+        if matches!(e.outcome, Outcome::Untracked) {
+            return;
+        }
+        self.metrics.session_requests.increment(1);
+        let Outcome::Reset {
+            signal,
+            attribution,
+        } = e.outcome
+        else {
+            self.incidents.observe(e, false);
+            return;
+        };
+        self.metrics
+            .reset(signal, attribution, e.record.issuer.0, e.server.0);
+        if !self.incidents.observe(e, true) {
+            self.metrics.resets_suppressed.increment(1);
+            return;
+        }
+        let line = SessionResetLine {
+            signal: signal.as_str(),
+            attribution: attribution.as_str(),
+            issuer: self.backends.name(e.record.issuer),
+            server: self.backends.name(e.server),
+            session: e.fingerprint.short().to_string(),
+            session_age_ms: millis(e.at.since(e.record.issued_at)),
+            idle_ms: millis(e.at.since(e.record.last_seen)),
+            method: e.method.as_str(),
+            path: report_path(e.uri.path()),
+            status: e.status.as_u16(),
+            request_id: e.request_id.and_then(|v| v.to_str().ok()),
+            rescue: e.rescuing,
+        };
+        self.log.emit(AlertLine::new(
+            "session_reset",
+            SystemTime::from(e.at),
+            &line,
+        ));
+    }
+
+    fn rescued(&self, e: &Rescued<'_>) {
+        if let Some(extra) = &self.extra {
+            extra.rescued(e);
+        }
+        if e.still_lost {
+            self.metrics.rescues_still_lost.increment(1);
+        } else {
+            self.metrics.rescues_ok.increment(1);
+        }
+        let line = SessionRescuedLine {
+            session: e.fingerprint.short().to_string(),
+            server: self.backends.name(e.from),
+            issuer: self.backends.name(e.to),
+            status: e.status.as_u16(),
+            still_lost: e.still_lost,
+            method: e.method.as_str(),
+            path: report_path(e.uri.path()),
+            request_id: e.request_id.and_then(|v| v.to_str().ok()),
+        };
+        self.log.emit(AlertLine::new(
+            "session_rescued",
+            SystemTime::from(Timestamp::now()),
+            &line,
+        ));
+    }
+}

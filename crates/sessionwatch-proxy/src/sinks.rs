@@ -1,0 +1,218 @@
+//! Alert sinks: Alertmanager's v2 API and a generic JSON webhook.
+//!
+//! Each sink is a task fed through a channel, so a slow or dead receiver never holds up a request
+//! or the alert log. Alertmanager forgets a firing alert unless it is re-sent, so the open
+//! incident is re-posted every `resend_every` with an `endsAt` a few periods ahead; the resolve is
+//! a post with `endsAt` = now. Failures are logged and counted, and retried on the next period.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::SinkConfig;
+use crate::incidents::IncidentLine;
+use crate::metrics::Metrics;
+
+/// Which transition a notice reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// The incident opened.
+    Opened,
+    /// Periodic update while open.
+    Updated,
+    /// It resolved.
+    Resolved,
+}
+
+/// What a sink is told.
+#[derive(Debug, Clone)]
+pub struct IncidentNotice {
+    /// The transition.
+    pub kind: NoticeKind,
+    /// The incident, as in the alert log.
+    pub line: IncidentLine,
+    /// `(issuer, server)` labels, fixed at open, when one pair dominated.
+    pub labels: Option<(String, String)>,
+    /// When it happened.
+    pub at: SystemTime,
+}
+
+/// The kinds of sink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    /// Alertmanager v2 (`POST {url}/api/v2/alerts`).
+    Alertmanager,
+    /// `POST {url}` with the incident line as JSON.
+    Webhook,
+}
+
+impl SinkKind {
+    fn name(self) -> &'static str {
+        match self {
+            SinkKind::Alertmanager => "alertmanager",
+            SinkKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// Sends notices to a sink task.
+#[derive(Debug, Clone)]
+pub struct SinkHandle {
+    tx: mpsc::UnboundedSender<Arc<IncidentNotice>>,
+}
+
+impl SinkHandle {
+    /// Queue a notice; never blocks.
+    pub fn send(&self, notice: Arc<IncidentNotice>) {
+        let _ = self.tx.send(notice);
+    }
+}
+
+type SinkClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Start a sink task.
+pub fn spawn(
+    kind: SinkKind,
+    config: SinkConfig,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> (SinkHandle, JoinHandle<()>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.timeout));
+    let client: SinkClient = Client::builder(TokioExecutor::new()).build(connector);
+    let task = tokio::spawn(run(kind, config, client, metrics, rx, shutdown));
+    (SinkHandle { tx }, task)
+}
+
+fn target(kind: SinkKind, base: &Uri) -> Uri {
+    match kind {
+        SinkKind::Webhook => base.clone(),
+        SinkKind::Alertmanager => {
+            let prefix = base.path().trim_end_matches('/');
+            let mut parts = base.clone().into_parts();
+            parts.path_and_query = format!("{prefix}/api/v2/alerts").parse().ok();
+            Uri::from_parts(parts).unwrap_or_else(|_| base.clone())
+        }
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn alertmanager_body(n: &IncidentNotice, now: SystemTime, resend: Duration) -> Value {
+    let mut labels = json!({
+        "alertname": "SessionLossIncident",
+        "severity": "critical",
+        "service": "sessionwatch",
+        "incident": n.line.incident_id,
+        "hint": n.line.hint.code,
+    });
+    if let (Some((issuer, server)), Some(map)) = (&n.labels, labels.as_object_mut()) {
+        map.insert("issuer".into(), Value::from(issuer.as_str()));
+        map.insert("server".into(), Value::from(server.as_str()));
+    }
+    let ends = match n.kind {
+        NoticeKind::Resolved => now,
+        _ => now + resend * 3,
+    };
+    json!([{
+        "labels": labels,
+        "annotations": {
+            "summary": n.line.summary,
+            "hint": n.line.hint.text,
+            "share": format!("{:.1}%", n.line.share * 100.0),
+        },
+        "startsAt": n.line.started,
+        "endsAt": rfc3339(ends),
+    }])
+}
+
+async fn post(
+    client: &SinkClient,
+    uri: &Uri,
+    body: &Value,
+    timeout: Duration,
+) -> Result<(), String> {
+    let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+    let req = Request::post(uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(bytes)))
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, client.request(req)).await {
+        Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+        Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+    }
+}
+
+async fn run(
+    kind: SinkKind,
+    config: SinkConfig,
+    client: SinkClient,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::UnboundedReceiver<Arc<IncidentNotice>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let uri = target(kind, &config.url);
+    // Alertmanager: the open incident, re-sent every period. Webhook: a notice not yet delivered.
+    let mut pending: Option<Arc<IncidentNotice>> = None;
+    let mut ticker = tokio::time::interval(config.resend_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        let notice = tokio::select! {
+            n = rx.recv() => match n {
+                Some(n) => Some(n),
+                None => return,
+            },
+            _ = ticker.tick() => None,
+            _ = crate::server::stopped(&mut shutdown) => return,
+        };
+        let to_send = match (notice, &pending) {
+            (Some(n), _) => n,
+            (None, Some(p)) => p.clone(),
+            (None, None) => continue,
+        };
+        let body = match kind {
+            SinkKind::Alertmanager => {
+                alertmanager_body(&to_send, SystemTime::now(), config.resend_every)
+            }
+            SinkKind::Webhook => {
+                let mut v = serde_json::to_value(&to_send.line).unwrap_or(Value::Null);
+                if let Some(map) = v.as_object_mut() {
+                    let t = match to_send.kind {
+                        NoticeKind::Opened => "incident_opened",
+                        NoticeKind::Updated => "incident_updated",
+                        NoticeKind::Resolved => "incident_resolved",
+                    };
+                    map.insert("type".into(), Value::from(t));
+                }
+                v
+            }
+        };
+        let result = post(&client, &uri, &body, config.timeout).await;
+        if let Err(e) = &result {
+            metrics.sink_failure(kind.name());
+            tracing::warn!(sink = kind.name(), error = %e, "alert sink delivery failed; will retry");
+        }
+        pending = match (kind, to_send.kind, result.is_ok()) {
+            // Alertmanager keeps hearing about a firing incident until it resolves.
+            (SinkKind::Alertmanager, NoticeKind::Resolved, true) => None,
+            (SinkKind::Alertmanager, _, _) => Some(to_send),
+            (SinkKind::Webhook, _, true) => None,
+            (SinkKind::Webhook, _, false) => Some(to_send),
+        };
+    }
+}

@@ -1,0 +1,186 @@
+//! The `sessionwatch` command: parses arguments, loads and checks configuration, runs the proxy
+//! or the demo, and maps failures to exit codes (64, EX_USAGE, for a bad configuration).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sessionwatch_core::PinPolicy;
+use sessionwatch_proxy::demo::{self, DemoOptions};
+use sessionwatch_proxy::{Config, StartOptions};
+
+/// EX_USAGE from sysexits.h: the configuration is wrong.
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "sessionwatch",
+    version,
+    about = "Reverse proxy that detects lost sessions in a web farm"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short, default_value = "sessionwatch.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and explain every problem.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+    /// Start a broken two-node farm, put the proxy in front, and show what it sees.
+    Demo {
+        /// Backends in the farm.
+        #[arg(long, default_value_t = 2)]
+        nodes: usize,
+        /// Simulated users.
+        #[arg(long, default_value_t = 20)]
+        users: usize,
+        /// Requests per user.
+        #[arg(long, default_value_t = 20)]
+        requests: usize,
+        /// Pin policy: off, learn, on_reset or on_incident.
+        #[arg(long, default_value = "off")]
+        pin: String,
+        /// Use a shared session store (the fixed farm).
+        #[arg(long)]
+        shared_store: bool,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        Command::Serve { config } => {
+            // Validate everything before binding a port.
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            init_tracing();
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async {
+                let proxy = match sessionwatch_proxy::start(config, StartOptions::default()).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("sessionwatch: {e}: {}", e.source_text());
+                        return ExitCode::FAILURE;
+                    }
+                };
+                wait_for_signal().await;
+                tracing::info!("shutting down");
+                proxy.shutdown().await;
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Demo {
+            nodes,
+            users,
+            requests,
+            pin,
+            shared_store,
+        } => {
+            let pin = match pin.as_str() {
+                "off" => PinPolicy::Off,
+                "learn" => PinPolicy::Learn,
+                "on_reset" => PinPolicy::OnReset,
+                "on_incident" => PinPolicy::OnIncident,
+                other => {
+                    eprintln!(
+                        "unknown pin policy {other:?}; expected off, learn, on_reset or on_incident"
+                    );
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            if !(2..=16).contains(&nodes) || users == 0 || requests == 0 {
+                eprintln!("--nodes must be 2 to 16, --users and --requests at least 1");
+                return ExitCode::from(EX_USAGE);
+            }
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let opts = DemoOptions {
+                nodes,
+                users,
+                requests_per_user: requests,
+                pin,
+                shared_store,
+                ..DemoOptions::default()
+            };
+            match rt.block_on(demo::run(opts)) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
