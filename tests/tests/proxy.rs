@@ -1,0 +1,239 @@
+//! The proxy as a proxy: forwarding headers, hop-by-hop removal, streaming both ways, HTTP/2,
+//! WebSocket pass-through, and the 502/503/504 answers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use sessionwatch_test_support::{Farm, FarmConfig, StoreMode};
+use sessionwatch_tests::{Scratch, config_toml, farm_backends, http_get, start_proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn setup(extra: &str) -> (Scratch, Farm, sessionwatch_proxy::RunningProxy) {
+    let scratch = Scratch::new("proxy");
+    let farm = Farm::start(FarmConfig::new(2, StoreMode::Shared))
+        .await
+        .unwrap();
+    let proxy = start_proxy(&config_toml(
+        &farm_backends(&farm),
+        farm.cookie_name(),
+        &scratch.alert_log(),
+        extra,
+    ))
+    .await;
+    (scratch, farm, proxy)
+}
+
+/// Send raw bytes, read until EOF (the request says `Connection: close`), bounded.
+async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("response within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
+    let (_s, farm, proxy) = setup("").await;
+    let resp = raw(
+        proxy.addr,
+        "GET /headers HTTP/1.1\r\nHost: shop.example\r\nConnection: close, x-hop\r\nx-hop: secret\r\n\
+         Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n\
+         X-Forwarded-For: 203.0.113.9\r\nx-app: kept\r\n\r\n",
+    )
+    .await;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-request-id: "),
+        "the client gets the request id"
+    );
+    assert!(
+        body.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1"),
+        "{body}"
+    );
+    assert!(body.contains("x-forwarded-proto: http"), "{body}");
+    assert!(body.contains("x-forwarded-host: shop.example"), "{body}");
+    assert!(
+        body.contains("host: shop.example"),
+        "the Host header is kept: {body}"
+    );
+    assert!(body.contains("x-app: kept"), "{body}");
+    assert!(
+        body.contains("x-request-id: "),
+        "the backend sees the request id: {body}"
+    );
+    for gone in [
+        "x-hop",
+        "keep-alive:",
+        "proxy-authorization",
+        "te: trailers",
+    ] {
+        assert!(!body.contains(gone), "{gone} reached the backend: {body}");
+    }
+    proxy.shutdown().await;
+    farm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_both_ways_without_being_buffered_whole() {
+    let (_s, farm, proxy) = setup("").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nfirst\r\n")
+        .await
+        .unwrap();
+    // The first chunk comes back before the request body is finished: nothing waits for the
+    // whole body, in either direction.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let got_first = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed early");
+            seen.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&seen).contains("first") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        got_first.is_ok(),
+        "the echo of the first chunk never arrived: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    s.write_all(b"6\r\nsecond\r\n0\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    seen.extend_from_slice(&rest);
+    assert!(String::from_utf8_lossy(&seen).contains("second"));
+
+    // A large download passes through whole.
+    let (status, body) = http_get(proxy.addr, "/big?bytes=5000000").await;
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), 5_000_000);
+    proxy.shutdown().await;
+    farm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_are_served() {
+    let (_s, farm, proxy) = setup("").await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let login = http::Request::post(format!("http://{}/login", proxy.addr))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(login).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 302);
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // HTTP/2 may split cookies over several headers; send it that way.
+    let me = http::Request::get(format!("http://{}/me", proxy.addr))
+        .header("cookie", "theme=dark")
+        .header("cookie", cookie)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(me).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"user");
+    proxy.shutdown().await;
+    farm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through() {
+    let (_s, farm, proxy) = setup("").await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    s.write_all(b"ping over the upgraded connection")
+        .await
+        .unwrap();
+    let mut echo = vec![0u8; 33];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo[..], b"ping over the upgraded connection");
+    proxy.shutdown().await;
+    farm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_backend_gives_502_then_503_once_ejected() {
+    let scratch = Scratch::new("dead");
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = start_proxy(&config_toml(
+        &[("dead".to_owned(), dead)],
+        "SID",
+        &scratch.alert_log(),
+        "[health]\nactive = false\npassive_fall = 2\neject_for = \"60s\"\n",
+    ))
+    .await;
+    let (status, body) = http_get(proxy.addr, "/me").await;
+    assert_eq!(status, 502);
+    assert_eq!(body, "bad gateway\n");
+    let (status, _) = http_get(proxy.addr, "/me").await;
+    assert_eq!(status, 502);
+    // Two connect errors in a row eject it; with no backend left the answer is 503.
+    let (status, body) = http_get(proxy.addr, "/me").await;
+    assert_eq!(status, 503);
+    assert_eq!(body, "no healthy backend\n");
+    let (ready, _) = http_get(proxy.admin_addr.unwrap(), "/readyz").await;
+    assert_eq!(ready, 503);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_backend_gives_504() {
+    let (_s, farm, proxy) = setup(
+        "[upstream]\nresponse_timeout = \"200ms\"\n[health]\nactive = false\npassive_fall = 100\n",
+    )
+    .await;
+    farm.set_delay(0, Duration::from_secs(3));
+    farm.set_delay(1, Duration::from_secs(3));
+    let (status, body) = http_get(proxy.addr, "/me").await;
+    assert_eq!(status, 504);
+    assert_eq!(body, "gateway timeout\n");
+    proxy.shutdown().await;
+    farm.shutdown().await;
+}
