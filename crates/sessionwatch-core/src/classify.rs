@@ -314,9 +314,15 @@ pub enum StoreUpdate {
     },
 }
 
-/// A record whose `last_seen` moved by less than this is not written back: rewriting the table on
-/// every request would cost more than the precision is worth next to idle timeouts of minutes.
-const TOUCH_GRANULARITY_MS: u64 = 1000;
+/// How far `last_seen` may lag before a record is written back. Rewriting the table on every
+/// request would cost more than the precision is worth next to idle timeouts of minutes: a
+/// sixty-fourth of the idle timeout, between one and thirty seconds.
+fn touch_granularity(profile: &SessionProfile) -> std::time::Duration {
+    (profile.idle_timeout() / 64).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(30),
+    )
+}
 
 /// Calls `update` for every change to the session table that the exchange implies: new values
 /// learned from `Set-Cookie` (never from what a client sent), replaced or ended values removed,
@@ -324,6 +330,7 @@ const TOUCH_GRANULARITY_MS: u64 = 1000;
 pub fn plan_updates(
     exchange: &Exchange<'_>,
     verdict: &Verdict,
+    profile: &SessionProfile,
     policy: PinPolicy,
     mut update: impl FnMut(StoreUpdate),
 ) {
@@ -331,6 +338,7 @@ pub fn plan_updates(
     let now = exchange.now;
     let is_reset = matches!(verdict.outcome, Outcome::Reset { .. });
     let ended = matches!(verdict.outcome, Outcome::Ended(_));
+    let touch_every = touch_granularity(profile);
 
     for carried in exchange.carried {
         let Some(record) = carried.record else {
@@ -343,9 +351,7 @@ pub fn plan_updates(
             continue;
         }
         let lost = record.lost || is_reset;
-        if lost != record.lost
-            || now.since(record.last_seen).as_millis() >= u128::from(TOUCH_GRANULARITY_MS)
-        {
+        if lost != record.lost || now.since(record.last_seen) >= touch_every {
             update(StoreUpdate::Put {
                 fingerprint: carried.fingerprint,
                 record: SessionRecord {

@@ -125,7 +125,7 @@ impl Ex {
         let e = self.exchange();
         let v = classify(&e, &profile());
         let mut out = vec![];
-        plan_updates(&e, &v, policy, |u| out.push(u));
+        plan_updates(&e, &v, &profile(), policy, |u| out.push(u));
         out
     }
 }
@@ -191,10 +191,13 @@ fn a_known_session_with_a_plain_answer_continues_and_is_touched() {
 }
 
 #[test]
-fn a_touch_within_a_second_is_not_written_back() {
-    let e = ex(vec![known(SID, "s", A, 60)]).at(t(60).plus(Duration::from_millis(300)));
+fn a_touch_within_the_granularity_is_not_written_back() {
+    // Idle timeout 600 s: last_seen is written back once it lags by 600/64 s or more.
+    let e = ex(vec![known(SID, "s", A, 60)]).at(t(60).plus(Duration::from_millis(9_000)));
     assert_eq!(e.outcome(), Outcome::Continued);
     assert_eq!(e.updates(PinPolicy::Off), vec![]);
+    let e = ex(vec![known(SID, "s", A, 60)]).at(t(60).plus(Duration::from_millis(9_500)));
+    assert_eq!(e.updates(PinPolicy::Off).len(), 1);
 }
 
 #[test]

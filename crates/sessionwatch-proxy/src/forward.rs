@@ -28,11 +28,24 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamClient;
 
-/// Who is on the other end of the client connection; set by the accept loop.
-#[derive(Debug, Clone, Copy)]
+/// Who is on the other end of the client connection; set by the accept loop once per
+/// connection, with the address already formatted for `X-Forwarded-For`.
+#[derive(Debug, Clone)]
 pub struct ClientInfo {
     /// The client's address.
     pub addr: SocketAddr,
+    /// The client's IP as a header value.
+    pub ip_header: Option<http::HeaderValue>,
+}
+
+impl ClientInfo {
+    /// Info for a client at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            ip_header: http::HeaderValue::from_str(&addr.ip().to_string()).ok(),
+        }
+    }
 }
 
 /// Forwards requests to the farm. Never fails: errors become answers (see [`ForwardError`]).
@@ -94,17 +107,18 @@ impl Service<Request<RequestBody>> for Forward {
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let path = req.uri().path().to_owned();
+            // Kept for the log line of a failure; a clone of a `Uri` shares its bytes.
+            let uri = req.uri().clone();
             match inner.forward(req).await {
                 Ok(resp) => Ok(resp),
                 Err(e) => {
                     let status = e.status();
                     match &e {
                         ForwardError::PinnedBackendDown { .. } | ForwardError::NoHealthyBackend => {
-                            tracing::debug!(%status, path, error = %e, "refused");
+                            tracing::debug!(%status, path = uri.path(), error = %e, "refused");
                         }
                         _ => {
-                            tracing::warn!(%status, path, error = %error_chain(&e), "upstream failure")
+                            tracing::warn!(%status, path = uri.path(), error = %error_chain(&e), "upstream failure")
                         }
                     }
                     Ok(e.into_response())
@@ -173,18 +187,21 @@ impl Inner {
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-        let client = req.extensions().get::<ClientInfo>().copied();
+        let client_ip = req
+            .extensions()
+            .get::<ClientInfo>()
+            .and_then(|c| c.ip_header.clone());
         let original_authority = req.uri().authority().cloned();
         let path_and_query = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(backend.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(Scheme::HTTP);
+        uri_parts.authority = Some(backend.authority.clone());
+        uri_parts.path_and_query = Some(path_and_query);
+        let uri = Uri::from_parts(uri_parts)
             .map_err(|_| ForwardError::BadRequest("the request target cannot be forwarded"))?;
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -195,9 +212,7 @@ impl Inner {
         {
             parts.headers.insert(HOST, v);
         }
-        if let Some(c) = client {
-            add_forwarded(&mut parts.headers, c.addr.ip(), "http", None);
-        }
+        add_forwarded(&mut parts.headers, client_ip, "http", None);
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);

@@ -1,7 +1,5 @@
 //! Hop-by-hop headers and forwarding headers (RFC 9110 7.6.1, and the de facto X-Forwarded-*).
 
-use std::net::IpAddr;
-
 use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -70,15 +68,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Append the client to `X-Forwarded-For` and set `X-Forwarded-Proto` and `X-Forwarded-Host`.
+/// Append the client (its IP as a header value) to `X-Forwarded-For` and set
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client_ip: Option<HeaderValue>,
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let ip = HeaderValue::from_str(&client.to_string()).ok();
-    match (headers.get(X_FORWARDED_FOR).cloned(), ip) {
+    match (headers.get(X_FORWARDED_FOR).cloned(), client_ip) {
         (Some(prev), Some(ip)) => {
             let mut joined = prev.as_bytes().to_vec();
             joined.extend_from_slice(b", ");
@@ -137,7 +135,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
         h.insert(HOST, HeaderValue::from_static("shop.example"));
-        add_forwarded(&mut h, "127.0.0.1".parse().unwrap(), "http", None);
+        add_forwarded(
+            &mut h,
+            Some(HeaderValue::from_static("127.0.0.1")),
+            "http",
+            None,
+        );
         assert_eq!(h[X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "shop.example");

@@ -53,9 +53,10 @@ where
         };
         let _ = stream.set_nodelay(true);
         let svc = svc.clone();
+        let client = ClientInfo::new(addr);
         let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut req = req.map(RequestBody::from);
-            req.extensions_mut().insert(ClientInfo { addr });
+            req.extensions_mut().insert(client.clone());
             svc.clone().oneshot(req)
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);

@@ -178,13 +178,19 @@ fn classify_response<RB>(shared: &Shared, ctx: &RequestContext, resp: &Response<
 fn apply_updates<RB>(shared: &Shared, ctx: &RequestContext, resp: &Response<RB>, c: &Classified) {
     let mut ex = exchange(ctx, resp, c);
     ex.marker_header = false;
-    plan_updates(&ex, &c.verdict, shared.policy, |u| match u {
-        StoreUpdate::Put {
-            fingerprint,
-            record,
-        } => shared.store.put(fingerprint, record),
-        StoreUpdate::Remove { fingerprint } => shared.store.remove(fingerprint),
-    });
+    plan_updates(
+        &ex,
+        &c.verdict,
+        &shared.profile,
+        shared.policy,
+        |u| match u {
+            StoreUpdate::Put {
+                fingerprint,
+                record,
+            } => shared.store.put(fingerprint, record),
+            StoreUpdate::Remove { fingerprint } => shared.store.remove(fingerprint),
+        },
+    );
 }
 
 /// Whether this reset should be replayed on the issuer, and where.
