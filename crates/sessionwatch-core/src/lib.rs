@@ -26,6 +26,8 @@ mod paths;
 mod pin;
 mod profile;
 mod record;
+#[cfg(test)]
+mod robustness_tests;
 mod time;
 
 pub use classify::{

@@ -35,6 +35,9 @@ impl Balancer {
 
     /// A healthy backend, or `None` when every backend is down.
     pub fn pick(&self) -> Option<BackendId> {
+        if self.wheel.is_empty() {
+            return None;
+        }
         match self.policy {
             BalancePolicy::RoundRobin => self.round_robin(),
             BalancePolicy::LeastRequests => self.least_requests(),
