@@ -82,6 +82,7 @@ struct State {
     tracker: IncidentTracker,
     incident_id: Option<String>,
     labels: Option<(String, String)>,
+    hint_code: &'static str,
 }
 
 /// See the module docs.
@@ -122,6 +123,7 @@ impl IncidentWatch {
                 tracker,
                 incident_id: None,
                 labels: None,
+                hint_code: "unclear",
             }),
             backends,
             log,
@@ -224,6 +226,7 @@ impl IncidentWatch {
             IncidentEvent::Opened(s) => {
                 st.incident_id = Some(uuid::Uuid::now_v7().simple().to_string());
                 st.labels = s.dominant.map(|(i, sv)| (self.name(i), self.name(sv)));
+                st.hint_code = s.hint.code();
                 (NoticeKind::Opened, s)
             }
             IncidentEvent::Updated(s) => (NoticeKind::Updated, s),
@@ -231,6 +234,7 @@ impl IncidentWatch {
         };
         let id = st.incident_id.clone().unwrap_or_default();
         let labels = st.labels.clone();
+        let hint_code = st.hint_code;
         if kind == NoticeKind::Resolved {
             st.incident_id = None;
             st.labels = None;
@@ -288,6 +292,7 @@ impl IncidentWatch {
             kind,
             line,
             labels,
+            hint_code,
             at,
         });
         for sink in &self.sinks {

@@ -42,6 +42,9 @@ pub struct IncidentNotice {
     pub line: IncidentLine,
     /// `(issuer, server)` labels, fixed at open, when one pair dominated.
     pub labels: Option<(String, String)>,
+    /// The hint's code when the incident opened. Alertmanager tells alerts apart by their labels,
+    /// so this label stays fixed for the incident's life while `line.hint` follows the window.
+    pub hint_code: &'static str,
     /// When it happened.
     pub at: SystemTime,
 }
@@ -116,7 +119,7 @@ fn alertmanager_body(n: &IncidentNotice, now: SystemTime, resend: Duration) -> V
         "severity": "critical",
         "service": "sessionwatch",
         "incident": n.line.incident_id,
-        "hint": n.line.hint.code,
+        "hint": n.hint_code,
     });
     if let (Some((issuer, server)), Some(map)) = (&n.labels, labels.as_object_mut()) {
         map.insert("issuer".into(), Value::from(issuer.as_str()));
