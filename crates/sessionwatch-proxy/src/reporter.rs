@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use sessionwatch_core::{Outcome, Timestamp};
+use sessionwatch_core::{EndReason, Outcome, Renewal, Timestamp};
 use sessionwatch_tower::{Observed, Rescued, SessionEvents};
 
 use crate::alert_log::{AlertLine, AlertLog};
@@ -120,7 +120,15 @@ impl SessionEvents for Reporter {
             attribution,
         } = e.outcome
         else {
-            self.incidents.observe(e, false);
+            // A sign-in or sign-out can never show a loss (the rules decide those by path), so it
+            // is no part of the share either: the sign-ins that follow every loss would dilute
+            // exactly the issuer x server pairs that lose sessions, and hide the hint.
+            if !matches!(
+                e.outcome,
+                Outcome::Renewed(Renewal::Login) | Outcome::Ended(EndReason::Logout)
+            ) {
+                self.incidents.observe(e, false);
+            }
             return;
         };
         self.metrics
