@@ -154,3 +154,100 @@ pub fn metric_sum(exposition: &str, name: &str, labels: &[&str]) -> f64 {
         })
         .sum()
 }
+
+/// A farm, the proxy in front of it and a scratch directory for its alert log: the setup of
+/// almost every test here.
+pub struct Harness {
+    /// Holds the alert log.
+    pub scratch: Scratch,
+    /// The farm.
+    pub farm: sessionwatch_test_support::Farm,
+    /// The proxy.
+    pub proxy: RunningProxy,
+}
+
+impl Harness {
+    /// Start `farm` and a proxy in front of it configured with `extra` (see [`config_toml`]).
+    pub async fn start(farm: sessionwatch_test_support::FarmConfig, extra: &str) -> Self {
+        Self::start_with(farm, extra, Some(Duration::from_millis(100))).await
+    }
+
+    /// As [`Harness::start`], with the incident tick of `serve` (`None`) or a given one.
+    pub async fn start_with(
+        farm: sessionwatch_test_support::FarmConfig,
+        extra: &str,
+        incident_tick: Option<Duration>,
+    ) -> Self {
+        let scratch = Scratch::new("harness");
+        let farm = sessionwatch_test_support::Farm::start(farm)
+            .await
+            .expect("farm starts");
+        let toml = config_toml(
+            &farm_backends(&farm),
+            farm.cookie_name(),
+            &scratch.alert_log(),
+            extra,
+        );
+        let config = Config::parse(&toml, Path::new("test.toml"))
+            .unwrap_or_else(|e| panic!("bad test config:\n{e}\n---\n{toml}"));
+        let proxy = sessionwatch_proxy::start(
+            config,
+            StartOptions {
+                extra_events: None,
+                incident_tick,
+            },
+        )
+        .await
+        .expect("proxy starts");
+        Self {
+            scratch,
+            farm,
+            proxy,
+        }
+    }
+
+    /// The alert log.
+    pub fn log(&self) -> PathBuf {
+        self.scratch.alert_log()
+    }
+
+    /// The alert lines of one type, after writing out every queued line.
+    pub fn lines(&self, kind: &str) -> Vec<Value> {
+        self.proxy.flush_alerts();
+        lines_of(&self.log(), kind)
+    }
+
+    /// Drive `users` simulated users making `requests` requests each through the proxy.
+    pub async fn drive(
+        &self,
+        users: usize,
+        requests: usize,
+        concurrency: usize,
+    ) -> sessionwatch_test_support::DriveReport {
+        sessionwatch_test_support::drive_users(
+            self.proxy.addr,
+            self.farm.cookie_name(),
+            sessionwatch_test_support::DriveConfig::new(users, requests)
+                .with_concurrency(concurrency),
+        )
+        .await
+    }
+
+    /// A user talking to the proxy.
+    pub fn user(&self) -> sessionwatch_test_support::UserClient {
+        sessionwatch_test_support::UserClient::new(self.proxy.addr, self.farm.cookie_name())
+    }
+
+    /// The proxy's metrics exposition.
+    pub fn metrics(&self) -> String {
+        self.proxy.metrics.render()
+    }
+
+    /// Stop the proxy (writing out every alert line) and the farm; the scratch directory lives
+    /// as long as the caller keeps it.
+    pub async fn stop(self) -> Scratch {
+        self.proxy.shutdown().await;
+        self.farm.shutdown().await;
+        self.scratch
+    }
+}

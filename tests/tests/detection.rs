@@ -4,70 +4,35 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sessionwatch_test_support::{
-    DriveConfig, Farm, FarmConfig, LossStyle, MeOutcome, StoreMode, UserClient, drive_users,
-    wait_until,
-};
-use sessionwatch_tests::{Scratch, config_toml, farm_backends, lines_of, start_proxy};
+use sessionwatch_core::BackendId;
+use sessionwatch_test_support::{FarmConfig, LossStyle, MeOutcome, StoreMode, wait_until};
+use sessionwatch_tests::{Harness, alert_lines, metric_sum};
 
-async fn farm(nodes: usize, store: StoreMode) -> Farm {
-    Farm::start(FarmConfig::new(nodes, store))
-        .await
-        .expect("farm starts")
-}
+/// Every reset line is wanted in these tests; the incident rate limit has its own test below.
+const ALL_LINES: &str = "[incident]\nmax_reset_lines_per_sec = 1000000\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_store_farm_has_no_resets() {
-    let scratch = Scratch::new("shared");
-    let farm = farm(2, StoreMode::Shared).await;
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        "",
-    ))
-    .await;
-    let report = drive_users(
-        proxy.addr,
-        farm.cookie_name(),
-        DriveConfig::new(50, 20).with_concurrency(10),
-    )
-    .await;
+    let h = Harness::start(FarmConfig::new(2, StoreMode::Shared), "").await;
+    let report = h.drive(50, 20, 10).await;
     assert_eq!(report.errors, 0);
     assert_eq!(report.requests, 1000);
     assert_eq!(report.logged_out, 0);
-    proxy.flush_alerts();
-    assert_eq!(lines_of(&scratch.alert_log(), "session_reset").len(), 0);
+    assert_eq!(h.lines("session_reset").len(), 0);
     assert!(
-        farm.served(0) > 300 && farm.served(1) > 300,
+        h.farm.served(0) > 300 && h.farm.served(1) > 300,
         "round robin used both nodes"
     );
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    h.stop().await;
 }
 
 /// Drives 50 users x 20 requests through the proxy in front of a per-node-store farm and checks
 /// every reset line against what the users saw.
 async fn per_node_store(nodes: usize, expected_share: f64) {
-    let scratch = Scratch::new("per-node");
-    let farm = farm(nodes, StoreMode::PerNode).await;
-    // Every reset line is wanted here; the incident rate limit has its own test below.
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        "[incident]\nmax_reset_lines_per_sec = 1000000\n",
-    ))
-    .await;
-    let report = drive_users(
-        proxy.addr,
-        farm.cookie_name(),
-        DriveConfig::new(50, 20).with_concurrency(10),
-    )
-    .await;
+    let h = Harness::start(FarmConfig::new(nodes, StoreMode::PerNode), ALL_LINES).await;
+    let report = h.drive(50, 20, 10).await;
     assert_eq!(report.errors, 0);
-    proxy.flush_alerts();
-    let resets = lines_of(&scratch.alert_log(), "session_reset");
+    let resets = h.lines("session_reset");
     let me_resets = resets.iter().filter(|l| l["path"] == "/me").count() as u64;
     assert_eq!(
         me_resets, report.logged_out,
@@ -78,7 +43,7 @@ async fn per_node_store(nodes: usize, expected_share: f64) {
         (share - expected_share).abs() < 0.12,
         "loss share {share:.2} with {nodes} nodes, expected about {expected_share:.2}"
     );
-    let names: HashSet<String> = farm.names().into_iter().collect();
+    let names: HashSet<String> = h.farm.names().into_iter().collect();
     for l in &resets {
         assert_eq!(l["attribution"], "cross_backend", "{l}");
         assert_eq!(l["signal"], "login_redirect", "{l}");
@@ -94,7 +59,7 @@ async fn per_node_store(nodes: usize, expected_share: f64) {
         assert!(l["time"].as_str().unwrap().ends_with('Z'));
     }
     // Sequence numbers grow by one down the file; event ids are unique.
-    let all = sessionwatch_tests::alert_lines(&scratch.alert_log());
+    let all = alert_lines(&h.log());
     let seqs: Vec<u64> = all.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>());
     let ids: HashSet<&str> = all
@@ -102,8 +67,7 @@ async fn per_node_store(nodes: usize, expected_share: f64) {
         .map(|l| l["event_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids.len(), all.len());
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,18 +82,10 @@ async fn a_per_node_store_loses_two_thirds_with_three_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_issuer_and_server_are_named_right() {
-    // Every request pinned elsewhere would be confusing; with two nodes and round robin, the
-    // second request of a fresh user goes to the other node: check the names directly.
-    let scratch = Scratch::new("names");
-    let farm = farm(2, StoreMode::PerNode).await;
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        "",
-    ))
-    .await;
-    let mut user = UserClient::new(proxy.addr, farm.cookie_name());
+    // With two nodes and round robin, some of a fresh user's requests go to the node that did
+    // not issue the session: check each reset line against the node that answered.
+    let h = Harness::start(FarmConfig::new(2, StoreMode::PerNode), "").await;
+    let mut user = h.user();
     user.login().await.unwrap();
     let mut outcomes = vec![];
     for _ in 0..4 {
@@ -137,8 +93,7 @@ async fn the_issuer_and_server_are_named_right() {
         let served = headers["x-served-by"].to_str().unwrap().to_owned();
         outcomes.push((status.as_u16(), served));
     }
-    proxy.flush_alerts();
-    let resets = lines_of(&scratch.alert_log(), "session_reset");
+    let resets = h.lines("session_reset");
     let lost: Vec<&(u16, String)> = outcomes.iter().filter(|(s, _)| *s == 302).collect();
     assert_eq!(resets.len(), lost.len());
     assert!(
@@ -149,35 +104,31 @@ async fn the_issuer_and_server_are_named_right() {
         assert_eq!(line["server"].as_str().unwrap(), served);
         assert_ne!(line["issuer"].as_str().unwrap(), served);
     }
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_restart_with_an_in_memory_store_is_same_backend() {
-    let scratch = Scratch::new("restart");
-    let farm = farm(2, StoreMode::PerNode).await;
     // Pinned to the issuer so that every loss is on the node that restarted.
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
+    let h = Harness::start(
+        FarmConfig::new(2, StoreMode::PerNode),
         "[pin]\npolicy = \"learn\"\n",
-    ))
+    )
     .await;
     let mut users = Vec::new();
     for _ in 0..6 {
-        let mut u = UserClient::new(proxy.addr, farm.cookie_name());
+        let mut u = h.user();
         u.login().await.unwrap();
         assert_eq!(u.me().await.unwrap(), MeOutcome::LoggedIn);
         users.push(u);
     }
-    farm.restart_node(0).await.unwrap();
+    h.farm.restart_node(0).await.unwrap();
     // The health checker may see the node down and up again; wait until it takes traffic.
     assert!(
-        wait_until(Duration::from_secs(5), || proxy
+        wait_until(Duration::from_secs(5), || h
+            .proxy
             .backends
-            .is_up(sessionwatch_core::BackendId(0)))
+            .is_up(BackendId(0)))
         .await
     );
     let mut lost = 0;
@@ -192,16 +143,15 @@ async fn a_backend_restart_with_an_in_memory_store_is_same_backend() {
         }
     }
     assert!(lost >= 1, "some users were on the restarted node");
-    proxy.flush_alerts();
-    let resets = lines_of(&scratch.alert_log(), "session_reset");
+    let resets = h.lines("session_reset");
     assert_eq!(resets.len(), lost);
+    let restarted = h.farm.names()[0].clone();
     for l in &resets {
         assert_eq!(l["attribution"], "same_backend", "{l}");
-        assert_eq!(l["issuer"], farm.names()[0]);
-        assert_eq!(l["server"], farm.names()[0]);
+        assert_eq!(l["issuer"], restarted.as_str());
+        assert_eq!(l["server"], restarted.as_str());
     }
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,49 +162,28 @@ async fn each_loss_style_gives_its_signal() {
         (LossStyle::Clear, "cleared"),
         (LossStyle::Unauthorized, "unauthorized"),
     ] {
-        let scratch = Scratch::new("styles");
-        let farm = Farm::start(FarmConfig::new(2, StoreMode::PerNode).with_loss(style))
-            .await
-            .unwrap();
-        let proxy = start_proxy(&config_toml(
-            &farm_backends(&farm),
-            farm.cookie_name(),
-            &scratch.alert_log(),
-            "",
-        ))
-        .await;
-        let report = drive_users(
-            proxy.addr,
-            farm.cookie_name(),
-            DriveConfig::new(10, 6).with_concurrency(5),
+        let h = Harness::start(
+            FarmConfig::new(2, StoreMode::PerNode).with_loss(style),
+            ALL_LINES,
         )
         .await;
+        let report = h.drive(10, 6, 5).await;
         assert_eq!(report.errors, 0);
-        proxy.flush_alerts();
-        let resets = lines_of(&scratch.alert_log(), "session_reset");
+        let resets = h.lines("session_reset");
         assert!(!resets.is_empty(), "{signal}: no reset detected");
         assert!(
             resets.iter().all(|l| l["signal"] == signal),
             "{signal}: {resets:?}"
         );
-        proxy.shutdown().await;
-        farm.shutdown().await;
+        h.stop().await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logouts_and_made_up_cookies_are_not_resets() {
-    let scratch = Scratch::new("logout");
-    let farm = farm(2, StoreMode::Shared).await;
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        "",
-    ))
-    .await;
+    let h = Harness::start(FarmConfig::new(2, StoreMode::Shared), "").await;
     for _ in 0..10 {
-        let mut u = UserClient::new(proxy.addr, farm.cookie_name());
+        let mut u = h.user();
         u.login().await.unwrap();
         u.me().await.unwrap();
         u.logout().await.unwrap();
@@ -262,51 +191,37 @@ async fn logouts_and_made_up_cookies_are_not_resets() {
     }
     // A client inventing a session id: the farm rejects it, the proxy never learned it.
     for i in 0..10 {
-        let mut u = UserClient::new(proxy.addr, farm.cookie_name());
+        let mut u = h.user();
         u.set_cookie(Some(format!("{i:032x}")));
         assert!(matches!(u.me().await.unwrap(), MeOutcome::LoggedOut { .. }));
     }
     // Anonymous visitors who get a fresh session are not resets either.
     for _ in 0..5 {
-        let mut u = UserClient::new(proxy.addr, farm.cookie_name());
+        let mut u = h.user();
         u.get("/anon").await.unwrap();
         assert!(u.cookie().is_some());
     }
-    proxy.flush_alerts();
-    assert_eq!(lines_of(&scratch.alert_log(), "session_reset").len(), 0);
-    proxy.store.run_pending_tasks();
+    assert_eq!(h.lines("session_reset").len(), 0);
+    h.proxy.store.run_pending_tasks();
     // Only the anonymous sessions remain: logged-out ones were forgotten, made-up ones never
     // learned.
-    assert_eq!(sessionwatch_tower::SessionStore::len(&*proxy.store), 5);
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    assert_eq!(sessionwatch_tower::SessionStore::len(&*h.proxy.store), 5);
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn during_an_incident_reset_lines_are_rate_limited_and_totals_stay_exact() {
-    let scratch = Scratch::new("ratelimit");
-    let farm = farm(2, StoreMode::PerNode).await;
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
+    let h = Harness::start(
+        FarmConfig::new(2, StoreMode::PerNode),
         "[incident]\nmax_reset_lines_per_sec = 5\n",
-    ))
-    .await;
-    let report = drive_users(
-        proxy.addr,
-        farm.cookie_name(),
-        DriveConfig::new(50, 20).with_concurrency(10),
     )
     .await;
+    let report = h.drive(50, 20, 10).await;
     assert_eq!(report.errors, 0);
-    proxy.flush_alerts();
-    let lines = lines_of(&scratch.alert_log(), "session_reset").len() as f64;
-    let metrics = proxy.metrics.render();
-    let suppressed =
-        sessionwatch_tests::metric_sum(&metrics, "sessionwatch_reset_lines_suppressed_total", &[]);
-    let counted =
-        sessionwatch_tests::metric_sum(&metrics, "sessionwatch_session_resets_total", &[]);
+    let lines = h.lines("session_reset").len() as f64;
+    let metrics = h.metrics();
+    let suppressed = metric_sum(&metrics, "sessionwatch_reset_lines_suppressed_total", &[]);
+    let counted = metric_sum(&metrics, "sessionwatch_session_resets_total", &[]);
     assert!(
         suppressed > 0.0,
         "the incident opened and lines were limited"
@@ -316,6 +231,5 @@ async fn during_an_incident_reset_lines_are_rate_limited_and_totals_stay_exact()
         counted, report.logged_out as f64,
         "the reset counter is exact"
     );
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    h.stop().await;
 }

@@ -1,38 +1,22 @@
 //! Keeping users signed in: pin policies, rescue, health checks and failover, through the real
 //! proxy against a per-node-store farm.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sessionwatch_core::BackendId;
 use sessionwatch_test_support::{
-    DriveConfig, DriveReport, Farm, FarmConfig, MeOutcome, StoreMode, UserClient, drive_users,
-    wait_until,
+    DriveReport, FarmConfig, MeOutcome, StoreMode, UserClient, wait_until,
 };
-use sessionwatch_tests::{Scratch, config_toml, farm_backends, lines_of, metric_sum, start_proxy};
+use sessionwatch_tests::{Harness, Scratch, http_get, lines_of, metric_sum};
 
+/// 50 users x 20 requests against a per-node farm of `nodes`; every reset gets its line.
 async fn run(nodes: usize, extra: &str) -> (DriveReport, Scratch, String) {
-    let scratch = Scratch::new("pin");
-    let farm = Farm::start(FarmConfig::new(nodes, StoreMode::PerNode))
-        .await
-        .unwrap();
     let extra = format!("{extra}[incident]\nmax_reset_lines_per_sec = 1000000\n");
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        &extra,
-    ))
-    .await;
-    let report = drive_users(
-        proxy.addr,
-        farm.cookie_name(),
-        DriveConfig::new(50, 20).with_concurrency(10),
-    )
-    .await;
-    proxy.flush_alerts();
-    let metrics = proxy.metrics.render();
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    let h = Harness::start(FarmConfig::new(nodes, StoreMode::PerNode), &extra).await;
+    let report = h.drive(50, 20, 10).await;
+    let metrics = h.metrics();
+    let scratch = h.stop().await;
     assert_eq!(report.errors, 0);
     assert_eq!(report.requests, 1000);
     (report, scratch, metrics)
@@ -86,7 +70,7 @@ async fn rescue_hides_every_loss_from_get_requests_but_reports_it() {
             resets.len()
         );
         assert_eq!(resets.len(), rescues.len());
-        let by_request: std::collections::HashMap<&str, &serde_json::Value> = rescues
+        let by_request: HashMap<&str, &serde_json::Value> = rescues
             .iter()
             .map(|r| (r["request_id"].as_str().unwrap(), r))
             .collect();
@@ -110,14 +94,11 @@ async fn rescue_hides_every_loss_from_get_requests_but_reports_it() {
     }
 }
 
-async fn pinned_users(
-    proxy_addr: std::net::SocketAddr,
-    farm: &Farm,
-    n: usize,
-) -> Vec<(UserClient, String)> {
+/// `n` users signed in through the proxy, each with the node that answered its first `/me`.
+async fn pinned_users(h: &Harness, n: usize) -> Vec<(UserClient, String)> {
     let mut users = Vec::new();
     for _ in 0..n {
-        let mut u = UserClient::new(proxy_addr, farm.cookie_name());
+        let mut u = h.user();
         u.login().await.unwrap();
         let (_, headers, _) = u.get("/me").await.unwrap();
         let node = headers["x-served-by"].to_str().unwrap().to_owned();
@@ -126,28 +107,22 @@ async fn pinned_users(
     users
 }
 
+const FAST_HEALTH: &str =
+    "[health]\ninterval = \"30ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\npassive_fall = 1\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_pinned_backend_redistributes_once_then_comes_back() {
-    let scratch = Scratch::new("failover");
-    let farm = Farm::start(FarmConfig::new(2, StoreMode::PerNode))
-        .await
-        .unwrap();
-    let extra = "[pin]\npolicy = \"learn\"\nwhen_unhealthy = \"redistribute\"\n\
-                 [health]\ninterval = \"30ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\npassive_fall = 1\n";
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        extra,
-    ))
-    .await;
-    let mut users = pinned_users(proxy.addr, &farm, 10).await;
+    let extra =
+        format!("[pin]\npolicy = \"learn\"\nwhen_unhealthy = \"redistribute\"\n{FAST_HEALTH}");
+    let h = Harness::start(FarmConfig::new(2, StoreMode::PerNode), &extra).await;
+    let mut users = pinned_users(&h, 10).await;
     let on_a = users.iter().filter(|(_, n)| n == "node-a").count();
     assert!(on_a > 0 && on_a < 10);
 
-    farm.stop_node(0).await;
+    h.farm.stop_node(0).await;
     assert!(
-        wait_until(Duration::from_secs(5), || !proxy
+        wait_until(Duration::from_secs(5), || !h
+            .proxy
             .backends
             .is_up(BackendId(0)))
         .await
@@ -155,12 +130,9 @@ async fn a_killed_pinned_backend_redistributes_once_then_comes_back() {
     let mut losses = vec![0u32; users.len()];
     for _round in 0..3 {
         for (i, (u, _)) in users.iter_mut().enumerate() {
-            match u.me().await.unwrap() {
-                MeOutcome::LoggedIn => {}
-                MeOutcome::LoggedOut { .. } => {
-                    losses[i] += 1;
-                    u.login().await.unwrap();
-                }
+            if let MeOutcome::LoggedOut { .. } = u.me().await.unwrap() {
+                losses[i] += 1;
+                u.login().await.unwrap();
             }
         }
     }
@@ -171,52 +143,43 @@ async fn a_killed_pinned_backend_redistributes_once_then_comes_back() {
             "users of the dead node are logged out once; the others never"
         );
     }
-    let metrics = proxy.metrics.render();
     // Counted per request: for each user of the dead node, the request that found its session
     // lost and the sign-in that still carried the old session.
     assert_eq!(
-        metric_sum(&metrics, "sessionwatch_pin_broken_total", &[]),
+        metric_sum(&h.metrics(), "sessionwatch_pin_broken_total", &[]),
         2.0 * on_a as f64
     );
 
     // node-a returns: health checks bring it back and new sessions land on it again.
-    farm.start_node(0).await.unwrap();
+    h.farm.start_node(0).await.unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || proxy
+        wait_until(Duration::from_secs(5), || h
+            .proxy
             .backends
             .is_up(BackendId(0)))
         .await
     );
-    let before = farm.served(0);
-    let fresh = pinned_users(proxy.addr, &farm, 6).await;
+    let before = h.farm.served(0);
+    let fresh = pinned_users(&h, 6).await;
     assert!(
         fresh.iter().any(|(_, n)| n == "node-a"),
         "the recovered backend gets traffic"
     );
-    assert!(farm.served(0) > before);
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    assert!(h.farm.served(0) > before);
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_pinned_backend_fails_with_503_when_configured() {
-    let scratch = Scratch::new("fail");
-    let farm = Farm::start(FarmConfig::new(2, StoreMode::PerNode))
-        .await
-        .unwrap();
-    let extra = "[pin]\npolicy = \"learn\"\nwhen_unhealthy = \"fail\"\nretry_after = \"7s\"\n\
-                 [health]\ninterval = \"30ms\"\ntimeout = \"100ms\"\nrise = 2\nfall = 2\n";
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        extra,
-    ))
-    .await;
-    let mut users = pinned_users(proxy.addr, &farm, 8).await;
-    farm.stop_node(0).await;
+    let extra = format!(
+        "[pin]\npolicy = \"learn\"\nwhen_unhealthy = \"fail\"\nretry_after = \"7s\"\n{FAST_HEALTH}"
+    );
+    let h = Harness::start(FarmConfig::new(2, StoreMode::PerNode), &extra).await;
+    let mut users = pinned_users(&h, 8).await;
+    h.farm.stop_node(0).await;
     assert!(
-        wait_until(Duration::from_secs(5), || !proxy
+        wait_until(Duration::from_secs(5), || !h
+            .proxy
             .backends
             .is_up(BackendId(0)))
         .await
@@ -230,9 +193,10 @@ async fn a_killed_pinned_backend_fails_with_503_when_configured() {
             assert_eq!(status, 200);
         }
     }
-    farm.start_node(0).await.unwrap();
+    h.farm.start_node(0).await.unwrap();
     assert!(
-        wait_until(Duration::from_secs(5), || proxy
+        wait_until(Duration::from_secs(5), || h
+            .proxy
             .backends
             .is_up(BackendId(0)))
         .await
@@ -243,31 +207,15 @@ async fn a_killed_pinned_backend_fails_with_503_when_configured() {
         assert_ne!(status, 503);
         assert_eq!(headers["x-served-by"].to_str().unwrap(), node.as_str());
     }
-    assert!(
-        metric_sum(
-            &proxy.metrics.render(),
-            "sessionwatch_pin_failed_total",
-            &[]
-        ) >= 1.0
-    );
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    assert!(metric_sum(&h.metrics(), "sessionwatch_pin_failed_total", &[]) >= 1.0);
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_eject_and_readmit_within_thresholds() {
-    let scratch = Scratch::new("health");
-    let farm = Farm::start(FarmConfig::new(2, StoreMode::Shared))
-        .await
-        .unwrap();
     let extra = "[health]\ninterval = \"20ms\"\ntimeout = \"100ms\"\nrise = 3\nfall = 4\n";
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        extra,
-    ))
-    .await;
+    let h = Harness::start(FarmConfig::new(2, StoreMode::Shared), extra).await;
+    let (farm, proxy) = (&h.farm, &h.proxy);
     let admin = proxy.admin_addr.unwrap();
     assert!(wait_until(Duration::from_secs(2), || farm.node(1).health_checks() >= 2).await);
 
@@ -287,14 +235,11 @@ async fn health_checks_eject_and_readmit_within_thresholds() {
     // Ejected: no new traffic reaches it.
     let before = farm.served(1);
     for _ in 0..10 {
-        assert_eq!(
-            sessionwatch_tests::http_get(proxy.addr, "/anon").await.0,
-            200
-        );
+        assert_eq!(http_get(proxy.addr, "/anon").await.0, 200);
     }
     assert_eq!(farm.served(1), before);
     assert_eq!(
-        sessionwatch_tests::http_get(admin, "/readyz").await.0,
+        http_get(admin, "/readyz").await.0,
         200,
         "one backend is still healthy"
     );
@@ -313,7 +258,7 @@ async fn health_checks_eject_and_readmit_within_thresholds() {
         "re-admitted after rise=3 passing checks, saw {passed}"
     );
     for _ in 0..10 {
-        sessionwatch_tests::http_get(proxy.addr, "/anon").await;
+        http_get(proxy.addr, "/anon").await;
     }
     assert!(
         farm.served(1) > before,
@@ -323,7 +268,6 @@ async fn health_checks_eject_and_readmit_within_thresholds() {
     farm.set_healthy(0, false);
     farm.set_healthy(1, false);
     assert!(wait_until(Duration::from_secs(5), || !proxy.backends.any_healthy()).await);
-    assert_eq!(sessionwatch_tests::http_get(admin, "/readyz").await.0, 503);
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    assert_eq!(http_get(admin, "/readyz").await.0, 503);
+    h.stop().await;
 }

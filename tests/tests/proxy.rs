@@ -8,24 +8,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use sessionwatch_test_support::{Farm, FarmConfig, StoreMode};
-use sessionwatch_tests::{Scratch, config_toml, farm_backends, http_get, start_proxy};
+use sessionwatch_test_support::{FarmConfig, StoreMode};
+use sessionwatch_tests::{Harness, Scratch, config_toml, http_get, start_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn setup(extra: &str) -> (Scratch, Farm, sessionwatch_proxy::RunningProxy) {
-    let scratch = Scratch::new("proxy");
-    let farm = Farm::start(FarmConfig::new(2, StoreMode::Shared))
-        .await
-        .unwrap();
-    let proxy = start_proxy(&config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        extra,
-    ))
-    .await;
-    (scratch, farm, proxy)
+async fn setup(extra: &str) -> Harness {
+    Harness::start(FarmConfig::new(2, StoreMode::Shared), extra).await
 }
 
 /// Send raw bytes, read until EOF (the request says `Connection: close`), bounded.
@@ -42,7 +31,8 @@ async fn raw(addr: SocketAddr, request: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
-    let (_s, farm, proxy) = setup("").await;
+    let h = setup("").await;
+    let proxy = &h.proxy;
     let resp = raw(
         proxy.addr,
         "GET /headers HTTP/1.1\r\nHost: shop.example\r\nConnection: close, x-hop\r\nx-hop: secret\r\n\
@@ -79,13 +69,13 @@ async fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
     ] {
         assert!(!body.contains(gone), "{gone} reached the backend: {body}");
     }
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_stream_both_ways_without_being_buffered_whole() {
-    let (_s, farm, proxy) = setup("").await;
+    let h = setup("").await;
+    let proxy = &h.proxy;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nfirst\r\n")
         .await
@@ -123,13 +113,13 @@ async fn bodies_stream_both_ways_without_being_buffered_whole() {
     let (status, body) = http_get(proxy.addr, "/big?bytes=5000000").await;
     assert_eq!(status, 200);
     assert_eq!(body.len(), 5_000_000);
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_clients_are_served() {
-    let (_s, farm, proxy) = setup("").await;
+    let h = setup("").await;
+    let proxy = &h.proxy;
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
@@ -156,13 +146,13 @@ async fn http2_clients_are_served() {
     assert_eq!(resp.status(), 200);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"user");
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_pass_through() {
-    let (_s, farm, proxy) = setup("").await;
+    let h = setup("").await;
+    let proxy = &h.proxy;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -191,8 +181,7 @@ async fn websocket_upgrades_pass_through() {
         .unwrap()
         .unwrap();
     assert_eq!(&echo[..], b"ping over the upgraded connection");
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,15 +214,15 @@ async fn a_dead_backend_gives_502_then_503_once_ejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_gives_504() {
-    let (_s, farm, proxy) = setup(
+    let h = setup(
         "[upstream]\nresponse_timeout = \"200ms\"\n[health]\nactive = false\npassive_fall = 100\n",
     )
     .await;
+    let (farm, proxy) = (&h.farm, &h.proxy);
     farm.set_delay(0, Duration::from_secs(3));
     farm.set_delay(1, Duration::from_secs(3));
     let (status, body) = http_get(proxy.addr, "/me").await;
     assert_eq!(status, 504);
     assert_eq!(body, "gateway timeout\n");
-    proxy.shutdown().await;
-    farm.shutdown().await;
+    h.stop().await;
 }
