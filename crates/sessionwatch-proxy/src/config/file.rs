@@ -37,8 +37,10 @@ pub(crate) struct AdminFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BackendFile {
-    pub(crate) name: String,
-    pub(crate) url: String,
+    // Required, but optional here so that a missing one is reported with the other problems
+    // instead of stopping the check.
+    pub(crate) name: Option<String>,
+    pub(crate) url: Option<String>,
     pub(crate) weight: Option<u32>,
 }
 
@@ -60,7 +62,8 @@ pub(crate) struct UpstreamFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CookieFile {
-    pub(crate) name: String,
+    /// Required (see [`BackendFile`]).
+    pub(crate) name: Option<String>,
     #[serde(default)]
     pub(crate) rotates: bool,
 }
@@ -129,7 +132,8 @@ pub(crate) struct IncidentFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SinkFile {
-    pub(crate) url: String,
+    /// Required (see [`BackendFile`]).
+    pub(crate) url: Option<String>,
     pub(crate) resend_every: Option<String>,
     pub(crate) timeout: Option<String>,
 }

@@ -183,3 +183,122 @@ fn walk_value(value: &Value, offset: usize, path: &mut FieldPath) {
         _ => {}
     }
 }
+
+/// Replace the item at `path` in `text` with spaces, keeping every newline, so that the rest of
+/// the document parses as before and every other byte keeps its offset (later errors still point
+/// at the right place in the original file). Whether anything was blanked.
+pub(crate) fn blank(text: &mut String, path: &FieldPath) -> bool {
+    let ranges = match Document::parse(text.as_str()) {
+        Ok(doc) => ranges_of(text, doc.as_table(), path),
+        Err(_) => return false,
+    };
+    let mut bytes = std::mem::take(text).into_bytes();
+    let mut changed = false;
+    for range in ranges {
+        for b in bytes.get_mut(range).into_iter().flatten() {
+            if !matches!(*b, b'\n' | b'\r' | b' ') {
+                *b = b' ';
+                changed = true;
+            }
+        }
+    }
+    // Only ASCII bytes were written, over whole runs of bytes that began and ended on character
+    // boundaries (spans), so the text is still UTF-8; fall back to lossy just in case.
+    *text = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    changed
+}
+
+/// The start of the line holding byte `offset`.
+fn line_start(src: &str, offset: usize) -> usize {
+    src.get(..offset)
+        .and_then(|s| s.rfind('\n'))
+        .map_or(0, |i| i + 1)
+}
+
+/// `range` extended over a `,` that follows it (after blanks), so that removing an array element
+/// or inline-table entry does not leave a leading or doubled comma.
+fn with_comma(src: &str, range: Range<usize>) -> Range<usize> {
+    let rest = src.get(range.end..).unwrap_or("");
+    let skipped = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+    if rest[skipped..].starts_with(',') {
+        range.start..range.end + skipped + 1
+    } else {
+        range
+    }
+}
+
+/// Byte ranges that hold the item at `path`: a `key = value` from the start of its line, or a
+/// table's header and everything in it.
+fn ranges_of(src: &str, root: &toml_edit::Table, path: &FieldPath) -> Vec<Range<usize>> {
+    let Some((last, parents)) = path.0.split_last() else {
+        return Vec::new();
+    };
+    let mut node = Node::Table(root);
+    for step in parents {
+        match node.child(step) {
+            Some(next) => node = next,
+            None => return Vec::new(),
+        }
+    }
+    match (node, last) {
+        (Node::Item(Item::Table(t)) | Node::Table(t), Step::Key(k)) => t
+            .get_key_value(k)
+            .map(|(key, item)| entry_ranges(src, key, item))
+            .unwrap_or_default(),
+        (
+            Node::Item(Item::Value(Value::InlineTable(t))) | Node::Value(Value::InlineTable(t)),
+            Step::Key(k),
+        ) => match t.get_key_value(k) {
+            Some((key, Item::Value(v))) => match (key.span(), v.span()) {
+                (Some(ks), Some(vs)) => vec![with_comma(src, ks.start..vs.end)],
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        },
+        (Node::Item(Item::ArrayOfTables(a)), Step::Index(i)) => {
+            a.get(*i).map(|t| table_ranges(src, t)).unwrap_or_default()
+        }
+        (
+            Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)),
+            Step::Index(i),
+        ) => a
+            .get(*i)
+            .and_then(|v| v.span())
+            .map(|s| vec![with_comma(src, s)])
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Ranges of one `key = value` (or sub-table) of a standard table.
+fn entry_ranges(src: &str, key: &toml_edit::Key, item: &Item) -> Vec<Range<usize>> {
+    match item {
+        // A key/value pair of a standard table starts its own line (after a dotted prefix,
+        // perhaps), so the whole line up to the value's end goes.
+        Item::Value(v) => match (key.span(), v.span()) {
+            (Some(ks), Some(vs)) => {
+                let line = line_start(src, ks.start)..vs.end;
+                vec![line]
+            }
+            _ => Vec::new(),
+        },
+        Item::Table(t) => table_ranges(src, t),
+        Item::ArrayOfTables(a) => a.iter().flat_map(|t| table_ranges(src, t)).collect(),
+        Item::None => Vec::new(),
+    }
+}
+
+/// A table's `[header]` line and every entry in it.
+fn table_ranges(src: &str, table: &toml_edit::Table) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    if let Some(span) = table.span().filter(|s| !s.is_empty()) {
+        out.push(line_start(src, span.start)..span.end);
+    }
+    for (k, item) in table.iter() {
+        if let Some(key) = table.key(k) {
+            out.extend(entry_ranges(src, key, item));
+        }
+    }
+    out
+}

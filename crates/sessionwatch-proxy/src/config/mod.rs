@@ -4,6 +4,9 @@
 
 mod file;
 mod locate;
+mod read;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::net::SocketAddr;
@@ -15,7 +18,7 @@ use sessionwatch_core::{IncidentConfig, PinPolicy, SessionProfile};
 
 use validate::from_toml;
 
-use locate::{FieldPath, line_col, path_at, span_of};
+use locate::{FieldPath, line_col, span_of};
 
 /// One backend of the farm.
 #[derive(Debug, Clone, PartialEq)]
@@ -243,9 +246,9 @@ impl Issues {
         self.0.push((path, message.into()));
     }
 
-    fn place(self, src: &str, file: &Path) -> ConfigError {
-        let issues = self
-            .0
+    /// Each problem with its `line:column` in `src`.
+    fn place(self, src: &str) -> Vec<ConfigIssue> {
+        self.0
             .into_iter()
             .map(|(path, message)| {
                 let (line, column) = match span_of(src, &path) {
@@ -262,31 +265,7 @@ impl Issues {
                     message,
                 }
             })
-            .collect();
-        ConfigError {
-            file: file.to_owned(),
-            issues,
-        }
-    }
-}
-
-/// Turn a TOML parse or type error into a placed issue.
-fn parse_error(src: &str, file: &Path, err: &toml::de::Error) -> ConfigError {
-    let (line, column, field) = match err.span() {
-        Some(span) => {
-            let (l, c) = line_col(src, span.start);
-            (Some(l), Some(c), path_at(src, span.start).to_string())
-        }
-        None => (None, None, String::new()),
-    };
-    ConfigError {
-        file: file.to_owned(),
-        issues: vec![ConfigIssue {
-            line,
-            column,
-            field,
-            message: err.message().trim().to_owned(),
-        }],
+            .collect()
     }
 }
 
@@ -299,8 +278,34 @@ impl Config {
     }
 
     /// Validate configuration text; `file` is only used in error messages.
+    ///
+    /// Every problem is reported, not just the first: unknown and mistyped fields, then every
+    /// value that fails validation, in file order. Only a syntax error stops the check early.
     pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigError> {
-        let raw: file::FileConfig = toml::from_str(src).map_err(|e| parse_error(src, file, &e))?;
-        from_toml(raw).map_err(|issues| issues.place(src, file))
+        let (raw, mut issues) = read::read(src);
+        let validated = match raw {
+            Some(raw) => from_toml(raw),
+            None => Err(Issues::default()),
+        };
+        match validated {
+            Ok(config) if issues.is_empty() => return Ok(config),
+            Ok(_) => {}
+            Err(more) => {
+                // A field refused while reading was left out, so validation may call it missing:
+                // one problem per field, the first found.
+                let refused: Vec<String> = issues.iter().map(|i| i.field.clone()).collect();
+                issues.extend(
+                    more.place(src)
+                        .into_iter()
+                        .filter(|i| !refused.contains(&i.field)),
+                );
+            }
+        }
+        // File order; problems with no place (a missing section) last.
+        issues.sort_by_key(|i| (i.line.is_none(), i.line, i.column));
+        Err(ConfigError {
+            file: file.to_owned(),
+            issues,
+        })
     }
 }

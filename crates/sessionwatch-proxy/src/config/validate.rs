@@ -290,37 +290,47 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
     let mut out = Vec::new();
     for (i, b) in raw.backends.iter().enumerate() {
         let path = p("backends").index(i);
-        if b.name.is_empty()
-            || !b
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            issues.push(
-                path.clone().key("name"),
-                "must be non-empty and use only letters, digits, '-', '_' and '.'",
-            );
-        }
-        if raw.backends[..i].iter().any(|o| o.name == b.name) {
-            issues.push(
-                path.clone().key("name"),
-                format!("duplicate backend name {:?}", b.name),
-            );
+        let name = required(issues, path.clone().key("name"), b.name.as_deref());
+        if let Some(name) = name {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                issues.push(
+                    path.clone().key("name"),
+                    "must be non-empty and use only letters, digits, '-', '_' and '.'",
+                );
+            }
+            if raw.backends[..i]
+                .iter()
+                .any(|o| o.name.as_deref() == Some(name))
+            {
+                issues.push(
+                    path.clone().key("name"),
+                    format!("duplicate backend name {name:?}"),
+                );
+            }
         }
         let weight = positive(issues, path.clone().key("weight"), b.weight, 1);
         if weight > 1000 {
             issues.push(path.clone().key("weight"), "must be at most 1000");
         }
-        match b.url.parse::<Uri>() {
+        let Some(url) = required(issues, path.clone().key("url"), b.url.as_deref()) else {
+            continue;
+        };
+        match url.parse::<Uri>() {
             Ok(uri) => match (uri.scheme_str(), uri.authority(), uri.path()) {
                 (Some("http"), Some(authority), "" | "/")
                     if authority.port_u16().is_some() || !authority.host().is_empty() =>
                 {
-                    out.push(BackendConfig {
-                        name: b.name.clone(),
-                        authority: authority.clone(),
-                        weight,
-                    });
+                    if let Some(name) = name {
+                        out.push(BackendConfig {
+                            name: name.to_owned(),
+                            authority: authority.clone(),
+                            weight,
+                        });
+                    }
                 }
                 (Some("https"), _, _) => issues.push(
                     path.clone().key("url"),
@@ -332,16 +342,21 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
                 ),
                 _ => issues.push(
                     path.clone().key("url"),
-                    format!("{:?} is not an http://host:port URL", b.url),
+                    format!("{url:?} is not an http://host:port URL"),
                 ),
             },
-            Err(e) => issues.push(
-                path.clone().key("url"),
-                format!("invalid URL {:?}: {e}", b.url),
-            ),
+            Err(e) => issues.push(path.clone().key("url"), format!("invalid URL {url:?}: {e}")),
         }
     }
     out
+}
+
+/// A field the file must give; reported as missing when absent.
+fn required<'a>(issues: &mut Issues, path: FieldPath, value: Option<&'a str>) -> Option<&'a str> {
+    if value.is_none() {
+        issues.push(path, "required, but missing");
+    }
+    value
 }
 
 fn session(issues: &mut Issues, raw: &FileConfig) -> Option<SessionConfig> {
@@ -368,21 +383,20 @@ fn session(issues: &mut Issues, raw: &FileConfig) -> Option<SessionConfig> {
     let mut profile = match (preset, cookies) {
         (Some(f), None) => SessionProfile::preset(f),
         (preset, Some(cookies)) => {
-            let specs: Vec<CookieSpec> = cookies
-                .iter()
-                .map(|c| CookieSpec::new(c.name.clone()).rotating(c.rotates))
-                .collect();
+            let mut specs = Vec::new();
             for (i, c) in cookies.iter().enumerate() {
-                if c.name.is_empty()
-                    || c.name
+                let name_path = path.clone().key("cookies").index(i).key("name");
+                let Some(name) = required(issues, name_path.clone(), c.name.as_deref()) else {
+                    continue;
+                };
+                if name.is_empty()
+                    || name
                         .bytes()
                         .any(|b| b <= b' ' || b >= 0x7f || b"()<>@,;:\\\"/[]?={}".contains(&b))
                 {
-                    issues.push(
-                        path.clone().key("cookies").index(i).key("name"),
-                        format!("{:?} is not a valid cookie name", c.name),
-                    );
+                    issues.push(name_path, format!("{name:?} is not a valid cookie name"));
                 }
+                specs.push(CookieSpec::new(name).rotating(c.rotates));
             }
             match preset {
                 Some(f) => {
@@ -536,19 +550,22 @@ fn incident(issues: &mut Issues, raw: &FileConfig) -> IncidentConfig {
 
 fn sink(issues: &mut Issues, name: &str, s: &SinkFile) -> Option<SinkConfig> {
     let path = p(name);
-    let url = match s.url.parse::<Uri>() {
-        Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
-        Ok(_) => {
+    let url = match required(issues, path.clone().key("url"), s.url.as_deref())
+        .map(|text| (text, text.parse::<Uri>()))
+    {
+        None => None,
+        Some((_, Ok(u))) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
+        Some((text, Ok(_))) => {
             issues.push(
                 path.clone().key("url"),
-                format!("{:?} must be an http:// URL", s.url),
+                format!("{text:?} must be an http:// URL"),
             );
             None
         }
-        Err(e) => {
+        Some((text, Err(e))) => {
             issues.push(
                 path.clone().key("url"),
-                format!("invalid URL {:?}: {e}", s.url),
+                format!("invalid URL {text:?}: {e}"),
             );
             None
         }
