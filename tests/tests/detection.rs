@@ -28,8 +28,12 @@ async fn a_shared_store_farm_has_no_resets() {
 
 /// Drives 50 users x 20 requests through the proxy in front of a per-node-store farm and checks
 /// every reset line against what the users saw.
-async fn per_node_store(nodes: usize, expected_share: f64) {
-    let h = Harness::start(FarmConfig::new(nodes, StoreMode::PerNode), ALL_LINES).await;
+async fn per_node_store(nodes: usize, expected_share: f64, extra: &str) {
+    let h = Harness::start(
+        FarmConfig::new(nodes, StoreMode::PerNode),
+        &format!("{ALL_LINES}{extra}"),
+    )
+    .await;
     let report = h.drive(50, 20, 10).await;
     assert_eq!(report.errors, 0);
     let resets = h.lines("session_reset");
@@ -72,12 +76,17 @@ async fn per_node_store(nodes: usize, expected_share: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_node_store_loses_half_the_requests_with_two_nodes() {
-    per_node_store(2, 0.5).await;
+    per_node_store(2, 0.5, "").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_per_node_store_loses_two_thirds_with_three_nodes() {
-    per_node_store(3, 2.0 / 3.0).await;
+    per_node_store(3, 2.0 / 3.0, "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compact_store_detects_the_same() {
+    per_node_store(2, 0.5, "[session]\nstore = \"compact\"\ncookies = [{ name = \"SID\" }]\nfingerprint_key = \"integration-test-key-0123456789\"\n").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,10 +211,10 @@ async fn logouts_and_made_up_cookies_are_not_resets() {
         assert!(u.cookie().is_some());
     }
     assert_eq!(h.lines("session_reset").len(), 0);
-    h.proxy.store.run_pending_tasks();
+    h.proxy.store.maintain();
     // Only the anonymous sessions remain: logged-out ones were forgotten, made-up ones never
     // learned.
-    assert_eq!(sessionwatch_tower::SessionStore::len(&*h.proxy.store), 5);
+    assert_eq!(h.proxy.store.len(), 5);
     h.stop().await;
 }
 

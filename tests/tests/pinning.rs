@@ -24,8 +24,10 @@ async fn run(nodes: usize, extra: &str) -> (DriveReport, Scratch, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learn_logs_nobody_out() {
-    for nodes in [2, 3] {
-        let (report, scratch, metrics) = run(nodes, "[pin]\npolicy = \"learn\"\n").await;
+    let compact = "[session]\nstore = \"compact\"\ncookies = [{ name = \"SID\" }]\nfingerprint_key = \"integration-test-key-0123456789\"\n";
+    for (nodes, store) in [(2, ""), (3, ""), (2, compact)] {
+        let (report, scratch, metrics) =
+            run(nodes, &format!("[pin]\npolicy = \"learn\"\n{store}")).await;
         assert_eq!(report.logged_out, 0, "{nodes} nodes");
         assert_eq!(lines_of(&scratch.alert_log(), "session_reset").len(), 0);
         // Every /me went to its pinned issuer.

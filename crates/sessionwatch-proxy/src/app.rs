@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request};
 use sessionwatch_core::Fingerprinter;
-use sessionwatch_tower::{MokaStore, PinSwitch, SessionEvents, SessionLayer, SessionStore};
+use sessionwatch_tower::{
+    CompactStore, MokaStore, PinSwitch, SessionEvents, SessionLayer, SessionStore,
+};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,7 +31,7 @@ use crate::admin::{self, AdminState};
 use crate::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
 use crate::backends::{Backends, Transition};
 use crate::balancer::Balancer;
-use crate::config::{Config, KeySource};
+use crate::config::{Config, KeySource, StoreKind};
 use crate::forward::Forward;
 use crate::health::Health;
 use crate::incidents::IncidentWatch;
@@ -88,7 +90,7 @@ pub struct RunningProxy {
     /// The admin listener, if configured.
     pub admin_addr: Option<SocketAddr>,
     /// The session table.
-    pub store: Arc<MokaStore>,
+    pub store: Arc<dyn SessionStore>,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// Backend health.
@@ -182,6 +184,22 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// Store housekeeping (idle sweeps, pending evictions) every few seconds, off the request path.
+async fn maintain(store: Arc<dyn SessionStore>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(5));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let store = store.clone();
+                // A sweep of a large table takes milliseconds: keep it off the async workers.
+                let _ = tokio::task::spawn_blocking(move || store.maintain()).await;
+            }
+            _ = crate::server::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
 /// Start the proxy: bind, spawn the server, health checks, incident watch, sinks and admin.
 pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy, StartError> {
     let listener = bind(config.listen).await?;
@@ -208,10 +226,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let mut tasks = Vec::new();
     let backends = Arc::new(Backends::new(&config.backends));
     let metrics = Arc::new(Metrics::new(&backends));
-    let store = Arc::new(MokaStore::new(
-        config.session.max_sessions,
-        config.session.profile.idle_timeout(),
-    ));
+    let idle = config.session.profile.idle_timeout();
+    let store: Arc<dyn SessionStore> = match config.session.store {
+        StoreKind::Moka => Arc::new(MokaStore::new(config.session.max_sessions, idle)),
+        StoreKind::Compact => Arc::new(CompactStore::new(config.session.max_sessions, idle)),
+    };
+    tasks.push(tokio::spawn(maintain(store.clone(), shutdown_rx.clone())));
     let pin_switch = PinSwitch::default();
 
     let mut sink_handles = Vec::new();
@@ -270,7 +290,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         incidents.clone(),
         options.extra_events,
     );
-    let store_dyn: Arc<dyn SessionStore> = store.clone();
+    let store_dyn = store.clone();
     let mut session = SessionLayer::new(
         config.session.profile.clone(),
         fingerprinter(&config.session.key),

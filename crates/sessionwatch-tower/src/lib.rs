@@ -23,6 +23,7 @@
 //! # drop(svc);
 //! ```
 
+mod compact;
 mod events;
 mod extensions;
 mod future;
@@ -30,6 +31,7 @@ mod layer;
 mod service;
 mod store;
 
+pub use compact::CompactStore;
 pub use events::{Observed, Rescued, SessionEvents};
 pub use extensions::{RescueAttempt, ServedBy, SessionRoute};
 pub use future::ResponseFuture;

@@ -19,6 +19,8 @@ pub trait SessionStore: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Housekeeping: drop idle records, apply pending evictions. Called periodically.
+    fn maintain(&self) {}
 }
 
 /// The embedded store: a moka cache bounded by entry count, whose entries expire once idle for
@@ -69,6 +71,10 @@ impl SessionStore for MokaStore {
     fn len(&self) -> u64 {
         self.cache.entry_count()
     }
+
+    fn maintain(&self) {
+        self.cache.run_pending_tasks();
+    }
 }
 
 /// The keys are already keyed-hash output, uniformly distributed and not chosen by clients, so
@@ -86,6 +92,10 @@ impl std::hash::Hasher for IdentityHasher {
         for b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
     }
 
     fn write_u128(&mut self, i: u128) {

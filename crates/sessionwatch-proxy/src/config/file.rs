@@ -77,6 +77,7 @@ pub(crate) struct SessionFile {
     pub(crate) logout_paths: Option<Vec<String>>,
     pub(crate) idle_timeout: Option<String>,
     pub(crate) max_sessions: Option<u64>,
+    pub(crate) store: Option<String>,
     pub(crate) fingerprint_key: Option<String>,
     pub(crate) fingerprint_key_env: Option<String>,
     pub(crate) marker_header: Option<String>,

@@ -80,6 +80,15 @@ impl std::fmt::Debug for KeySource {
     }
 }
 
+/// Which table holds session records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// moka: bounded, TinyLFU admission, idle expiry (about 270 B a session).
+    Moka,
+    /// Packed records in sharded maps, CLOCK eviction (about 70 B a session).
+    Compact,
+}
+
 /// Session learning settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionConfig {
@@ -87,6 +96,8 @@ pub struct SessionConfig {
     pub profile: SessionProfile,
     /// Most sessions tracked at once.
     pub max_sessions: u64,
+    /// The session table.
+    pub store: StoreKind,
     /// The fingerprint key.
     pub key: KeySource,
 }

@@ -352,6 +352,7 @@ fn defaults_are_filled_in() {
     );
     assert_eq!(c.session.profile, SessionProfile::preset(Framework::Php));
     assert_eq!(c.session.max_sessions, 1_000_000);
+    assert_eq!(c.session.store, StoreKind::Moka);
     assert_eq!(c.session.key, KeySource::Random);
     assert_eq!(
         c.pin,
@@ -430,6 +431,7 @@ pool_max_idle_per_host = 8
 preset = \"django\"
 idle_timeout = \"2h\"
 max_sessions = 500
+store = \"compact\"
 fingerprint_key = \"0123456789abcdef\"
 marker_header = \"X-Session-Lost\"
 marker_statuses = [419, 440]
@@ -482,6 +484,7 @@ timeout = \"2s\"
     );
     assert_eq!(profile.marker().statuses.len(), 2);
     assert_eq!(c.session.max_sessions, 500);
+    assert_eq!(c.session.store, StoreKind::Compact);
     assert_eq!(
         c.session.key,
         KeySource::Configured(b"0123456789abcdef".to_vec())

@@ -12,7 +12,7 @@ use super::file::{FileConfig, SinkFile};
 use super::locate::FieldPath;
 use super::{
     ActiveHealth, AlertsConfig, BackendConfig, BalancePolicy, Config, HealthConfig, Issues,
-    KeySource, PinConfig, SessionConfig, SinkConfig, UpstreamConfig, WhenUnhealthy,
+    KeySource, PinConfig, SessionConfig, SinkConfig, StoreKind, UpstreamConfig, WhenUnhealthy,
 };
 
 fn p(root: &str) -> FieldPath {
@@ -464,6 +464,13 @@ fn session(issues: &mut Issues, raw: &FileConfig) -> Option<SessionConfig> {
     if max_sessions == 0 {
         issues.push(path.clone().key("max_sessions"), "must be at least 1");
     }
+    let store = one_of(
+        issues,
+        path.clone().key("store"),
+        s.and_then(|s| s.store.as_deref()),
+        StoreKind::Moka,
+        &[("moka", StoreKind::Moka), ("compact", StoreKind::Compact)],
+    );
     let key = match (
         s.and_then(|s| s.fingerprint_key.as_deref()),
         s.and_then(|s| s.fingerprint_key_env.as_deref()),
@@ -505,6 +512,7 @@ fn session(issues: &mut Issues, raw: &FileConfig) -> Option<SessionConfig> {
     Some(SessionConfig {
         profile,
         max_sessions,
+        store,
         key,
     })
 }
