@@ -411,12 +411,22 @@ def start_backend(release: Path, work: Path, name: str) -> tuple[subprocess.Pope
     return p, int(m.group(1))
 
 
-def start_sessionwatch(release: Path, work: Path, name: str, pin: str, backends: list[int]) -> Target:
+def start_sessionwatch(
+    release: Path, work: Path, name: str, pin: str, backends: list[int], store: str | None
+) -> Target:
     port, admin = free_ports(2)
     cfg = render(
         "sessionwatch.toml.in",
         work / f"{name}.toml",
-        {"PORT": port, "ADMIN_PORT": admin, "BACKEND_A": backends[0], "BACKEND_B": backends[1], "PIN": pin},
+        {
+            "PORT": port,
+            "ADMIN_PORT": admin,
+            "BACKEND_A": backends[0],
+            "BACKEND_B": backends[1],
+            "PIN": pin,
+            # The session store: the proxy's default unless --store names one.
+            "SESSION_EXTRA": f'store = "{store}"' if store else "",
+        },
     )
     check = subprocess.run([str(release / "sessionwatch"), "check-config", str(cfg)], capture_output=True, text=True)
     if check.returncode != 0:
@@ -696,9 +706,9 @@ def median(values):
 def summarise_rounds(rounds: list[dict[str, dict]], targets: list[str], min_clean: int) -> tuple[list[int], str]:
     clean = [i for i, r in enumerate(rounds) if not any(run["flagged"] for run in r.values())]
     if len(clean) >= min_clean:
-        return clean, f"{len(clean)} clean rounds of {len(rounds)}"
+        return clean, f"the {len(clean)} clean round(s) of {len(rounds)}"
     return list(range(len(rounds))), (
-        f"all {len(rounds)} rounds ({len(clean)} clean: too few, so flagged rounds are included)"
+        f"all {len(rounds)} round(s), flagged ones included ({len(clean)} clean: too few)"
     )
 
 
@@ -783,12 +793,12 @@ def targets_check(results: dict) -> list[tuple[str, str, bool | None]]:
     r = ratios["learn_vs_haproxy_p99"]["median"]
     add(
         "p99 at 64 connections no worse than HAProxy's",
-        f"{med['sw_learn']['p99']} vs {med['haproxy']['p99']} us ({r:.2f}x)" if r else "n/a",
+        f"{med['sw_learn']['p99']:.0f} vs {med['haproxy']['p99']:.0f} us ({r:.2f}x)" if r else "n/a",
         r is not None and r <= 1.0,
     )
     if lat:
         a, h = lat["sw_learn"]["added_p50"], lat["haproxy"]["added_p50"]
-        add("added p50 on one pinned connection <= HAProxy's", f"{a} vs {h} us", a <= h)
+        add("added p50 on one pinned connection <= HAProxy's", f"{a:.0f} vs {h:.0f} us", a <= h)
     else:
         add("added p50 on one pinned connection <= HAProxy's", "not measured", None)
     b = mem.get("sessionwatch", {}).get("bytes_per_session")
@@ -810,12 +820,13 @@ def markdown(results: dict) -> str:
     )
     w(
         f"Tools: {results['versions']['haproxy']}; {results['versions']['nginx']}; "
-        f"{results['versions']['wrk']}; {results['versions']['rustc']}."
+        f"{results['versions']['wrk']}; {results['versions']['rustc']}. "
+        f"sessionwatch session store: {st['sessionwatch_store']}."
     )
     w(
         f"Traffic: wrk -t2 -c{st['connections']}, {st['warmup']} s warm-up then {st['duration']} s per run, "
         f"GET /app with SESSIONID drawn at random from {st['pool']:,} ids, {st['no_cookie_per_mille'] / 10:g}% without a cookie; "
-        f"{st['rounds_run']} rounds in alternating order; medians over {s['rounds_used']}."
+        f"{st['rounds_run']} round(s) in alternating order; medians over {s['rounds_used']}."
     )
     w("")
     w("| target | req/s | p50 us | p99 us | p99.9 us | proxy CPU us/req | backends CPU us/req | errors | sessions tracked |")
@@ -864,7 +875,7 @@ def markdown(results: dict) -> str:
             if x:
                 w(
                     f"| {proxy} | {x['rss_kib'][0] / 1024:.1f} MiB | {x['rss_kib'][1] / 1024:.1f} MiB | "
-                    f"{x['rss_kib'][2] / 1024:.1f} MiB | {x['tracked'][2]:,} | {x['bytes_per_session']:.0f} |"
+                    f"{x['rss_kib'][2] / 1024:.1f} MiB | {x['tracked'][2] or 0:,} | {x['bytes_per_session']:.0f} |"
                 )
     lat = s["latency"]
     if lat:
@@ -913,6 +924,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--pool", type=int, default=100_000, help="session ids the traffic draws from")
     ap.add_argument("--large", type=int, help="sessions in the large table (default 1000000; quick 300000)")
     ap.add_argument("--no-latency", action="store_true", help="skip the pinned single-connection run")
+    ap.add_argument("--store", help='sessionwatch\'s [session] store (e.g. "compact"); default: the proxy\'s default')
     ap.add_argument("--skip-build", action="store_true", help="use the release binaries already built")
     ap.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     o = ap.parse_args()
@@ -966,6 +978,7 @@ def main() -> int:
         "versions": tool_versions(tools),
         "settings": {
             "quick": opts.quick,
+            "sessionwatch_store": opts.store or "default",
             "rounds": opts.rounds,
             "connections": opts.connections,
             "wrk_threads": 2,
@@ -993,9 +1006,9 @@ def main() -> int:
         ports = [port_a, port_b]
         t = bench.targets
         t["direct"] = Target("direct", port_a, None, "direct")
-        t["sw_learn"] = start_sessionwatch(release, work, "sw_learn", "learn", ports)
-        t["sw_off"] = start_sessionwatch(release, work, "sw_off", "off", ports)
-        t["sw_learn_1m"] = start_sessionwatch(release, work, "sw_learn_1m", "learn", ports)
+        t["sw_learn"] = start_sessionwatch(release, work, "sw_learn", "learn", ports, opts.store)
+        t["sw_off"] = start_sessionwatch(release, work, "sw_off", "off", ports, opts.store)
+        t["sw_learn_1m"] = start_sessionwatch(release, work, "sw_learn_1m", "learn", ports, opts.store)
         t["haproxy"] = start_haproxy(tools, work, "haproxy", ports)
         t["haproxy_1m"] = start_haproxy(tools, work, "haproxy_1m", ports)
         t["nginx"] = start_nginx(tools, work, ports)

@@ -1,6 +1,7 @@
-//! Micro-benchmarks of the embedded session table, [`MokaStore`], holding 100k sessions: a lookup
-//! of a tracked session (every request that carries a cookie), a miss (a cookie the proxy never
-//! learned), and a write that replaces a record (a touch, at most once a second per session).
+//! Micro-benchmarks of the session tables holding 100k sessions, [`MokaStore`] (the default) and
+//! [`CompactStore`]: a lookup of a tracked session (every request that carries a cookie), a miss
+//! (a cookie the proxy never learned), and a write that replaces a record (a touch, at most once
+//! a second per session).
 //!
 //! `cargo bench -p sessionwatch-tower --bench store`.
 
@@ -9,9 +10,11 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sessionwatch_core::{BackendId, Fingerprint, Fingerprinter, SessionRecord, Timestamp};
-use sessionwatch_tower::{MokaStore, SessionStore};
+use sessionwatch_tower::{CompactStore, MokaStore, SessionStore};
 
 const SESSIONS: u32 = 100_000;
+const MAX_SESSIONS: u64 = 2_000_000;
+const IDLE: Duration = Duration::from_secs(1800);
 
 /// Fingerprints as the proxy makes them, of 32-hex-digit session ids.
 fn fingerprints(from: u32, count: u32) -> Vec<Fingerprint> {
@@ -21,40 +24,38 @@ fn fingerprints(from: u32, count: u32) -> Vec<Fingerprint> {
         .collect()
 }
 
-fn filled() -> (MokaStore, Vec<Fingerprint>) {
-    let store = MokaStore::new(2_000_000, Duration::from_secs(1800));
-    let keys = fingerprints(0, SESSIONS);
-    let record = SessionRecord::issued(BackendId(0), Timestamp::from_millis(1_795_478_400_000));
-    for key in &keys {
+fn fill(store: &dyn SessionStore, keys: &[Fingerprint]) {
+    let record = SessionRecord::issued(BackendId(0), Timestamp::now());
+    for key in keys {
         store.put(*key, record);
     }
-    store.run_pending_tasks();
-    (store, keys)
+    store.maintain();
 }
 
-fn store(c: &mut Criterion) {
-    let (store, keys) = filled();
+fn bench_store(c: &mut Criterion, name: &str, store: &dyn SessionStore) {
+    let keys = fingerprints(0, SESSIONS);
     let misses = fingerprints(SESSIONS, 4096);
+    fill(store, &keys);
     // Visit keys in a scattered order (a stride coprime with the count) so that successive
     // lookups do not share cache lines, as requests of different users do not.
     let stride = 7919;
     let mut i = 0usize;
-    c.bench_function("moka_store/get_hit_100k", |b| {
+    c.bench_function(&format!("{name}/get_hit_100k"), |b| {
         b.iter(|| {
             i = (i + stride) % keys.len();
             black_box(store.get(black_box(keys[i])))
         })
     });
     let mut m = 0usize;
-    c.bench_function("moka_store/get_miss_100k", |b| {
+    c.bench_function(&format!("{name}/get_miss_100k"), |b| {
         b.iter(|| {
             m = (m + 1) % misses.len();
             black_box(store.get(black_box(misses[m])))
         })
     });
     let mut j = 0usize;
-    let mut now = 1_795_478_400_000u64;
-    c.bench_function("moka_store/put_replace_100k", |b| {
+    let mut now = Timestamp::now().as_millis();
+    c.bench_function(&format!("{name}/put_replace_100k"), |b| {
         b.iter(|| {
             j = (j + stride) % keys.len();
             now += 1;
@@ -63,6 +64,11 @@ fn store(c: &mut Criterion) {
         })
     });
     black_box(store.len());
+}
+
+fn stores(c: &mut Criterion) {
+    bench_store(c, "moka_store", &MokaStore::new(MAX_SESSIONS, IDLE));
+    bench_store(c, "compact_store", &CompactStore::new(MAX_SESSIONS, IDLE));
 }
 
 fn config() -> Criterion {
@@ -75,6 +81,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = store
+    targets = stores
 }
 criterion_main!(benches);
