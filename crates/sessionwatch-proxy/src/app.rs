@@ -200,13 +200,106 @@ async fn maintain(store: Arc<dyn SessionStore>, mut shutdown: watch::Receiver<bo
     }
 }
 
+/// One listening socket per worker on the same address, with `SO_REUSEPORT` so the kernel
+/// spreads new connections across them. With port 0, the first socket picks the port and the
+/// others join it.
+fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
+    let mut target = addr;
+    for _ in 0..workers.max(1) {
+        let socket = match target {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(true)?;
+        socket.bind(target)?;
+        let listener = socket.listen(1024)?.into_std()?;
+        target = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+/// What one worker thread needs to build its request stack: shared state by `Arc`, and its
+/// own listener and (built on its thread) its own upstream connection pool, so that a request
+/// is read, forwarded and answered on one thread without waking another.
+struct Worker {
+    listener: std::net::TcpListener,
+    session: SessionLayer,
+    request_ids: SequentialRequestId,
+    backends: Arc<Backends>,
+    balancer: Arc<Balancer>,
+    upstream: crate::config::UpstreamConfig,
+    pin: crate::config::PinConfig,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Worker {
+    /// Run the worker on its own thread with a single-threaded runtime; the returned task ends
+    /// when the thread has drained its connections.
+    fn spawn(self, index: usize) -> std::io::Result<JoinHandle<()>> {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("sessionwatch-worker-{index}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start a worker runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(self.run());
+                drop(done_tx);
+            })?;
+        Ok(tokio::spawn(async move {
+            let _ = done_rx.await;
+        }))
+    }
+
+    async fn run(self) {
+        let listener = match TcpListener::from_std(self.listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register a worker's listener");
+                return;
+            }
+        };
+        let forward = Forward::new(
+            self.backends,
+            self.balancer,
+            upstream::client(&self.upstream),
+            self.upstream,
+            self.pin,
+            self.health,
+            self.metrics,
+        );
+        let stack = ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(self.request_ids))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(self.session)
+            .service(forward);
+        crate::server::serve(listener, stack, self.shutdown).await;
+    }
+}
+
 /// Start the proxy: bind, spawn the server, health checks, incident watch, sinks and admin.
 pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy, StartError> {
-    let listener = bind(config.listen).await?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listeners =
+        bind_workers(config.listen, config.workers).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .unwrap_or(config.listen);
     let admin_listener = match config.admin {
         Some(a) => Some(bind(a).await?),
         None => None,
@@ -271,18 +364,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             }
         })),
     ));
-    let client = upstream::client(&config.upstream);
-    tasks.extend(health.spawn_checks(client.clone(), shutdown_rx.clone()));
+    tasks.extend(health.spawn_checks(upstream::client(&config.upstream), shutdown_rx.clone()));
 
-    let forward = Forward::new(
-        backends.clone(),
-        Balancer::new(config.balance, backends.clone()),
-        client,
-        config.upstream.clone(),
-        config.pin.clone(),
-        health,
-        metrics.clone(),
-    );
     let reporter = Reporter::new(
         backends.clone(),
         metrics.clone(),
@@ -306,16 +389,25 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         prefix: rand::random(),
         next: Arc::new(AtomicU64::new(1)),
     };
-    let stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(request_ids))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(session)
-        .service(forward);
-    tasks.push(tokio::spawn(crate::server::serve(
-        listener,
-        stack,
-        shutdown_rx.clone(),
-    )));
+    let balancer = Arc::new(Balancer::new(config.balance, backends.clone()));
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let worker = Worker {
+            listener,
+            session: session.clone(),
+            request_ids: request_ids.clone(),
+            backends: backends.clone(),
+            balancer: balancer.clone(),
+            upstream: config.upstream.clone(),
+            pin: config.pin.clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        tasks.push(worker.spawn(i).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?);
+    }
 
     if let Some(l) = admin_listener {
         let state = AdminState {

@@ -56,7 +56,7 @@ pub struct Forward {
 
 struct Inner {
     backends: Arc<Backends>,
-    balancer: Balancer,
+    balancer: Arc<Balancer>,
     client: UpstreamClient,
     upstream: UpstreamConfig,
     pin: PinConfig,
@@ -74,7 +74,7 @@ impl Forward {
     /// A forwarder over `backends`.
     pub fn new(
         backends: Arc<Backends>,
-        balancer: Balancer,
+        balancer: Arc<Balancer>,
         client: UpstreamClient,
         upstream: UpstreamConfig,
         pin: PinConfig,

@@ -71,6 +71,14 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// The runtime of `serve`'s own chores (admin, health checks, incidents, sinks): client traffic
+/// runs on the proxy's worker threads, so one thread is plenty here.
+fn chores_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -115,7 +123,7 @@ fn main() -> ExitCode {
                 }
             };
             init_tracing();
-            let rt = match runtime() {
+            let rt = match chores_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");

@@ -26,6 +26,7 @@ pub(crate) struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListenFile {
     pub(crate) address: Option<String>,
+    pub(crate) workers: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

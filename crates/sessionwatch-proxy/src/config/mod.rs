@@ -164,6 +164,9 @@ pub struct SinkConfig {
 pub struct Config {
     /// Where clients connect.
     pub listen: SocketAddr,
+    /// Threads serving clients, each with its own event loop, listening socket
+    /// (`SO_REUSEPORT`) and upstream connection pool.
+    pub workers: usize,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub admin: Option<SocketAddr>,
     /// The farm.

@@ -331,6 +331,10 @@ fn an_unreadable_file_is_one_problem_without_a_place() {
 fn defaults_are_filled_in() {
     let c = parse(BACKEND).unwrap();
     assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(
+        c.workers,
+        std::thread::available_parallelism().unwrap().get()
+    );
     assert_eq!(c.admin, None);
     assert_eq!(
         c.backends,
@@ -414,6 +418,7 @@ fn every_field_is_read() {
         "\
 [listen]
 address = \"0.0.0.0:80\"
+workers = 3
 [admin]
 address = \"127.0.0.1:9100\"
 [[backends]]
@@ -468,6 +473,7 @@ timeout = \"2s\"
     )
     .unwrap();
     assert_eq!(c.listen, "0.0.0.0:80".parse().unwrap());
+    assert_eq!(c.workers, 3);
     assert_eq!(c.admin, Some("127.0.0.1:9100".parse().unwrap()));
     assert_eq!(c.backends[0].weight, 3);
     assert_eq!(c.balance, BalancePolicy::LeastRequests);

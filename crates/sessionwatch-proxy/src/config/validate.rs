@@ -260,9 +260,19 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
         .as_ref()
         .and_then(|s| sink(&mut issues, "webhook", s));
 
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = match raw.listen.as_ref().and_then(|l| l.workers) {
+        Some(n) if (1..=256).contains(&n) => n,
+        Some(_) => {
+            issues.push(p("listen").key("workers"), "must be from 1 to 256");
+            cores
+        }
+        None => cores,
+    };
     match (issues.0.is_empty(), listen, session) {
         (true, Some(listen), Some(session)) => Ok(Config {
             listen,
+            workers,
             admin,
             backends,
             balance,
