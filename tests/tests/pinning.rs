@@ -273,3 +273,37 @@ async fn health_checks_eject_and_readmit_within_thresholds() {
     assert_eq!(http_get(admin, "/readyz").await.0, 503);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescue_that_cannot_reach_the_issuer_returns_the_original_answer() {
+    // No health checks and a high passive threshold: the dead issuer still looks healthy, so the
+    // rescue is tried and fails to connect.
+    let extra = "[rescue]\nenabled = true\n[health]\nactive = false\npassive_fall = 100\n";
+    let h = Harness::start(FarmConfig::new(2, StoreMode::PerNode), extra).await;
+    let mut user = h.user();
+    user.login().await.unwrap();
+    let (_, headers, _) = user.get("/me").await.unwrap();
+    let issuer = headers["x-served-by"].to_str().unwrap().to_owned();
+    let index = h.farm.names().iter().position(|n| *n == issuer).unwrap();
+    let rescued_before = metric_sum(&h.metrics(), "sessionwatch_rescues_total", &[]);
+    h.farm.stop_node(index).await;
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(
+            user.get("/me")
+                .await
+                .map(|(s, _, _)| s.as_u16())
+                .unwrap_or(502),
+        );
+    }
+    statuses.sort_unstable();
+    // Round robin: one request reached the dead issuer (502); the other was lost on the live
+    // node, whose own answer (the login redirect) comes back rather than the failed replay's 502.
+    assert_eq!(statuses, vec![302, 502]);
+    assert_eq!(
+        metric_sum(&h.metrics(), "sessionwatch_rescues_total", &[]),
+        rescued_before,
+        "a failed replay is not counted as a rescue"
+    );
+    h.stop().await;
+}

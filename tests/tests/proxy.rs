@@ -226,3 +226,23 @@ async fn a_slow_backend_gives_504() {
     assert_eq!(body, "gateway timeout\n");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_header_cannot_hide_the_cookie_from_the_backend_alone() {
+    let h = Harness::start(FarmConfig::new(2, StoreMode::PerNode), "").await;
+    let mut user = h.user();
+    user.login().await.unwrap();
+    let cookie = user.cookie().unwrap().to_owned();
+    // `Connection: cookie` names Cookie as hop-by-hop: the proxy drops it before reading it, so
+    // the backend and the detector see the same anonymous request and nothing is a reset.
+    for _ in 0..4 {
+        let resp = raw(
+            h.proxy.addr,
+            &format!("GET /me HTTP/1.1\r\nHost: x\r\nConnection: close, cookie\r\nCookie: SID={cookie}\r\n\r\n"),
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 302"), "{resp}");
+    }
+    assert!(h.lines("session_reset").is_empty());
+    h.stop().await;
+}

@@ -79,7 +79,7 @@ pub fn read_request_cookies(
     fingerprinter: &Fingerprinter,
     mut found: impl FnMut(CookieId, Fingerprint),
 ) {
-    let mut seen = 0u32;
+    let mut seen = 0u64;
     for header in headers.get_all(COOKIE) {
         for pair in header.as_bytes().split(|b| *b == b';') {
             let Some(eq) = pair.iter().position(|b| *b == b'=') else {
@@ -95,7 +95,9 @@ pub fn read_request_cookies(
             let Some(id) = cookie_id(profile, name) else {
                 continue;
             };
-            let bit = 1u32 << id.0;
+            // Profiles hold at most MAX_COOKIES cookies (validated); an unvalidated larger one
+            // simply loses the first-wins rule past 64 rather than overflowing.
+            let bit = 1u64.checked_shl(u32::from(id.0)).unwrap_or(0);
             if seen & bit != 0 {
                 continue;
             }

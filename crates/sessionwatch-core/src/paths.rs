@@ -24,11 +24,15 @@ fn trim_slash(p: &str) -> &str {
 /// The path part of a `Location` value, which may be absolute (`https://host/login?x`),
 /// scheme-relative (`//host/login`) or relative (`/login?ReturnUrl=...`).
 pub(crate) fn location_path(location: &str) -> &str {
-    let rest = if let Some(after_scheme) = location
-        .strip_prefix("https://")
-        .or_else(|| location.strip_prefix("http://"))
-        .or_else(|| location.strip_prefix("//"))
-    {
+    let scheme_len = ["https://", "http://", "//"]
+        .iter()
+        .find(|p| {
+            location
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p))
+        })
+        .map(|p| p.len());
+    let rest = if let Some(after_scheme) = scheme_len.and_then(|n| location.get(n..)) {
         match after_scheme.find('/') {
             Some(i) => &after_scheme[i..],
             None => "/",
@@ -36,7 +40,8 @@ pub(crate) fn location_path(location: &str) -> &str {
     } else {
         location
     };
-    let end = rest.find(['?', '#']).unwrap_or(rest.len());
+    // `;` starts path parameters (`/login;jsessionid=...` from servlet containers).
+    let end = rest.find(['?', '#', ';']).unwrap_or(rest.len());
     &rest[..end]
 }
 
@@ -69,5 +74,7 @@ mod tests {
         );
         assert_eq!(location_path("http://h"), "/");
         assert_eq!(location_path("/me#frag"), "/me");
+        assert_eq!(location_path("HTTPS://h/Login"), "/Login");
+        assert_eq!(location_path("/login;jsessionid=x?return=/"), "/login");
     }
 }

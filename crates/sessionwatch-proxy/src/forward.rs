@@ -26,6 +26,7 @@ use crate::errors::ForwardError;
 use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::reporter::report_path;
 use crate::upstream::UpstreamClient;
 
 /// Who is on the other end of the client connection; set by the accept loop once per
@@ -115,10 +116,10 @@ impl Service<Request<RequestBody>> for Forward {
                     let status = e.status();
                     match &e {
                         ForwardError::PinnedBackendDown { .. } | ForwardError::NoHealthyBackend => {
-                            tracing::debug!(%status, path = uri.path(), error = %e, "refused");
+                            tracing::debug!(%status, path = report_path(uri.path()), error = %e, "refused");
                         }
                         _ => {
-                            tracing::warn!(%status, path = uri.path(), error = %error_chain(&e), "upstream failure")
+                            tracing::warn!(%status, path = report_path(uri.path()), error = %error_chain(&e), "upstream failure")
                         }
                     }
                     Ok(e.into_response())
@@ -203,8 +204,9 @@ impl Inner {
         uri_parts.path_and_query = Some(path_and_query);
         let uri = Uri::from_parts(uri_parts)
             .map_err(|_| ForwardError::BadRequest("the request target cannot be forwarded"))?;
+        // Hop-by-hop request headers were removed by the accept loop, before the session layer
+        // read the cookies (see server.rs).
         let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers, upgrade);
         // HTTP/2 clients send :authority instead of Host; the backend still wants a Host.
         if !parts.headers.contains_key(HOST)
             && let Some(a) = &original_authority
@@ -216,6 +218,9 @@ impl Inner {
         parts.uri = uri;
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
+        // A timeout while the client is still sending its body is the client's slowness, not
+        // the backend's: only a request sent whole counts against the backend's health.
+        let sent_whole = http_body::Body::is_end_stream(upstream_req.body());
 
         let metrics = self.metrics.backends.get(id.index());
         if let Some(m) = metrics {
@@ -250,7 +255,9 @@ impl Inner {
                 if let Some(m) = metrics {
                     m.timeouts.increment(1);
                 }
-                self.health.passive_failure(id);
+                if sent_whole {
+                    self.health.passive_failure(id);
+                }
                 return Err(ForwardError::Timeout {
                     backend: backend.name.to_string(),
                     timeout: self.upstream.response_timeout,

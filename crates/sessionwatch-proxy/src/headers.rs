@@ -76,19 +76,21 @@ pub fn add_forwarded(
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    match (headers.get(X_FORWARDED_FOR).cloned(), client_ip) {
-        (Some(prev), Some(ip)) => {
-            let mut joined = prev.as_bytes().to_vec();
+    if let Some(ip) = client_ip {
+        // Earlier proxies may have sent several X-Forwarded-For lines: keep every entry.
+        let mut joined: Vec<u8> = Vec::new();
+        for prev in headers.get_all(X_FORWARDED_FOR) {
+            joined.extend_from_slice(prev.as_bytes());
             joined.extend_from_slice(b", ");
+        }
+        if joined.is_empty() {
+            headers.insert(X_FORWARDED_FOR, ip);
+        } else {
             joined.extend_from_slice(ip.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&joined) {
                 headers.insert(X_FORWARDED_FOR, v);
             }
         }
-        (None, Some(ip)) => {
-            headers.insert(X_FORWARDED_FOR, ip);
-        }
-        _ => {}
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(h) = host.or_else(|| headers.get(HOST).cloned()) {
@@ -133,7 +135,8 @@ mod tests {
     #[test]
     fn forwarded_headers_append() {
         let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.7"));
         h.insert(HOST, HeaderValue::from_static("shop.example"));
         add_forwarded(
             &mut h,
@@ -141,7 +144,7 @@ mod tests {
             "http",
             None,
         );
-        assert_eq!(h[X_FORWARDED_FOR], "203.0.113.9, 127.0.0.1");
+        assert_eq!(h[X_FORWARDED_FOR], "203.0.113.9, 198.51.100.7, 127.0.0.1");
         assert_eq!(h[X_FORWARDED_PROTO], "http");
         assert_eq!(h[X_FORWARDED_HOST], "shop.example");
     }

@@ -50,9 +50,10 @@ impl Health {
         }
     }
 
-    fn set(&self, id: BackendId, healthy: bool, why: &str) {
+    /// Mark a backend up or down; true when this call changed its state.
+    fn set(&self, id: BackendId, healthy: bool, why: &str) -> bool {
         let Some(t) = self.backends.set_healthy(id, healthy) else {
-            return;
+            return false;
         };
         let name = self.backends.name(id);
         match t {
@@ -65,6 +66,7 @@ impl Health {
         if let Some(l) = &self.listener {
             l(id, t);
         }
+        true
     }
 
     /// A connect error or response timeout on live traffic.
@@ -72,17 +74,19 @@ impl Health {
         if !self.backends.is_up(id) {
             return;
         }
-        if self.backends.passive_failure(id, self.config.passive_fall) {
-            self.set(id, false, "connect errors or timeouts on live traffic");
-            if self.config.active.is_none() {
-                // Without active checks nothing else would bring it back: retry after a while.
-                let this = self.clone();
-                let eject_for = self.config.eject_for;
-                tokio::spawn(async move {
-                    tokio::time::sleep(eject_for).await;
-                    this.set(id, true, "ejection period over");
-                });
-            }
+        // Two workers may cross the threshold at once; only the one whose call took the
+        // backend down schedules its return.
+        // Without active checks nothing else would bring it back: retry after a while.
+        if self.backends.passive_failure(id, self.config.passive_fall)
+            && self.set(id, false, "connect errors or timeouts on live traffic")
+            && self.config.active.is_none()
+        {
+            let this = self.clone();
+            let eject_for = self.config.eject_for;
+            tokio::spawn(async move {
+                tokio::time::sleep(eject_for).await;
+                this.set(id, true, "ejection period over");
+            });
         }
     }
 

@@ -15,6 +15,7 @@ use tower::{Service, ServiceExt};
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::forward::ClientInfo;
+use crate::headers::{is_upgrade, strip_hop_by_hop};
 
 /// A slow client gets this long to send its request head (slowloris defence).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,6 +57,11 @@ where
         let client = ClientInfo::new(addr);
         let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut req = req.map(RequestBody::from);
+            // Hop-by-hop headers go before anything reads the request, so the session layer sees
+            // exactly the cookies the backend will see (a `Connection: cookie` must not hide
+            // them from the backend alone).
+            let upgrade = req.version() == http::Version::HTTP_11 && is_upgrade(req.headers());
+            strip_hop_by_hop(req.headers_mut(), upgrade);
             req.extensions_mut().insert(client.clone());
             svc.clone().oneshot(req)
         });

@@ -99,8 +99,9 @@ impl CompactStore {
     }
 
     fn shard(&self, key: u64) -> MutexGuard<'_, Shard> {
-        // The top bits pick the shard, so the map inside hashes on bits independent of it.
-        let i = (key >> 58) as usize % SHARDS;
+        // Middle bits pick the shard: the map inside uses the low bits for the slot and the top
+        // seven as its tag, and both must stay independent of the shard choice.
+        let i = (key >> 32) as usize % SHARDS;
         // A panic while holding the lock cannot leave a plain map inconsistent.
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -264,7 +265,7 @@ mod tests {
         let mut stale = record(0);
         stale.last_seen = Timestamp::from_millis(Timestamp::now().as_millis() - 500_000);
         let same_shard: Vec<u64> = (0..100_000)
-            .filter(|i| key(fp(*i)) >> 58 == 0)
+            .filter(|i| (key(fp(*i)) >> 32) % SHARDS as u64 == 0)
             .take(3)
             .collect();
         store.put(fp(same_shard[0]), record(1));

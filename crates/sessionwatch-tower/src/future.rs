@@ -22,6 +22,8 @@ use crate::{Observed, RescueAttempt, Rescued, ServedBy, SessionRoute};
 pub(crate) struct ReplayParts {
     pub(crate) headers: HeaderMap,
     pub(crate) version: Version,
+    /// The original's extensions (the client's address among them), for the replay.
+    pub(crate) extensions: http::Extensions,
 }
 
 /// What the response side needs to know about the request.
@@ -31,6 +33,8 @@ pub(crate) struct RequestContext {
     pub(crate) uri: Uri,
     pub(crate) request_id: Option<HeaderValue>,
     pub(crate) replay: Option<ReplayParts>,
+    /// The session a rescue is about, once one starts.
+    pub(crate) subject: Option<sessionwatch_core::Fingerprint>,
 }
 
 pin_project! {
@@ -80,7 +84,6 @@ where
 
 /// The session `Set-Cookie`s of a response, last one per cookie name.
 struct SetCookies {
-    items: [Option<SetCookieEvent>; MAX_COOKIES],
     compact: [SetCookieEvent; MAX_COOKIES],
     len: usize,
 }
@@ -104,15 +107,10 @@ impl SetCookies {
             compact[len] = *e;
             len += 1;
         }
-        Self {
-            items,
-            compact,
-            len,
-        }
+        Self { compact, len }
     }
 
     fn as_slice(&self) -> &[SetCookieEvent] {
-        let _ = &self.items;
         &self.compact[..self.len]
     }
 }
@@ -164,6 +162,11 @@ fn classify_response<RB>(shared: &Shared, ctx: &RequestContext, resp: &Response<
     if ctx.carried.as_slice().is_empty() && c.set_cookies.len == 0 {
         return c;
     }
+    // An answer no backend served (the proxy's own 502/503/504) says nothing about the
+    // application's session: neither classified nor learned from.
+    if !is_from_backend(shared, resp) {
+        return c;
+    }
     let mut ex = exchange(ctx, resp, &c);
     ex.marker_header = shared
         .profile
@@ -173,6 +176,10 @@ fn classify_response<RB>(shared: &Shared, ctx: &RequestContext, resp: &Response<
         .is_some_and(|h| resp.headers().contains_key(h));
     c.verdict = classify(&ex, &shared.profile);
     c
+}
+
+fn is_from_backend<RB>(shared: &Shared, resp: &Response<RB>) -> bool {
+    shared.default_server != BackendId::UNKNOWN || resp.extensions().get::<ServedBy>().is_some()
 }
 
 fn apply_updates<RB>(shared: &Shared, ctx: &RequestContext, resp: &Response<RB>, c: &Classified) {
@@ -260,6 +267,11 @@ where
                     // The lost answer is held, not applied: if the replay fails, the client
                     // gets it after all and the store learns from it then.
                     let req = replay_request(this.ctx, issuer);
+                    this.ctx.subject = c
+                        .verdict
+                        .subject
+                        .and_then(|i| this.ctx.carried.as_slice().get(i))
+                        .map(|carried| carried.fingerprint);
                     *this.held = Some(resp);
                     this.state.set(State::Ready {
                         req,
@@ -305,12 +317,15 @@ where
                     let (issuer, server) = (*issuer, *server);
                     let result = ready!(fut.poll(cx));
                     this.state.set(State::Done);
-                    let Ok(resp) = result else {
-                        return Poll::Ready(give_back(this.shared, this.ctx, this.held));
+                    // An error, or an answer the proxy made itself (the issuer could not be
+                    // reached): the client gets the original answer after all.
+                    let resp = match result {
+                        Ok(resp) if is_from_backend(this.shared, &resp) => resp,
+                        _ => return Poll::Ready(give_back(this.shared, this.ctx, this.held)),
                     };
                     let c = classify_response(this.shared, this.ctx, &resp);
                     apply_updates(this.shared, this.ctx, &resp, &c);
-                    if let Some((fingerprint, _)) = ctx_subject(this.ctx) {
+                    if let Some(fingerprint) = this.ctx.subject {
                         this.shared.events.rescued(&Rescued {
                             at: c.now,
                             fingerprint,
@@ -332,18 +347,6 @@ where
             }
         }
     }
-}
-
-fn ctx_subject(
-    ctx: &RequestContext,
-) -> Option<(
-    sessionwatch_core::Fingerprint,
-    sessionwatch_core::SessionRecord,
-)> {
-    ctx.carried
-        .as_slice()
-        .iter()
-        .find_map(|c| c.record.map(|r| (c.fingerprint, r)))
 }
 
 /// The rescue could not run: the client gets the original answer, and the store learns from it.
@@ -370,6 +373,7 @@ fn replay_request<B: Default>(ctx: &RequestContext, issuer: BackendId) -> Option
     *req.uri_mut() = ctx.uri.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
+    *req.extensions_mut() = parts.extensions.clone();
     req.extensions_mut().insert(SessionRoute {
         decision: RouteDecision::Pin(issuer),
     });

@@ -111,6 +111,7 @@ where
             (Some(_), Some(_)) if is_replayable(&req) => Some(ReplayParts {
                 headers: req.headers().clone(),
                 version: req.version(),
+                extensions: req.extensions().clone(),
             }),
             _ => None,
         };
@@ -120,6 +121,7 @@ where
             uri: req.uri().clone(),
             request_id: req.headers().get(X_REQUEST_ID).cloned(),
             replay,
+            subject: None,
         };
         // The clone serves the replay; `ServiceExt::ready` is polled on it before use.
         let rescue_svc = ctx.replay.as_ref().map(|_| self.inner.clone());
@@ -129,7 +131,10 @@ where
 }
 
 /// Only a GET or HEAD without a body may be sent twice: replaying anything else could repeat a
-/// side effect, and a streamed body cannot be read twice.
+/// side effect, and a streamed body cannot be read twice. A protocol upgrade is not replayed
+/// either: the client's side of the switch belongs to the first attempt.
 fn is_replayable<B: http_body::Body>(req: &Request<B>) -> bool {
-    (req.method() == Method::GET || req.method() == Method::HEAD) && req.body().is_end_stream()
+    (req.method() == Method::GET || req.method() == Method::HEAD)
+        && req.body().is_end_stream()
+        && !req.headers().contains_key(http::header::UPGRADE)
 }

@@ -294,8 +294,9 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
     if raw.backends.is_empty() {
         issues.push(p("backends"), "at least one backend is needed: [[backends]] name = \"a\" url = \"http://127.0.0.1:8081\"");
     }
-    if raw.backends.len() > usize::from(u16::MAX - 1) {
-        issues.push(p("backends"), "too many backends");
+    if raw.backends.len() > 256 {
+        // The incident matrix is backends x backends counters per second of the window.
+        issues.push(p("backends"), "at most 256 backends are supported");
     }
     let mut out = Vec::new();
     for (i, b) in raw.backends.iter().enumerate() {
