@@ -300,10 +300,31 @@ async fn a_rescue_that_cannot_reach_the_issuer_returns_the_original_answer() {
     // Round robin: one request reached the dead issuer (502); the other was lost on the live
     // node, whose own answer (the login redirect) comes back rather than the failed replay's 502.
     assert_eq!(statuses, vec![302, 502]);
+    let metrics = h.metrics();
     assert_eq!(
-        metric_sum(&h.metrics(), "sessionwatch_rescues_total", &[]),
+        metric_sum(
+            &metrics,
+            "sessionwatch_rescues_total",
+            &["result=\"rescued\""]
+        ),
         rescued_before,
         "a failed replay is not counted as a rescue"
     );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "sessionwatch_rescues_total",
+            &["result=\"failed\""]
+        ),
+        1.0
+    );
+    let failed: Vec<_> = h
+        .lines("session_rescued")
+        .into_iter()
+        .filter(|l| l["reached_issuer"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["still_lost"], true);
+    assert_eq!(failed[0]["status"], 302);
     h.stop().await;
 }

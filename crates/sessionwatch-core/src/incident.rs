@@ -19,8 +19,8 @@ pub struct IncidentConfig {
     pub update_every: Duration,
     /// An open incident resolves once the share has stayed below the threshold this long.
     pub resolve_after: Duration,
-    /// Per-reset alert lines allowed per second while an incident is open; the rest are counted
-    /// as suppressed.
+    /// Per-event alert lines (`session_reset`, `session_rescued`) allowed per second while an
+    /// incident is open; the rest are counted as suppressed.
     pub max_reset_lines_per_sec: u32,
 }
 
@@ -287,11 +287,19 @@ impl IncidentTracker {
             self.samples.pop_front();
         }
         self.samples.push_back(fingerprint);
+        if let Some(open) = self.open.as_mut() {
+            open.total_resets += 1;
+        }
+        self.allow_line(now)
+    }
+
+    /// Whether one more per-event alert line (a reset or a rescue) may be written now: while an
+    /// incident is open, lines are capped per second and the rest counted as suppressed.
+    pub fn allow_line(&mut self, now: Timestamp) -> bool {
         let cap = self.config.max_reset_lines_per_sec;
         let Some(open) = self.open.as_mut() else {
             return true;
         };
-        open.total_resets += 1;
         let second = now.as_secs();
         if open.line_second != second {
             open.line_second = second;

@@ -156,6 +156,11 @@ impl IncidentWatch {
         )
     }
 
+    /// Whether one more per-event alert line may be written now (the incident rate limit).
+    pub fn allow_line(&self) -> bool {
+        self.lock().tracker.allow_line(Timestamp::now())
+    }
+
     /// A backend came back up.
     pub fn note_restart(&self, backend: BackendId) {
         self.lock().tracker.note_restart(backend, Timestamp::now());

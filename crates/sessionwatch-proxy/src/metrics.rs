@@ -53,6 +53,8 @@ pub struct Metrics {
     pub rescues_ok: Counter,
     /// Rescues whose replay still showed the session lost.
     pub rescues_still_lost: Counter,
+    /// Rescues whose replay could not reach the issuer.
+    pub rescues_failed: Counter,
     /// Sessions in the table.
     pub sessions_tracked: Gauge,
     /// 1 while an incident is open.
@@ -140,6 +142,13 @@ impl Metrics {
                 &Key::from_parts(
                     "sessionwatch_rescues_total",
                     vec![Label::new("result", "still_lost")],
+                ),
+                &META,
+            ),
+            rescues_failed: recorder.register_counter(
+                &Key::from_parts(
+                    "sessionwatch_rescues_total",
+                    vec![Label::new("result", "failed")],
                 ),
                 &META,
             ),

@@ -54,6 +54,9 @@ pub struct SessionRescuedLine<'a> {
     pub status: u16,
     /// Whether that answer still showed the session lost.
     pub still_lost: bool,
+    /// Whether the issuer answered the replay (false: it could not be reached, and the client
+    /// got the original answer).
+    pub reached_issuer: bool,
     /// Request method.
     pub method: &'a str,
     /// Request path.
@@ -162,10 +165,14 @@ impl SessionEvents for Reporter {
         if let Some(extra) = &self.extra {
             extra.rescued(e);
         }
-        if e.still_lost {
-            self.metrics.rescues_still_lost.increment(1);
-        } else {
-            self.metrics.rescues_ok.increment(1);
+        match (e.reached_issuer, e.still_lost) {
+            (false, _) => self.metrics.rescues_failed.increment(1),
+            (true, true) => self.metrics.rescues_still_lost.increment(1),
+            (true, false) => self.metrics.rescues_ok.increment(1),
+        }
+        if !self.incidents.allow_line() {
+            self.metrics.resets_suppressed.increment(1);
+            return;
         }
         let line = SessionRescuedLine {
             session: e.fingerprint.short().to_string(),
@@ -173,6 +180,7 @@ impl SessionEvents for Reporter {
             issuer: self.backends.name(e.to),
             status: e.status.as_u16(),
             still_lost: e.still_lost,
+            reached_issuer: e.reached_issuer,
             method: e.method.as_str(),
             path: report_path(e.uri.path()),
             request_id: e.request_id.and_then(|v| v.to_str().ok()),

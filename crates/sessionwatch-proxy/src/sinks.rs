@@ -160,6 +160,27 @@ async fn post(
     }
 }
 
+/// Undelivered webhook notices kept for retry; past this the oldest are dropped (and logged).
+const WEBHOOK_BACKLOG: usize = 64;
+
+fn body_for(kind: SinkKind, n: &IncidentNotice, resend_every: Duration) -> Value {
+    match kind {
+        SinkKind::Alertmanager => alertmanager_body(n, SystemTime::now(), resend_every),
+        SinkKind::Webhook => {
+            let mut v = serde_json::to_value(&n.line).unwrap_or(Value::Null);
+            if let Some(map) = v.as_object_mut() {
+                let t = match n.kind {
+                    NoticeKind::Opened => "incident_opened",
+                    NoticeKind::Updated => "incident_updated",
+                    NoticeKind::Resolved => "incident_resolved",
+                };
+                map.insert("type".into(), Value::from(t));
+            }
+            v
+        }
+    }
+}
+
 async fn run(
     kind: SinkKind,
     config: SinkConfig,
@@ -169,53 +190,51 @@ async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let uri = target(kind, &config.url);
-    // Alertmanager: the open incident, re-sent every period. Webhook: a notice not yet delivered.
-    let mut pending: Option<Arc<IncidentNotice>> = None;
+    // Alertmanager: the latest notice of the open incident, re-sent every period until a
+    // resolve is delivered. Webhook: every notice not yet delivered, in order, so a failed
+    // resolve is not overtaken and lost by a later notice.
+    let mut queue: std::collections::VecDeque<Arc<IncidentNotice>> =
+        std::collections::VecDeque::new();
     let mut ticker = tokio::time::interval(config.resend_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
-        let notice = tokio::select! {
+        // A new notice is sent at once; a tick re-sends (Alertmanager) or retries (webhook).
+        tokio::select! {
             n = rx.recv() => match n {
-                Some(n) => Some(n),
+                Some(n) => {
+                    if kind == SinkKind::Alertmanager {
+                        queue.clear();
+                    } else if queue.len() == WEBHOOK_BACKLOG {
+                        queue.pop_front();
+                        tracing::warn!(sink = kind.name(), "webhook backlog full; dropped the oldest undelivered notice");
+                    }
+                    queue.push_back(n);
+                }
                 None => return,
             },
-            _ = ticker.tick() => None,
+            _ = ticker.tick() => {}
             _ = crate::server::stopped(&mut shutdown) => return,
-        };
-        let to_send = match (notice, &pending) {
-            (Some(n), _) => n,
-            (None, Some(p)) => p.clone(),
-            (None, None) => continue,
-        };
-        let body = match kind {
-            SinkKind::Alertmanager => {
-                alertmanager_body(&to_send, SystemTime::now(), config.resend_every)
-            }
-            SinkKind::Webhook => {
-                let mut v = serde_json::to_value(&to_send.line).unwrap_or(Value::Null);
-                if let Some(map) = v.as_object_mut() {
-                    let t = match to_send.kind {
-                        NoticeKind::Opened => "incident_opened",
-                        NoticeKind::Updated => "incident_updated",
-                        NoticeKind::Resolved => "incident_resolved",
-                    };
-                    map.insert("type".into(), Value::from(t));
-                }
-                v
-            }
-        };
-        let result = post(&client, &uri, &body, config.timeout).await;
-        if let Err(e) = &result {
-            metrics.sink_failure(kind.name());
-            tracing::warn!(sink = kind.name(), error = %e, "alert sink delivery failed; will retry");
         }
-        pending = match (kind, to_send.kind, result.is_ok()) {
-            // Alertmanager keeps hearing about a firing incident until it resolves.
-            (SinkKind::Alertmanager, NoticeKind::Resolved, true) => None,
-            (SinkKind::Alertmanager, _, _) => Some(to_send),
-            (SinkKind::Webhook, _, true) => None,
-            (SinkKind::Webhook, _, false) => Some(to_send),
-        };
+        while let Some(notice) = queue.front().cloned() {
+            let body = body_for(kind, &notice, config.resend_every);
+            if let Err(e) = post(&client, &uri, &body, config.timeout).await {
+                metrics.sink_failure(kind.name());
+                tracing::warn!(sink = kind.name(), error = %e, "alert sink delivery failed; will retry");
+                break;
+            }
+            match kind {
+                // Alertmanager keeps hearing about a firing incident until it resolves.
+                SinkKind::Alertmanager => {
+                    if notice.kind == NoticeKind::Resolved {
+                        queue.clear();
+                    }
+                    break;
+                }
+                SinkKind::Webhook => {
+                    queue.pop_front();
+                }
+            }
+        }
     }
 }

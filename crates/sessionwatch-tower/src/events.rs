@@ -41,8 +41,12 @@ pub struct Rescued<'a> {
     pub to: BackendId,
     /// The rescue answer's status.
     pub status: StatusCode,
-    /// Whether the rescue answer still shows the session lost.
+    /// Whether the rescue answer still shows the session lost (true too when the replay could
+    /// not reach the issuer and the client got the original answer).
     pub still_lost: bool,
+    /// Whether the issuer answered the replay; false when it could not be reached and the
+    /// client got the original, lost answer.
+    pub reached_issuer: bool,
     /// Request method.
     pub method: &'a Method,
     /// Request URI.

@@ -321,7 +321,24 @@ where
                     // reached): the client gets the original answer after all.
                     let resp = match result {
                         Ok(resp) if is_from_backend(this.shared, &resp) => resp,
-                        _ => return Poll::Ready(give_back(this.shared, this.ctx, this.held)),
+                        _ => {
+                            let back = give_back(this.shared, this.ctx, this.held);
+                            if let (Ok(resp), Some(fingerprint)) = (&back, this.ctx.subject) {
+                                this.shared.events.rescued(&Rescued {
+                                    at: Timestamp::now(),
+                                    fingerprint,
+                                    from: server,
+                                    to: issuer,
+                                    status: resp.status(),
+                                    still_lost: true,
+                                    reached_issuer: false,
+                                    method: &this.ctx.method,
+                                    uri: &this.ctx.uri,
+                                    request_id: this.ctx.request_id.as_ref(),
+                                });
+                            }
+                            return Poll::Ready(back);
+                        }
                     };
                     let c = classify_response(this.shared, this.ctx, &resp);
                     apply_updates(this.shared, this.ctx, &resp, &c);
@@ -333,6 +350,7 @@ where
                             to: issuer,
                             status: resp.status(),
                             still_lost: matches!(c.verdict.outcome, Outcome::Reset { .. }),
+                            reached_issuer: true,
                             method: &this.ctx.method,
                             uri: &this.ctx.uri,
                             request_id: this.ctx.request_id.as_ref(),
