@@ -102,7 +102,7 @@ fn layer(store: Arc<MokaStore>) -> SessionLayer {
 }
 
 #[tokio::test]
-async fn learns_from_set_cookie_and_reports_a_cross_backend_reset() {
+async fn learns_only_from_set_cookie_and_classifies_the_next_request() {
     let store = Arc::new(MokaStore::new(1000, Duration::from_secs(60)));
     let log = Arc::new(Log::default());
     let routes = Arc::default();
@@ -152,20 +152,27 @@ async fn learns_from_set_cookie_and_reports_a_cross_backend_reset() {
         log.observed.lock().unwrap().last().unwrap().0,
         Outcome::Continued
     );
+}
 
-    // Rewrite the value so node 1 no longer knows it: simulate by issuing on node 0 instead.
-    let store2 = Arc::new(MokaStore::new(1000, Duration::from_secs(60)));
-    let log2 = Arc::new(Log::default());
-    let routes2 = Arc::default();
-    let mut svc2 = layer(store2.clone())
-        .with_events(log2.clone())
-        .layer(farm(routes2));
+/// A store that knows session `SID=0-0` as issued by node 0 (which the farm routes to only
+/// when pinned).
+fn store_knowing_node0_session() -> Arc<MokaStore> {
+    let store = Arc::new(MokaStore::new(1000, Duration::from_secs(60)));
     let fp = Fingerprinter::from_secret(b"t").fingerprint("SID", b"0-0");
-    store2.put(
+    store.put(
         fp,
         sessionwatch_core::SessionRecord::issued(BackendId(0), sessionwatch_core::Timestamp::now()),
     );
-    let resp = svc2
+    store
+}
+
+#[tokio::test]
+async fn a_session_lost_on_another_node_is_a_cross_backend_reset() {
+    let log = Arc::new(Log::default());
+    let mut svc = layer(store_knowing_node0_session())
+        .with_events(log.clone())
+        .layer(farm(Arc::default()));
+    let resp = svc
         .ready()
         .await
         .unwrap()
@@ -174,7 +181,7 @@ async fn learns_from_set_cookie_and_reports_a_cross_backend_reset() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(
-        log2.observed.lock().unwrap().as_slice(),
+        log.observed.lock().unwrap().as_slice(),
         &[(
             Outcome::Reset {
                 signal: ResetSignal::LoginRedirect,
@@ -188,13 +195,8 @@ async fn learns_from_set_cookie_and_reports_a_cross_backend_reset() {
 
 #[tokio::test]
 async fn learn_policy_pins_known_sessions_to_their_issuer() {
-    let store = Arc::new(MokaStore::new(1000, Duration::from_secs(60)));
+    let store = store_knowing_node0_session();
     let routes: Arc<Mutex<Vec<Option<RouteDecision>>>> = Arc::default();
-    let fp = Fingerprinter::from_secret(b"t").fingerprint("SID", b"0-0");
-    store.put(
-        fp,
-        sessionwatch_core::SessionRecord::issued(BackendId(0), sessionwatch_core::Timestamp::now()),
-    );
     let mut svc = layer(store)
         .with_pin_policy(PinPolicy::Learn)
         .layer(farm(routes.clone()));
@@ -229,15 +231,9 @@ async fn learn_policy_pins_known_sessions_to_their_issuer() {
 
 #[tokio::test]
 async fn rescue_replays_a_lost_get_once_on_the_issuer() {
-    let store = Arc::new(MokaStore::new(1000, Duration::from_secs(60)));
     let log = Arc::new(Log::default());
     let routes: Arc<Mutex<Vec<Option<RouteDecision>>>> = Arc::default();
-    let fp = Fingerprinter::from_secret(b"t").fingerprint("SID", b"0-0");
-    store.put(
-        fp,
-        sessionwatch_core::SessionRecord::issued(BackendId(0), sessionwatch_core::Timestamp::now()),
-    );
-    let mut svc = layer(store)
+    let mut svc = layer(store_knowing_node0_session())
         .with_events(log.clone())
         .with_rescue(Arc::new(AllHealthy))
         .layer(farm(routes.clone()));
