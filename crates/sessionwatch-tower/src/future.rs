@@ -89,25 +89,33 @@ struct SetCookies {
 }
 
 impl SetCookies {
+    /// The session `Set-Cookie`s, at most one per cookie (a later one replaces an earlier one, as
+    /// in a browser), so they fit in `MAX_COOKIES` slots without allocating.
     fn read(shared: &Shared, headers: &HeaderMap, now: Timestamp) -> Self {
-        let mut items = [None; MAX_COOKIES];
+        let mut out = Self {
+            compact: [SetCookieEvent::Deleted {
+                cookie: sessionwatch_core::CookieId(0),
+            }; MAX_COOKIES],
+            len: 0,
+        };
         for value in headers.get_all(SET_COOKIE) {
-            if let Some(e) = read_set_cookie(value, &shared.profile, &shared.fingerprinter, now)
-                && let Some(slot) = items.get_mut(e.cookie().index())
+            let Some(e) = read_set_cookie(value, &shared.profile, &shared.fingerprinter, now)
+            else {
+                continue;
+            };
+            match out.compact[..out.len]
+                .iter_mut()
+                .find(|o| o.cookie() == e.cookie())
             {
-                *slot = Some(e);
+                Some(slot) => *slot = e,
+                None if out.len < MAX_COOKIES => {
+                    out.compact[out.len] = e;
+                    out.len += 1;
+                }
+                None => {}
             }
         }
-        let placeholder = SetCookieEvent::Deleted {
-            cookie: sessionwatch_core::CookieId(0),
-        };
-        let mut compact = [placeholder; MAX_COOKIES];
-        let mut len = 0;
-        for e in items.iter().flatten() {
-            compact[len] = *e;
-            len += 1;
-        }
-        Self { compact, len }
+        out
     }
 
     fn as_slice(&self) -> &[SetCookieEvent] {
