@@ -96,6 +96,14 @@ fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
     b.body(Body::new()).unwrap()
 }
 
+/// Wait for `svc` to be ready and send it `req`.
+async fn send<S>(svc: &mut S, req: Request<Body>) -> Response<String>
+where
+    S: Service<Request<Body>, Response = Response<String>, Error = Infallible>,
+{
+    svc.ready().await.unwrap().call(req).await.unwrap()
+}
+
 fn layer(store: Arc<MokaStore>) -> SessionLayer {
     let profile = SessionProfile::custom(vec![CookieSpec::new("SID")]);
     SessionLayer::new(profile, Fingerprinter::from_secret(b"t"), store)
@@ -111,13 +119,7 @@ async fn learns_only_from_set_cookie_and_classifies_the_next_request() {
         .layer(farm(routes));
 
     // Issued by node 1 (the default route): learned.
-    let resp = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(get("/login", None))
-        .await
-        .unwrap();
+    let resp = send(&mut svc, get("/login", None)).await;
     let cookie = resp.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -129,25 +131,14 @@ async fn learns_only_from_set_cookie_and_classifies_the_next_request() {
     assert_eq!(store.len(), 1);
 
     // A value the client made up is not learned and not classified.
-    let resp = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(get("/me", Some("SID=0-made-up")))
-        .await
-        .unwrap();
+    let resp = send(&mut svc, get("/me", Some("SID=0-made-up"))).await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     store.run_pending_tasks();
     assert_eq!(store.len(), 1);
     assert!(log.observed.lock().unwrap().is_empty());
 
     // Node 1 knows its own session.
-    svc.ready()
-        .await
-        .unwrap()
-        .call(get("/me", Some(&cookie)))
-        .await
-        .unwrap();
+    send(&mut svc, get("/me", Some(&cookie))).await;
     assert_eq!(
         log.observed.lock().unwrap().last().unwrap().0,
         Outcome::Continued
@@ -172,13 +163,7 @@ async fn a_session_lost_on_another_node_is_a_cross_backend_reset() {
     let mut svc = layer(store_knowing_node0_session())
         .with_events(log.clone())
         .layer(farm(Arc::default()));
-    let resp = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(get("/me", Some("SID=0-0")))
-        .await
-        .unwrap();
+    let resp = send(&mut svc, get("/me", Some("SID=0-0"))).await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(
         log.observed.lock().unwrap().as_slice(),
@@ -200,25 +185,13 @@ async fn learn_policy_pins_known_sessions_to_their_issuer() {
     let mut svc = layer(store)
         .with_pin_policy(PinPolicy::Learn)
         .layer(farm(routes.clone()));
-    let resp = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(get("/me", Some("SID=0-0")))
-        .await
-        .unwrap();
+    let resp = send(&mut svc, get("/me", Some("SID=0-0"))).await;
     assert_eq!(
         resp.status(),
         StatusCode::OK,
         "pinned to node 0, which knows it"
     );
-    let resp = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(get("/me", None))
-        .await
-        .unwrap();
+    let resp = send(&mut svc, get("/me", None)).await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(
         routes.lock().unwrap().as_slice(),
@@ -237,13 +210,7 @@ async fn rescue_replays_a_lost_get_once_on_the_issuer() {
         .with_events(log.clone())
         .with_rescue(Arc::new(AllHealthy))
         .layer(farm(routes.clone()));
-    let resp = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(get("/me", Some("SID=0-0")))
-        .await
-        .unwrap();
+    let resp = send(&mut svc, get("/me", Some("SID=0-0"))).await;
     assert_eq!(
         resp.status(),
         StatusCode::OK,
@@ -262,7 +229,7 @@ async fn rescue_replays_a_lost_get_once_on_the_issuer() {
     // A POST is never replayed.
     let mut post = get("/me", Some("SID=0-0"));
     *post.method_mut() = http::Method::POST;
-    let resp = svc.ready().await.unwrap().call(post).await.unwrap();
+    let resp = send(&mut svc, post).await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(routes.lock().unwrap().len(), 3);
 }
