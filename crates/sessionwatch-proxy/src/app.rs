@@ -200,6 +200,18 @@ async fn maintain(store: Arc<dyn SessionStore>, mut shutdown: watch::Receiver<bo
     }
 }
 
+/// Drop a worker's idle upstream connections once they are closed or idle too long.
+async fn sweep_idle(pool: upstream::Pool, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => pool.sweep(),
+            _ = crate::server::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
 /// One listening socket per worker on the same address, with `SO_REUSEPORT` so the kernel
 /// spreads new connections across them. With port 0, the first socket picks the port and the
 /// others join it.
@@ -271,10 +283,12 @@ impl Worker {
                 return;
             }
         };
+        let pool = upstream::Pool::new(&self.upstream, self.backends.all().len());
+        tokio::spawn(sweep_idle(pool.clone(), self.shutdown.clone()));
         let forward = Forward::new(
             self.backends,
             self.balancer,
-            upstream::client(&self.upstream),
+            pool,
             self.upstream,
             self.pin,
             self.health,

@@ -9,6 +9,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use crate::upstream::Lease;
+
 pin_project! {
     /// A request body: the client's, streamed, or none (a rescue replay).
     #[project = RequestBodyProj]
@@ -74,9 +76,11 @@ pin_project! {
     #[allow(missing_docs)]
     #[derive(Debug)]
     pub enum ResponseBody {
-        /// Streamed from the backend.
+        /// Streamed from the backend, with the pooled connection it arrives on (if it can be
+        /// reused) until it has been read whole.
         Incoming {
             #[pin] body: Incoming,
+            lease: Option<Lease>,
         },
         /// Written by the proxy (error pages, admin answers).
         Full {
@@ -95,9 +99,24 @@ impl ResponseBody {
     }
 }
 
+impl ResponseBody {
+    /// A backend's body, holding `lease` until it has been read whole; a body that is already
+    /// complete (empty) gives the connection back at once.
+    pub fn upstream(body: Incoming, lease: Option<Lease>) -> Self {
+        let lease = match lease {
+            Some(l) if body.is_end_stream() => {
+                l.release();
+                None
+            }
+            other => other,
+        };
+        ResponseBody::Incoming { body, lease }
+    }
+}
+
 impl From<Incoming> for ResponseBody {
     fn from(body: Incoming) -> Self {
-        ResponseBody::Incoming { body }
+        ResponseBody::Incoming { body, lease: None }
     }
 }
 
@@ -110,21 +129,38 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            ResponseBodyProj::Incoming { body } => body.poll_frame(cx),
+            ResponseBodyProj::Incoming { mut body, lease } => {
+                let polled = body.as_mut().poll_frame(cx);
+                let done = match &polled {
+                    Poll::Ready(None) => true,
+                    // A server stops polling once the body reports its end.
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    // A failed body leaves the connection unusable: drop it.
+                    Poll::Ready(Some(Err(_))) => {
+                        lease.take();
+                        false
+                    }
+                    Poll::Pending => false,
+                };
+                if done && let Some(l) = lease.take() {
+                    l.release();
+                }
+                polled
+            }
             ResponseBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Incoming { body } => body.is_end_stream(),
+            ResponseBody::Incoming { body, .. } => body.is_end_stream(),
             ResponseBody::Full { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::Incoming { body } => body.size_hint(),
+            ResponseBody::Incoming { body, .. } => body.size_hint(),
             ResponseBody::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

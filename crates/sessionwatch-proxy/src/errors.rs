@@ -28,7 +28,7 @@ pub enum ForwardError {
         backend: String,
         /// The underlying error.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::UpstreamError,
     },
     /// The backend did not send a response head in time.
     #[error("backend {backend} did not answer within {timeout:?}")]
@@ -45,7 +45,7 @@ pub enum ForwardError {
         backend: String,
         /// The underlying error.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::upstream::UpstreamError,
     },
     /// The request could not be turned into an upstream request.
     #[error("cannot forward this request: {0}")]

@@ -1,5 +1,5 @@
 //! The innermost service: picks the backend (pin, rescue or balancer), rewrites the request for
-//! the upstream, sends it through the pooled client, and passes the answer back, WebSocket
+//! the upstream, sends it through the worker's connection pool, and passes the answer back, WebSocket
 //! upgrades included.
 
 use std::convert::Infallible;
@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::header::HOST;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use sessionwatch_core::{BackendId, RouteDecision};
@@ -27,7 +27,7 @@ use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::reporter::report_path;
-use crate::upstream::UpstreamClient;
+use crate::upstream::Pool;
 
 /// Who is on the other end of the client connection; set by the accept loop once per
 /// connection, with the address already formatted for `X-Forwarded-For`.
@@ -58,7 +58,7 @@ pub struct Forward {
 struct Inner {
     backends: Arc<Backends>,
     balancer: Arc<Balancer>,
-    client: UpstreamClient,
+    pool: Pool,
     upstream: UpstreamConfig,
     pin: PinConfig,
     health: Arc<Health>,
@@ -76,7 +76,7 @@ impl Forward {
     pub fn new(
         backends: Arc<Backends>,
         balancer: Arc<Balancer>,
-        client: UpstreamClient,
+        pool: Pool,
         upstream: UpstreamConfig,
         pin: PinConfig,
         health: Arc<Health>,
@@ -86,7 +86,7 @@ impl Forward {
             inner: Arc::new(Inner {
                 backends,
                 balancer,
-                client,
+                pool,
                 upstream,
                 pin,
                 health,
@@ -192,30 +192,25 @@ impl Inner {
             .extensions()
             .get::<ClientInfo>()
             .and_then(|c| c.ip_header.clone());
-        let original_authority = req.uri().authority().cloned();
+        // The upstream request carries its target in origin form; the authority goes in `Host`.
         let path_and_query = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut uri_parts = http::uri::Parts::default();
-        uri_parts.scheme = Some(Scheme::HTTP);
-        uri_parts.authority = Some(backend.authority.clone());
-        uri_parts.path_and_query = Some(path_and_query);
-        let uri = Uri::from_parts(uri_parts)
-            .map_err(|_| ForwardError::BadRequest("the request target cannot be forwarded"))?;
         // Hop-by-hop request headers were removed by the accept loop, before the session layer
         // read the cookies (see server.rs).
         let (mut parts, body) = req.into_parts();
-        // HTTP/2 clients send :authority instead of Host; the backend still wants a Host.
-        if !parts.headers.contains_key(HOST)
-            && let Some(a) = &original_authority
-            && let Ok(v) = http::HeaderValue::from_str(a.as_str())
-        {
-            parts.headers.insert(HOST, v);
+        if !parts.headers.contains_key(HOST) {
+            // HTTP/2 clients send :authority instead of Host; an HTTP/1.0 client may send
+            // neither, and then the backend's own authority stands in.
+            let authority = parts.uri.authority().unwrap_or(&backend.authority);
+            if let Ok(v) = http::HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(HOST, v);
+            }
         }
         add_forwarded(&mut parts.headers, client_ip, "http", None);
-        parts.uri = uri;
+        parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);
         // A timeout while the client is still sending its body is the client's slowness, not
@@ -230,7 +225,7 @@ impl Inner {
         let started = Instant::now();
         let sent = tokio::time::timeout(
             self.upstream.response_timeout,
-            self.client.request(upstream_req),
+            self.pool.send(backend, upstream_req),
         )
         .await;
         let mut resp = match sent {
@@ -283,9 +278,8 @@ impl Inner {
                 }
             });
         }
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers, switching);
-        parts.extensions.insert(ServedBy(id));
-        Ok(Response::from_parts(parts, ResponseBody::from(body)))
+        strip_hop_by_hop(resp.headers_mut(), switching);
+        resp.extensions_mut().insert(ServedBy(id));
+        Ok(resp)
     }
 }
