@@ -30,6 +30,38 @@ async fn raw(addr: SocketAddr, request: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_request_id_is_kept_and_a_request_without_host_gets_the_backends() {
+    let h = setup("").await;
+    let resp = raw(
+        h.proxy.addr,
+        "GET /headers HTTP/1.1\r\nHost: shop.example\r\nx-request-id: ticket-42\r\n\
+         Connection: close\r\n\r\n",
+    )
+    .await;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-request-id: ticket-42"),
+        "{head}"
+    );
+    assert!(body.contains("x-request-id: ticket-42"), "{body}");
+
+    // HTTP/1.0 allows a request without Host; the backend still gets one (its own address).
+    let resp = raw(h.proxy.addr, "GET /headers HTTP/1.0\r\n\r\n").await;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1."), "{head}");
+    let backends: Vec<String> = sessionwatch_tests::farm_backends(&h.farm)
+        .into_iter()
+        .map(|(_, addr)| format!("host: {addr}"))
+        .collect();
+    assert!(
+        backends.iter().any(|b| body.contains(b.as_str())),
+        "expected one of {backends:?} in {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
     let h = setup("").await;
     let proxy = &h.proxy;

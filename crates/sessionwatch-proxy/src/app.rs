@@ -1,20 +1,18 @@
 //! Building and running the whole proxy from a validated [`Config`].
 //!
 //! The request stack, outermost first:
-//! 1. `SetRequestId`: every request gets an `x-request-id` (kept if the client sent one) so an
+//! 1. the accept loop (server.rs): strips hop-by-hop headers, sets the forwarding headers and
+//!    gives every request an `x-request-id` (kept if the client sent one, and sent back) so an
 //!    alert line, the backend's log and a support ticket can be joined;
-//! 2. `PropagateRequestId`: the id goes back to the client;
-//! 3. `SessionLayer`: reads session cookies, attaches the pin route, classifies the response,
+//! 2. `SessionLayer`: reads session cookies, attaches the pin route, classifies the response,
 //!    updates the session table, reports, and may rescue;
-//! 4. `Forward`: chooses the backend and talks to it.
+//! 3. `Forward`: chooses the backend and talks to it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::{HeaderValue, Request};
 use sessionwatch_core::Fingerprinter;
 use sessionwatch_tower::{
     CompactStore, MokaStore, PinSwitch, SessionEvents, SessionLayer, SessionStore,
@@ -23,9 +21,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tower::ServiceBuilder;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 
 use crate::admin::{self, AdminState};
 use crate::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
@@ -37,6 +32,7 @@ use crate::health::Health;
 use crate::incidents::IncidentWatch;
 use crate::metrics::Metrics;
 use crate::reporter::Reporter;
+use crate::server::RequestIds;
 use crate::sinks::{self, SinkKind};
 use crate::upstream;
 
@@ -129,30 +125,6 @@ impl RunningProxy {
     }
 }
 
-/// Request ids: a per-process random prefix and a counter, formatted without allocating a
-/// `String`: cheap enough for every request, unique across restarts in practice.
-#[derive(Clone)]
-struct SequentialRequestId {
-    prefix: u32,
-    next: Arc<AtomicU64>,
-}
-
-impl MakeRequestId for SequentialRequestId {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut buf = [0u8; 25];
-        let hex = b"0123456789abcdef";
-        for (i, slot) in buf[..8].iter_mut().enumerate() {
-            *slot = hex[((self.prefix >> (28 - 4 * i)) & 0xf) as usize];
-        }
-        buf[8] = b'-';
-        for (i, slot) in buf[9..].iter_mut().enumerate() {
-            *slot = hex[((n >> (60 - 4 * i)) & 0xf) as usize];
-        }
-        HeaderValue::from_bytes(&buf).ok().map(RequestId::new)
-    }
-}
-
 fn fingerprinter(key: &KeySource) -> Fingerprinter {
     match key {
         KeySource::Configured(secret) => Fingerprinter::from_secret(secret),
@@ -239,7 +211,7 @@ fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::ne
 struct Worker {
     listener: std::net::TcpListener,
     session: SessionLayer,
-    request_ids: SequentialRequestId,
+    request_ids: RequestIds,
     backends: Arc<Backends>,
     balancer: Arc<Balancer>,
     upstream: crate::config::UpstreamConfig,
@@ -294,12 +266,8 @@ impl Worker {
             self.health,
             self.metrics,
         );
-        let stack = ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(self.request_ids))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(self.session)
-            .service(forward);
-        crate::server::serve(listener, stack, self.shutdown).await;
+        let stack = ServiceBuilder::new().layer(self.session).service(forward);
+        crate::server::serve(listener, stack, self.request_ids, self.shutdown).await;
     }
 }
 
@@ -399,16 +367,14 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     if config.rescue {
         session = session.with_rescue(backends.clone());
     }
-    let request_ids = SequentialRequestId {
-        prefix: rand::random(),
-        next: Arc::new(AtomicU64::new(1)),
-    };
+    // Each worker numbers its own requests under its own prefix: no counter shared across cores.
+    let id_prefix: u32 = rand::random();
     let balancer = Arc::new(Balancer::new(config.balance, backends.clone()));
     for (i, listener) in listeners.into_iter().enumerate() {
         let worker = Worker {
             listener,
             session: session.clone(),
-            request_ids: request_ids.clone(),
+            request_ids: RequestIds::new(id_prefix.wrapping_add(i as u32)),
             backends: backends.clone(),
             balancer: balancer.clone(),
             upstream: config.upstream.clone(),

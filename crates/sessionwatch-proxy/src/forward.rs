@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,31 +22,11 @@ use crate::balancer::Balancer;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{PinConfig, UpstreamConfig, WhenUnhealthy};
 use crate::errors::ForwardError;
-use crate::headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
+use crate::headers::{is_upgrade, strip_hop_by_hop};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::reporter::report_path;
 use crate::upstream::Pool;
-
-/// Who is on the other end of the client connection; set by the accept loop once per
-/// connection, with the address already formatted for `X-Forwarded-For`.
-#[derive(Debug, Clone)]
-pub struct ClientInfo {
-    /// The client's address.
-    pub addr: SocketAddr,
-    /// The client's IP as a header value.
-    pub ip_header: Option<http::HeaderValue>,
-}
-
-impl ClientInfo {
-    /// Info for a client at `addr`.
-    pub fn new(addr: SocketAddr) -> Self {
-        Self {
-            addr,
-            ip_header: http::HeaderValue::from_str(&addr.ip().to_string()).ok(),
-        }
-    }
-}
 
 /// Forwards requests to the farm. Never fails: errors become answers (see [`ForwardError`]).
 #[derive(Clone)]
@@ -188,28 +167,21 @@ impl Inner {
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-        let client_ip = req
-            .extensions()
-            .get::<ClientInfo>()
-            .and_then(|c| c.ip_header.clone());
         // The upstream request carries its target in origin form; the authority goes in `Host`.
         let path_and_query = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        // Hop-by-hop request headers were removed by the accept loop, before the session layer
-        // read the cookies (see server.rs).
+        // Hop-by-hop headers were removed and the forwarding headers set by the accept loop,
+        // before the session layer read the cookies (see server.rs).
         let (mut parts, body) = req.into_parts();
-        if !parts.headers.contains_key(HOST) {
-            // HTTP/2 clients send :authority instead of Host; an HTTP/1.0 client may send
-            // neither, and then the backend's own authority stands in.
-            let authority = parts.uri.authority().unwrap_or(&backend.authority);
-            if let Ok(v) = http::HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(HOST, v);
-            }
+        if !parts.headers.contains_key(HOST)
+            && let Ok(v) = http::HeaderValue::from_str(backend.authority.as_str())
+        {
+            // An HTTP/1.0 client may send no Host: the backend's own authority stands in.
+            parts.headers.insert(HOST, v);
         }
-        add_forwarded(&mut parts.headers, client_ip, "http", None);
         parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
         let upstream_req = Request::from_parts(parts, body);

@@ -46,6 +46,13 @@ fn tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
 /// Remove hop-by-hop headers, including any named in `Connection`. With `keep_upgrade`, the
 /// `Upgrade` header and a `Connection: upgrade` survive so a protocol switch can pass through.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them: one pass over the names (no hashing) says so.
+    let any = headers
+        .keys()
+        .any(|k| k == CONNECTION || k == UPGRADE || HOP_BY_HOP.contains(k));
+    if !any && !keep_upgrade {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -66,6 +73,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         headers.remove(UPGRADE);
     }
+}
+
+/// Ready a client's request for the farm, before anything reads it: `Host` from the target's
+/// authority when the client sent none (HTTP/2 sends `:authority`), then the forwarding headers.
+pub fn set_forwarding<B>(req: &mut http::Request<B>, client_ip: Option<HeaderValue>) {
+    if !req.headers().contains_key(HOST)
+        && let Some(a) = req.uri().authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        req.headers_mut().insert(HOST, v);
+    }
+    add_forwarded(req.headers_mut(), client_ip, "http", None);
 }
 
 /// Append the client (its IP as a header value) to `X-Forwarded-For` and set

@@ -2,9 +2,12 @@
 //! allowed, graceful shutdown through a watch channel.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::header::Entry;
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -14,17 +17,56 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 use crate::body::{RequestBody, ResponseBody};
-use crate::forward::ClientInfo;
-use crate::headers::{is_upgrade, strip_hop_by_hop};
+use crate::headers::{is_upgrade, set_forwarding, strip_hop_by_hop};
 
 /// A slow client gets this long to send its request head (slowloris defence).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// On shutdown, open connections get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The header that carries a request's id.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request ids for one worker: its prefix and a counter, formatted without allocating a
+/// `String`; cheap enough for every request, unique across workers and, in practice, restarts.
+#[derive(Clone)]
+pub struct RequestIds {
+    prefix: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    /// Ids `<prefix>-<counter>`, in hex, the counter from 1.
+    pub fn new(prefix: u32) -> Self {
+        Self {
+            prefix,
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 25];
+        let hex = b"0123456789abcdef";
+        for (i, slot) in buf[..8].iter_mut().enumerate() {
+            *slot = hex[((self.prefix >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        buf[8] = b'-';
+        for (i, slot) in buf[9..].iter_mut().enumerate() {
+            *slot = hex[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        // Hex digits and '-' always make a valid value; the fallback is never taken.
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
 /// Serve `svc` on `listener` until `shutdown` turns true, then drain open connections.
-pub async fn serve<S>(listener: TcpListener, svc: S, mut shutdown: watch::Receiver<bool>)
-where
+pub async fn serve<S>(
+    listener: TcpListener,
+    svc: S,
+    ids: RequestIds,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
         + Clone
         + Send
@@ -54,7 +96,9 @@ where
         };
         let _ = stream.set_nodelay(true);
         let svc = svc.clone();
-        let client = ClientInfo::new(addr);
+        // Formatted once per connection, for `X-Forwarded-For`.
+        let client_ip = http::HeaderValue::from_str(&addr.ip().to_string()).ok();
+        let ids = ids.clone();
         let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut req = req.map(RequestBody::from);
             // Hop-by-hop headers go before anything reads the request, so the session layer sees
@@ -62,8 +106,23 @@ where
             // them from the backend alone).
             let upgrade = req.version() == http::Version::HTTP_11 && is_upgrade(req.headers());
             strip_hop_by_hop(req.headers_mut(), upgrade);
-            req.extensions_mut().insert(client.clone());
-            svc.clone().oneshot(req)
+            set_forwarding(&mut req, client_ip.clone());
+            let id = match req.headers().get(X_REQUEST_ID) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = ids.next();
+                    req.headers_mut().insert(X_REQUEST_ID, id.clone());
+                    id
+                }
+            };
+            let answer = svc.clone().oneshot(req);
+            async move {
+                let mut resp = answer.await?;
+                if let Entry::Vacant(e) = resp.headers_mut().entry(X_REQUEST_ID) {
+                    e.insert(id);
+                }
+                Ok::<_, Infallible>(resp)
+            }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
         let conn = graceful.watch(conn.into_owned());
