@@ -373,7 +373,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     for (i, listener) in listeners.into_iter().enumerate() {
         let worker = Worker {
             listener,
-            session: session.clone(),
+            session: session.for_thread(),
             request_ids: RequestIds::new(id_prefix.wrapping_add(i as u32)),
             backends: backends.clone(),
             balancer: balancer.clone(),

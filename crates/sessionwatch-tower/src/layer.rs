@@ -42,6 +42,21 @@ pub(crate) struct Shared {
     pub(crate) default_server: BackendId,
 }
 
+impl Shared {
+    fn copy(&self) -> Self {
+        Shared {
+            profile: self.profile.clone(),
+            fingerprinter: self.fingerprinter.clone(),
+            store: self.store.clone(),
+            events: self.events.clone(),
+            policy: self.policy,
+            pin_switch: self.pin_switch.clone(),
+            rescue: self.rescue.clone(),
+            default_server: self.default_server,
+        }
+    }
+}
+
 /// Learns sessions and classifies responses for the service it wraps. See the crate docs.
 #[derive(Clone)]
 pub struct SessionLayer {
@@ -84,22 +99,22 @@ impl SessionLayer {
             Some(shared) => f(shared),
             None => {
                 // Built from a clone: copy the shared state rather than change the original's.
-                let s = &self.shared;
-                let mut copy = Shared {
-                    profile: s.profile.clone(),
-                    fingerprinter: s.fingerprinter.clone(),
-                    store: s.store.clone(),
-                    events: s.events.clone(),
-                    policy: s.policy,
-                    pin_switch: s.pin_switch.clone(),
-                    rescue: s.rescue.clone(),
-                    default_server: s.default_server,
-                };
+                let mut copy = self.shared.copy();
                 f(&mut copy);
                 self.shared = Arc::new(copy);
             }
         }
         self
+    }
+
+    /// The same layer (same store, events, policy and switch) with its own copy of the
+    /// configuration, for one thread of a thread-per-core server: the reference counts that
+    /// every request takes and drops then stay in that core's cache instead of bouncing between
+    /// cores.
+    pub fn for_thread(&self) -> Self {
+        Self {
+            shared: Arc::new(self.shared.copy()),
+        }
     }
 
     /// Report observations to `events`.
@@ -144,4 +159,38 @@ impl<S> Layer<S> for SessionLayer {
 
 pub(crate) fn pinning_all(shared: &Shared) -> bool {
     shared.pin_switch.is_on()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sessionwatch_core::{CookieSpec, Fingerprint, SessionRecord, Timestamp};
+
+    use super::*;
+    use crate::MokaStore;
+
+    #[test]
+    fn a_layer_for_a_thread_shares_the_store_and_the_switch_but_not_its_counts() {
+        let store: Arc<dyn SessionStore> = Arc::new(MokaStore::new(10, Duration::from_secs(60)));
+        let switch = PinSwitch::default();
+        let layer = SessionLayer::new(
+            SessionProfile::custom(vec![CookieSpec::new("SID")]),
+            Fingerprinter::from_secret(b"t"),
+            store,
+        )
+        .with_pin_policy(PinPolicy::Learn)
+        .with_pin_switch(switch.clone());
+        let per_thread = layer.for_thread();
+        assert!(!Arc::ptr_eq(&layer.shared, &per_thread.shared));
+        assert!(Arc::ptr_eq(layer.store(), per_thread.store()));
+        assert_eq!(per_thread.shared.policy, PinPolicy::Learn);
+        layer.store().put(
+            Fingerprint(1),
+            SessionRecord::issued(BackendId(0), Timestamp::from_millis(0)),
+        );
+        assert!(per_thread.store().get(Fingerprint(1)).is_some());
+        switch.set(true);
+        assert!(pinning_all(&per_thread.shared));
+    }
 }
