@@ -149,6 +149,14 @@ def proc_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime (14) + stime (15)
 
 
+def proc_sys_ticks(pid: int) -> int:
+    """The kernel part of proc_ticks: stime (15)."""
+    fields = proc_stat_fields(pid)
+    if fields is None:
+        return 0
+    return int(fields[12])
+
+
 def children_of(pid: int) -> list[int]:
     out = []
     for entry in os.listdir("/proc"):
@@ -630,6 +638,7 @@ class Bench:
         softirq = kernel_softirq_threads()
         before_busy, before_steal = cpu_totals()
         before = {pid: proc_ticks(pid) for pid in ours}
+        before_sys = {pid: proc_sys_ticks(pid) for pid in pids}
         before_softirq = sum(proc_ticks(p) for p in softirq)
         before_self = self_ticks()
         t0 = time.monotonic()
@@ -638,6 +647,7 @@ class Bench:
         )
         wall = time.monotonic() - t0
         after = {pid: proc_ticks(pid) for pid in ours}
+        proxy_sys_ticks = sum(proc_sys_ticks(pid) - before_sys[pid] for pid in pids)
         after_busy, after_steal = cpu_totals()
         softirq_ticks = sum(proc_ticks(p) for p in softirq) - before_softirq
         delta = {pid: after[pid] - before[pid] for pid in ours}
@@ -656,6 +666,7 @@ class Bench:
             "errors": result["errors"],
             "error_count": errors,
             "proxy_cpu_us_per_req": round(proxy_ticks * to_us, 2) if pids else None,
+            "proxy_sys_us_per_req": round(proxy_sys_ticks * to_us, 2) if pids else None,
             "backend_cpu_us_per_req": round(backend_ticks * to_us, 2),
             "wrk_cpu_us_per_req": round(wrk_ticks * to_us, 2),
             "proxy_cores": round(proxy_ticks / CLK_TCK / wall, 2),
@@ -743,6 +754,7 @@ def compute(results: dict) -> dict:
             "p99": median([r["latency_us"]["p99"] for r in runs]),
             "p999": median([r["latency_us"]["p999"] for r in runs]),
             "proxy_cpu_us_per_req": median([r["proxy_cpu_us_per_req"] for r in runs]),
+            "proxy_sys_us_per_req": median([r.get("proxy_sys_us_per_req") for r in runs]),
             "backend_cpu_us_per_req": median([r["backend_cpu_us_per_req"] for r in runs]),
             "errors": sum(r["error_count"] for r in runs),
             "tracked_sessions": runs[-1]["tracked_sessions"] if runs else None,
@@ -829,15 +841,19 @@ def markdown(results: dict) -> str:
         f"{st['rounds_run']} round(s) in alternating order; medians over {s['rounds_used']}."
     )
     w("")
-    w("| target | req/s | p50 us | p99 us | p99.9 us | proxy CPU us/req | backends CPU us/req | errors | sessions tracked |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w(
+        "| target | req/s | p50 us | p99 us | p99.9 us | proxy CPU us/req | of which kernel | "
+        "backends CPU us/req | errors | sessions tracked |"
+    )
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in LOAD_TARGETS:
         x = s["medians"][name]
         cpu = "-" if x["proxy_cpu_us_per_req"] is None else f"{x['proxy_cpu_us_per_req']:.2f}"
+        sys_cpu = "-" if x.get("proxy_sys_us_per_req") is None else f"{x['proxy_sys_us_per_req']:.2f}"
         tracked = "-" if x["tracked_sessions"] is None else f"{x['tracked_sessions']:,}"
         w(
             f"| {LABELS[name]} | {x['rps']:,.0f} | {x['p50']:.0f} | {x['p99']:.0f} | {x['p999']:.0f} | {cpu} | "
-            f"{x['backend_cpu_us_per_req']:.2f} | {x['errors']} | {tracked} |"
+            f"{sys_cpu} | {x['backend_cpu_us_per_req']:.2f} | {x['errors']} | {tracked} |"
         )
     w("")
     w("Per-round ratios (median of the per-round values):")
