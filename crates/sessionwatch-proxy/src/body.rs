@@ -97,9 +97,7 @@ impl ResponseBody {
             data: (!data.is_empty()).then_some(data),
         }
     }
-}
 
-impl ResponseBody {
     /// A backend's body, holding `lease` until it has been read whole; a body that is already
     /// complete (empty) gives the connection back at once.
     pub fn upstream(body: Incoming, lease: Option<Lease>) -> Self {
@@ -114,12 +112,6 @@ impl ResponseBody {
     }
 }
 
-impl From<Incoming> for ResponseBody {
-    fn from(body: Incoming) -> Self {
-        ResponseBody::Incoming { body, lease: None }
-    }
-}
-
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -131,16 +123,12 @@ impl Body for ResponseBody {
         match self.project() {
             ResponseBodyProj::Incoming { mut body, lease } => {
                 let polled = body.as_mut().poll_frame(cx);
+                // A server stops polling once the body reports its end. A failed body keeps its
+                // lease, and dropping the body drops (closes) the connection.
                 let done = match &polled {
                     Poll::Ready(None) => true,
-                    // A server stops polling once the body reports its end.
                     Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    // A failed body leaves the connection unusable: drop it.
-                    Poll::Ready(Some(Err(_))) => {
-                        lease.take();
-                        false
-                    }
-                    Poll::Pending => false,
+                    Poll::Ready(Some(Err(_))) | Poll::Pending => false,
                 };
                 if done && let Some(l) = lease.take() {
                     l.release();

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::header::Entry;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use sessionwatch_tower::X_REQUEST_ID;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
@@ -23,9 +24,6 @@ use crate::headers::{is_upgrade, set_forwarding, strip_hop_by_hop};
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// On shutdown, open connections get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The header that carries a request's id.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Request ids for one worker: its prefix and a counter, formatted without allocating a
 /// `String`; cheap enough for every request, unique across workers and, in practice, restarts.
@@ -97,7 +95,7 @@ pub async fn serve<S>(
         let _ = stream.set_nodelay(true);
         let svc = svc.clone();
         // Formatted once per connection, for `X-Forwarded-For`.
-        let client_ip = http::HeaderValue::from_str(&addr.ip().to_string()).ok();
+        let client_ip = HeaderValue::from_str(&addr.ip().to_string()).ok();
         let ids = ids.clone();
         let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let mut req = req.map(RequestBody::from);

@@ -300,12 +300,15 @@ mod tests {
                 });
             }
         });
-        let backends = Backends::new(&[BackendConfig {
+        (backends_at(addr), accepted)
+    }
+
+    fn backends_at(addr: std::net::SocketAddr) -> Backends {
+        Backends::new(&[BackendConfig {
             name: "a".into(),
             authority: addr.to_string().parse().unwrap(),
             weight: 1,
-        }]);
-        (backends, accepted)
+        }])
     }
 
     fn pool(idle_timeout: Duration) -> Pool {
@@ -395,11 +398,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let backends = Backends::new(&[BackendConfig {
-            name: "gone".into(),
-            authority: addr.to_string().parse().unwrap(),
-            weight: 1,
-        }]);
+        let backends = backends_at(addr);
         let err = pool(Duration::from_secs(60))
             .send(&backends.all()[0], get("/"))
             .await

@@ -36,7 +36,7 @@ pub use events::{Observed, Rescued, SessionEvents};
 pub use extensions::{RescueAttempt, ServedBy, SessionRoute};
 pub use future::ResponseFuture;
 pub use layer::{BackendHealth, PinSwitch, SessionLayer};
-pub use service::SessionService;
+pub use service::{SessionService, X_REQUEST_ID};
 pub use store::{MokaStore, SessionStore};
 
 #[cfg(test)]

@@ -73,7 +73,8 @@ impl<S> SessionService<S> {
     }
 }
 
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+/// The header that carries a request's id; the layer puts it in what it reports.
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 impl<S, B, RB> Service<Request<B>> for SessionService<S>
 where
