@@ -9,10 +9,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
-use crate::upstream::Lease;
+use crate::upstream::{Http1Body, Http1Error, Lease};
 
 pin_project! {
-    /// A request body: the client's, streamed, or none (a rescue replay).
+    /// A request body: the client's, streamed or read whole first, or none (a rescue replay).
     #[project = RequestBodyProj]
     // Variant fields cannot carry docs inside pin_project_lite; the variants say what they hold.
     #[allow(missing_docs)]
@@ -22,8 +22,23 @@ pin_project! {
         Incoming {
             #[pin] body: Incoming,
         },
+        /// Read whole from the client before forwarding.
+        Buffered {
+            data: Option<Bytes>,
+        },
         /// No body.
         Empty,
+    }
+}
+
+impl RequestBody {
+    /// The whole body when it is in hand (none, or read whole), `None` while it streams.
+    pub fn in_hand(&self) -> Option<Bytes> {
+        match self {
+            RequestBody::Incoming { .. } => None,
+            RequestBody::Buffered { data } => Some(data.clone().unwrap_or_default()),
+            RequestBody::Empty => Some(Bytes::new()),
+        }
     }
 }
 
@@ -36,8 +51,13 @@ impl Default for RequestBody {
 }
 
 impl From<Incoming> for RequestBody {
+    /// A body that is already over (a GET's) is no body at all.
     fn from(body: Incoming) -> Self {
-        RequestBody::Incoming { body }
+        if body.is_end_stream() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Incoming { body }
+        }
     }
 }
 
@@ -51,6 +71,9 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
             RequestBodyProj::Incoming { body } => body.poll_frame(cx),
+            RequestBodyProj::Buffered { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
             RequestBodyProj::Empty => Poll::Ready(None),
         }
     }
@@ -58,6 +81,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Incoming { body } => body.is_end_stream(),
+            RequestBody::Buffered { data } => data.is_none(),
             RequestBody::Empty => true,
         }
     }
@@ -65,22 +89,30 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Incoming { body } => body.size_hint(),
+            RequestBody::Buffered { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
 }
 
 pin_project! {
-    /// A response body: the backend's, streamed, or a short one the proxy wrote itself.
+    /// A response body: the backend's, streamed, or whole (a short one that came with the head,
+    /// or one the proxy wrote itself).
     #[project = ResponseBodyProj]
     #[allow(missing_docs)]
     #[derive(Debug)]
     pub enum ResponseBody {
-        /// Streamed from the backend, with the pooled connection it arrives on (if it can be
-        /// reused) until it has been read whole.
+        /// Streamed from the backend through hyper's client, with the pooled connection it
+        /// arrives on (if it can be reused) until it has been read whole.
         Incoming {
             #[pin] body: Incoming,
             lease: Option<Lease>,
+        },
+        /// Streamed from the backend on a connection the request's task holds.
+        Upstream {
+            body: Http1Body,
         },
         /// Written by the proxy (error pages, admin answers).
         Full {
@@ -112,15 +144,29 @@ impl ResponseBody {
     }
 }
 
+/// Why a backend's body stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Through hyper's client.
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// On a connection the request's task held.
+    #[error(transparent)]
+    Http1(#[from] Http1Error),
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
+            ResponseBodyProj::Upstream { body } => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(BodyError::from))),
             ResponseBodyProj::Incoming { mut body, lease } => {
                 let polled = body.as_mut().poll_frame(cx);
                 // A server stops polling once the body reports its end. A failed body keeps its
@@ -133,7 +179,7 @@ impl Body for ResponseBody {
                 if done && let Some(l) = lease.take() {
                     l.release();
                 }
-                polled
+                polled.map(|f| f.map(|r| r.map_err(BodyError::from)))
             }
             ResponseBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
@@ -142,6 +188,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Incoming { body, .. } => body.is_end_stream(),
+            ResponseBody::Upstream { body } => body.is_end_stream(),
             ResponseBody::Full { data } => data.is_none(),
         }
     }
@@ -149,6 +196,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Incoming { body, .. } => body.size_hint(),
+            ResponseBody::Upstream { body } => body.size_hint(),
             ResponseBody::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

@@ -47,6 +47,13 @@ pub enum ForwardError {
         #[source]
         source: crate::upstream::UpstreamError,
     },
+    /// The client's body, to be read whole before forwarding, failed or was not all sent within
+    /// the response timeout.
+    #[error("the request body could not be read")]
+    RequestBody {
+        /// Whether the client was too slow (rather than gone or malformed).
+        timed_out: bool,
+    },
     /// The request could not be turned into an upstream request.
     #[error("cannot forward this request: {0}")]
     BadRequest(&'static str),
@@ -61,7 +68,10 @@ impl ForwardError {
             }
             ForwardError::Connect { .. } | ForwardError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ForwardError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ForwardError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ForwardError::RequestBody { timed_out: true } => StatusCode::REQUEST_TIMEOUT,
+            ForwardError::RequestBody { timed_out: false } | ForwardError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 
@@ -76,7 +86,10 @@ impl ForwardError {
             }
             ForwardError::Connect { .. } | ForwardError::Upstream { .. } => "bad gateway\n",
             ForwardError::Timeout { .. } => "gateway timeout\n",
-            ForwardError::BadRequest(_) => "bad request\n",
+            ForwardError::RequestBody { timed_out: true } => "request timeout\n",
+            ForwardError::RequestBody { timed_out: false } | ForwardError::BadRequest(_) => {
+                "bad request\n"
+            }
         };
         let mut resp = Response::new(ResponseBody::full(text));
         *resp.status_mut() = status;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use sessionwatch_core::{BackendId, RouteDecision};
 use sessionwatch_tower::{RescueAttempt, ServedBy, SessionRoute};
@@ -27,6 +28,11 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::reporter::report_path;
 use crate::upstream::Pool;
+
+/// A request body of at most this many bytes, with its length known up front, is read whole
+/// before the request goes to the farm (as NGINX buffers request bodies): the backend never
+/// waits on a slow client, and the request can be sent again if a pooled connection fails.
+pub const BUFFER_BODY_LIMIT: u64 = 64 * 1024;
 
 /// Forwards requests to the farm. Never fails: errors become answers (see [`ForwardError`]).
 #[derive(Clone)]
@@ -94,7 +100,9 @@ impl Service<Request<RequestBody>> for Forward {
                 Err(e) => {
                     let status = e.status();
                     match &e {
-                        ForwardError::PinnedBackendDown { .. } | ForwardError::NoHealthyBackend => {
+                        ForwardError::PinnedBackendDown { .. }
+                        | ForwardError::NoHealthyBackend
+                        | ForwardError::RequestBody { .. } => {
                             tracing::debug!(%status, path = report_path(uri.path()), error = %e, "refused");
                         }
                         _ => {
@@ -155,6 +163,27 @@ impl Inner {
         })
     }
 
+    /// A streamed body short enough (see [`BUFFER_BODY_LIMIT`]) read whole, within the response
+    /// timeout; any other body as it is.
+    async fn read_small_body(&self, body: RequestBody) -> Result<RequestBody, ForwardError> {
+        let RequestBody::Incoming { body } = body else {
+            return Ok(body);
+        };
+        let short = http_body::Body::size_hint(&body)
+            .exact()
+            .is_some_and(|n| n <= BUFFER_BODY_LIMIT);
+        if !short {
+            return Ok(RequestBody::Incoming { body });
+        }
+        match tokio::time::timeout(self.upstream.response_timeout, body.collect()).await {
+            Ok(Ok(whole)) => Ok(RequestBody::Buffered {
+                data: Some(whole.to_bytes()),
+            }),
+            Ok(Err(_)) => Err(ForwardError::RequestBody { timed_out: false }),
+            Err(_) => Err(ForwardError::RequestBody { timed_out: true }),
+        }
+    }
+
     async fn forward(
         &self,
         mut req: Request<RequestBody>,
@@ -184,10 +213,15 @@ impl Inner {
         }
         parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
+        let body = if upgrade {
+            body
+        } else {
+            self.read_small_body(body).await?
+        };
         let upstream_req = Request::from_parts(parts, body);
         // A timeout while the client is still sending its body is the client's slowness, not
         // the backend's: only a request sent whole counts against the backend's health.
-        let sent_whole = http_body::Body::is_end_stream(upstream_req.body());
+        let sent_whole = upstream_req.body().in_hand().is_some();
 
         let metrics = self.metrics.backends.get(id.index());
         if let Some(m) = metrics {

@@ -1,14 +1,20 @@
 //! Upstream HTTP/1.1 connections.
 //!
 //! Forwarded requests go through a [`Pool`]: each worker thread owns one, with keep-alive
-//! connections kept per backend, each driven by a task on that worker. A connection goes back to
-//! the pool when the backend's answer has been read to its end (see [`Lease`]), so a request never
-//! waits behind another one's body. Health probes use hyper-util's pooled client ([`client`]).
+//! connections kept per backend. A connection goes back to the pool when the backend's answer has
+//! been read to its end, so a request never waits behind another one's body.
+//!
+//! A request whose body is in hand (none, or a small one read whole first) is sent by the
+//! request's own task on a connection it holds alone ([`h1`]). A request that streams its body,
+//! or switches protocols, goes through hyper's client, each connection driven by a task on the
+//! worker (see [`Lease`]). Health probes use hyper-util's pooled client ([`client`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use bytes::Bytes;
+use http::header::UPGRADE;
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::Client;
@@ -19,6 +25,10 @@ use tokio::net::TcpStream;
 use crate::backends::Backend;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::UpstreamConfig;
+
+mod h1;
+
+pub use h1::{Body as Http1Body, Error as Http1Error};
 
 /// The client health probes go through.
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
@@ -49,6 +59,9 @@ pub enum UpstreamError {
     /// The request was sent (or being sent) and the exchange failed.
     #[error("exchange failed")]
     Exchange(#[source] hyper::Error),
+    /// The request was sent (or being sent) and the exchange failed.
+    #[error("exchange failed")]
+    Http1(#[source] Http1Error),
 }
 
 impl UpstreamError {
@@ -71,13 +84,31 @@ struct PoolInner {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
-    /// Idle connections per backend index, the most recently used last.
+    /// Idle connections per backend index, the most recently used last: hyper's, and ours.
     idle: Box<[Mutex<Vec<Idle>>]>,
+    plain: Box<[Mutex<Vec<PlainIdle>>]>,
 }
 
 struct Idle {
     sender: SendRequest<RequestBody>,
     since: Instant,
+}
+
+struct PlainIdle {
+    conn: h1::Conn,
+    since: Instant,
+}
+
+/// Where a connection goes back to once the answer it carries has been read.
+pub(crate) struct Home {
+    pool: Arc<PoolInner>,
+    slot: usize,
+}
+
+impl Home {
+    fn put_back(self, conn: h1::Conn) {
+        self.pool.put_back_plain(self.slot, conn);
+    }
 }
 
 impl std::fmt::Debug for Pool {
@@ -97,6 +128,7 @@ impl Pool {
                 idle_timeout: cfg.pool_idle_timeout,
                 max_idle: cfg.pool_max_idle_per_host,
                 idle: (0..backends).map(|_| Mutex::new(Vec::new())).collect(),
+                plain: (0..backends).map(|_| Mutex::new(Vec::new())).collect(),
             }),
         }
     }
@@ -104,6 +136,79 @@ impl Pool {
     /// Send `req` (origin-form target, `Host` set) to `backend` on an idle connection, or a new
     /// one. A request that a pooled connection closed before taking is sent again on the next.
     pub async fn send(
+        &self,
+        backend: &Backend,
+        req: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        if !req.headers().contains_key(UPGRADE)
+            && let Some(body) = req.body().in_hand()
+        {
+            return self.send_in_hand(backend, req.into_parts().0, body).await;
+        }
+        self.send_streaming(backend, req).await
+    }
+
+    /// Send a request whose body is `body` on a connection this task holds alone. A request a
+    /// reused connection failed to take (see [`Http1Error::may_retry`]) goes on the next one.
+    async fn send_in_hand(
+        &self,
+        backend: &Backend,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        let slot = backend.id.index();
+        let idempotent = h1::is_idempotent(&parts.method);
+        let head_request = parts.method == Method::HEAD;
+        let (mut conn, mut reused) = match self.inner.checkout_plain(slot) {
+            Some(c) => (c, true),
+            None => (self.connect_plain(backend).await?, false),
+        };
+        conn.encode(&parts, &body);
+        loop {
+            match conn.exchange(head_request).await {
+                Ok(head) => return Ok(self.answer(slot, conn, head)),
+                Err(e) if reused && e.may_retry(idempotent) => {
+                    tracing::debug!(error = %e, "pooled connection failed; sending again");
+                    let mut next = match self.inner.checkout_plain(slot) {
+                        Some(c) => c,
+                        None => {
+                            reused = false;
+                            self.connect_plain(backend).await?
+                        }
+                    };
+                    conn.hand_request_to(&mut next);
+                    conn = next;
+                }
+                Err(e) => return Err(UpstreamError::Http1(e)),
+            }
+        }
+    }
+
+    /// The answer whose head has been read on `conn`: a body already whole frees the connection
+    /// at once; one still arriving holds it until read.
+    fn answer(&self, slot: usize, conn: h1::Conn, head: h1::Head) -> Response<ResponseBody> {
+        let home = || Home {
+            pool: self.inner.clone(),
+            slot,
+        };
+        let body = match h1::Body::start(conn, head.framing, head.keep_alive, home) {
+            h1::Answer::Whole(data, free) => {
+                if let Some(conn) = free {
+                    self.inner.put_back_plain(slot, conn);
+                }
+                ResponseBody::full(data)
+            }
+            h1::Answer::Streaming(body) => ResponseBody::Upstream { body },
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        resp
+    }
+
+    /// Send `req` through hyper's client, on an idle connection or a new one.
+    async fn send_streaming(
         &self,
         backend: &Backend,
         mut req: Request<RequestBody>,
@@ -131,7 +236,11 @@ impl Pool {
         let now = Instant::now();
         for slot in self.inner.idle.iter() {
             let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.retain(|c| !c.sender.is_closed() && !self.inner.expired(c, now));
+            idle.retain(|c| !c.sender.is_closed() && !self.inner.expired(c.since, now));
+        }
+        for slot in self.inner.plain.iter() {
+            let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            idle.retain(|c| c.conn.is_usable() && !self.inner.expired(c.since, now));
         }
     }
 
@@ -141,10 +250,20 @@ impl Pool {
             .idle
             .iter()
             .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+            .sum::<usize>()
+            + self
+                .inner
+                .plain
+                .iter()
+                .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+                .sum::<usize>()
     }
 
-    async fn connect(&self, backend: &Backend) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    async fn connect_plain(&self, backend: &Backend) -> Result<h1::Conn, UpstreamError> {
+        Ok(h1::Conn::new(self.connect_stream(backend).await?))
+    }
+
+    async fn connect_stream(&self, backend: &Backend) -> Result<TcpStream, UpstreamError> {
         let host = backend.authority.host();
         // An IPv6 literal comes with its brackets.
         let host = host
@@ -158,6 +277,11 @@ impl Pool {
                 .map_err(|_| UpstreamError::ConnectTimeout(self.inner.connect_timeout))?
                 .map_err(UpstreamError::Connect)?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self, backend: &Backend) -> Result<SendRequest<RequestBody>, UpstreamError> {
+        let stream = self.connect_stream(backend).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -202,7 +326,7 @@ impl PoolInner {
         let mut busy = Vec::new();
         let mut found = None;
         while let Some(c) = idle.pop() {
-            if c.sender.is_closed() || self.expired(&c, now) {
+            if c.sender.is_closed() || self.expired(c.since, now) {
                 continue;
             }
             if c.sender.is_ready() {
@@ -218,8 +342,37 @@ impl PoolInner {
         found
     }
 
-    fn expired(&self, c: &Idle, now: Instant) -> bool {
-        now.saturating_duration_since(c.since) >= self.idle_timeout
+    /// The most recently used plain connection still open.
+    fn checkout_plain(&self, slot: usize) -> Option<h1::Conn> {
+        let mut idle = self
+            .plain
+            .get(slot)?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        while let Some(c) = idle.pop() {
+            if !self.expired(c.since, now) && c.conn.is_usable() {
+                return Some(c.conn);
+            }
+        }
+        None
+    }
+
+    fn put_back_plain(&self, slot: usize, conn: h1::Conn) {
+        let Some(idle) = self.plain.get(slot) else {
+            return;
+        };
+        let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
+            idle.push(PlainIdle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn expired(&self, since: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(since) >= self.idle_timeout
     }
 
     fn put_back(&self, slot: usize, sender: SendRequest<RequestBody>) {
@@ -263,6 +416,7 @@ impl Lease {
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use bytes::Bytes;
@@ -351,16 +505,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_body_that_came_with_the_head_frees_its_connection_at_once() {
+        let (backends, accepted) = counting_backend("short").await;
+        let backend = &backends.all()[0];
+        let pool = pool(Duration::from_secs(60));
+        let first = pool.send(backend, get("/")).await.unwrap();
+        // Back in the pool before anyone reads the body: the next request takes it.
+        assert_eq!(pool.idle_count(), 1);
+        let second = pool.send(backend, get("/")).await.unwrap();
+        assert_eq!(read_whole(first).await, "short");
+        assert_eq!(read_whole(second).await, "short");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn an_abandoned_body_is_not_reused() {
-        let (backends, accepted) = counting_backend("a body nobody reads").await;
+        let big = "x".repeat(4 << 20);
+        let (backends, accepted) = counting_backend(big.leak()).await;
         let backend = &backends.all()[0];
         let pool = pool(Duration::from_secs(60));
         let resp = pool.send(backend, get("/")).await.unwrap();
+        assert!(matches!(resp.body(), ResponseBody::Upstream { .. }));
         drop(resp);
         assert_eq!(pool.idle_count(), 0);
         let resp = pool.send(backend, get("/")).await.unwrap();
-        assert_eq!(read_whole(resp).await, "a body nobody reads");
+        assert_eq!(read_whole(resp).await.len(), 4 << 20);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Read to its end, the big body's connection is kept.
+        assert_eq!(pool.idle_count(), 1);
     }
 
     #[tokio::test]
@@ -404,5 +576,271 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.is_connect(), "{err:?}");
+    }
+
+    /// What a scripted backend does with one request.
+    enum Act {
+        /// Send these bytes and wait for the next request.
+        Reply(&'static str),
+        /// Send these bytes and close.
+        ReplyClose(&'static str),
+        /// Close without answering.
+        Close,
+    }
+
+    /// A backend on 127.0.0.1 speaking raw bytes: `script(connection, request)` (both counted
+    /// from 0) says what to do. It returns the backends and the request heads it saw.
+    async fn scripted(
+        script: impl Fn(usize, usize) -> Act + Send + Sync + 'static,
+    ) -> (Backends, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let script = Arc::new(script);
+        tokio::spawn(async move {
+            let mut conn_no = 0;
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (script, log) = (script.clone(), log.clone());
+                let this = conn_no;
+                conn_no += 1;
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for req_no in 0.. {
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        let body_len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length: "))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while buf.len() < end + body_len {
+                            let mut chunk = [0u8; 4096];
+                            match stream.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + body_len);
+                        log.lock().unwrap().push(head);
+                        match script(this, req_no) {
+                            Act::Reply(bytes) => {
+                                let _ = stream.write_all(bytes.as_bytes()).await;
+                            }
+                            Act::ReplyClose(bytes) => {
+                                let _ = stream.write_all(bytes.as_bytes()).await;
+                                break;
+                            }
+                            Act::Close => break,
+                        }
+                    }
+                    drop(stream);
+                    log.lock().unwrap().push("closed".to_owned());
+                });
+            }
+        });
+        (backends_at(addr), seen)
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    fn request(method: Method, path: &str, body: &'static str) -> Request<RequestBody> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "farm.test")
+            .body(RequestBody::Buffered {
+                data: Some(Bytes::from_static(body.as_bytes())),
+            })
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn chunked_answers_pass_through_and_keep_their_connection() {
+        let (backends, seen) = scripted(|_, _| {
+            Act::Reply(
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                 5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n",
+            )
+        })
+        .await;
+        let backend = &backends.all()[0];
+        let pool = pool(Duration::from_secs(60));
+        for _ in 0..3 {
+            let resp = pool.send(backend, get("/")).await.unwrap();
+            assert!(!resp.headers().contains_key(http::header::CONTENT_LENGTH));
+            assert_eq!(read_whole(resp).await, "hello, world");
+        }
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_answer_delimited_by_close_is_read_to_the_end_and_not_reused() {
+        let (backends, _) =
+            scripted(|_, _| Act::ReplyClose("HTTP/1.1 200 OK\r\n\r\nuntil the end")).await;
+        let backend = &backends.all()[0];
+        let pool = pool(Duration::from_secs(60));
+        for _ in 0..2 {
+            let resp = pool.send(backend, get("/")).await.unwrap();
+            assert_eq!(read_whole(resp).await, "until the end");
+            assert_eq!(pool.idle_count(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped() {
+        let (backends, _) = scripted(|_, _| {
+            Act::Reply(
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
+                 HTTP/1.1 201 Created\r\ncontent-length: 4\r\n\r\ndone",
+            )
+        })
+        .await;
+        let resp = pool(Duration::from_secs(60))
+            .send(&backends.all()[0], request(Method::POST, "/", "x=1"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        assert_eq!(read_whole(resp).await, "done");
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_backend_closed_while_idle_is_not_used() {
+        // The first connection's second request finds it closed: it never gets there.
+        let (backends, seen) = scripted(|conn, _| {
+            if conn == 0 {
+                Act::ReplyClose(OK)
+            } else {
+                Act::Reply(OK)
+            }
+        })
+        .await;
+        let backend = &backends.all()[0];
+        let pool = pool(Duration::from_secs(60));
+        // `OK` does not say `Connection: close`, so the pool keeps the connection...
+        read_whole(pool.send(backend, get("/1")).await.unwrap()).await;
+        assert_eq!(pool.idle_count(), 1);
+        // ...and finds it closed before sending the next request on it. A POST is not sent
+        // twice, so only that check can save it.
+        while !seen.lock().unwrap().iter().any(|h| h == "closed") {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let resp = pool
+            .send(backend, request(Method::POST, "/2", "x=1"))
+            .await
+            .unwrap();
+        assert_eq!(read_whole(resp).await, "ok");
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.iter().filter(|h| h.contains("HTTP/1.1")).count(),
+            2,
+            "{seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_request_a_reused_connection_dropped_is_sent_again() {
+        // The first connection answers once, then closes on the next request unanswered.
+        let (backends, seen) = scripted(|conn, req| match (conn, req) {
+            (0, 0) => Act::Reply(OK),
+            (0, _) => Act::Close,
+            _ => Act::Reply(OK),
+        })
+        .await;
+        let backend = &backends.all()[0];
+        let pool = pool(Duration::from_secs(60));
+        read_whole(pool.send(backend, get("/first")).await.unwrap()).await;
+        let resp = pool.send(backend, get("/again")).await.unwrap();
+        assert_eq!(read_whole(resp).await, "ok");
+        let seen = seen.lock().unwrap();
+        let again: Vec<_> = seen
+            .iter()
+            .filter(|h| h.starts_with("GET /again"))
+            .collect();
+        assert_eq!(again.len(), 2, "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_post_a_reused_connection_dropped_is_not_sent_again() {
+        let (backends, seen) = scripted(|conn, req| match (conn, req) {
+            (0, 0) => Act::Reply(OK),
+            (0, _) => Act::Close,
+            _ => Act::Reply(OK),
+        })
+        .await;
+        let backend = &backends.all()[0];
+        let pool = pool(Duration::from_secs(60));
+        read_whole(pool.send(backend, get("/first")).await.unwrap()).await;
+        let err = pool
+            .send(backend, request(Method::POST, "/pay", "amount=1"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, UpstreamError::Http1(Http1Error::ClosedBeforeAnswer)),
+            "{err:?}"
+        );
+        let requests = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.contains("HTTP/1.1"))
+            .count();
+        assert_eq!(requests, 2);
+    }
+
+    #[tokio::test]
+    async fn broken_answers_are_errors_and_their_connections_are_dropped() {
+        let (backends, _) = scripted(|conn, _| match conn {
+            0 => Act::Reply("HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok"),
+            1 => Act::Reply("this is not http\r\n\r\n"),
+            2 => Act::ReplyClose("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort"),
+            3 => Act::ReplyClose("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"),
+            _ => Act::Reply(OK),
+        })
+        .await;
+        let backend = &backends.all()[0];
+        let pool = pool(Duration::from_secs(60));
+        for _ in 0..2 {
+            let err = pool.send(backend, get("/")).await.unwrap_err();
+            assert!(
+                matches!(err, UpstreamError::Http1(Http1Error::Invalid(_))),
+                "{err:?}"
+            );
+        }
+        for _ in 0..2 {
+            let resp = pool.send(backend, get("/")).await.unwrap();
+            assert!(resp.into_body().collect().await.is_err());
+        }
+        assert_eq!(pool.idle_count(), 0);
+        let resp = pool.send(backend, get("/")).await.unwrap();
+        assert_eq!(read_whole(resp).await, "ok");
+    }
+
+    #[tokio::test]
+    async fn the_request_is_written_with_its_framing() {
+        let (backends, seen) = scripted(|_, _| Act::Reply(OK)).await;
+        let backend = &backends.all()[0];
+        let pool = pool(Duration::from_secs(60));
+        let mut post = request(Method::POST, "/login?next=%2F", "user=a");
+        post.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, "99".parse().unwrap());
+        read_whole(pool.send(backend, post).await.unwrap()).await;
+        let head = seen.lock().unwrap()[0].clone();
+        assert!(
+            head.starts_with("POST /login?next=%2F HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\ncontent-length: 6\r\n"), "{head}");
+        assert!(!head.contains("99"), "{head}");
     }
 }

@@ -1,0 +1,920 @@
+//! The HTTP/1.1 exchange for a request whose body is already in hand (no body, or a small one
+//! read whole first): most of the traffic a session farm sees.
+//!
+//! The request goes out in one write and the answer is read by the request's own task, on a
+//! connection it holds alone: no connection task, no channel between the two, no second wake-up
+//! per request. The answer's body is framed as RFC 9112 section 6.3 says (no body, a length,
+//! chunked, or until the backend closes) and handed on as it arrives; once it has been read to
+//! its end, the connection goes back to its pool.
+//!
+//! Requests that stream their body, and protocol switches, go through hyper's client instead
+//! (see the parent module).
+
+use std::future::Future as _;
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Home;
+
+/// Most headers an answer may carry (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// Largest answer head accepted (offsets into it fit a `u16`).
+pub(crate) const MAX_HEAD: usize = u16::MAX as usize;
+/// A chunk-size line or a trailer section longer than this is refused.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Read buffer: its first size, and the room a read is given.
+const INITIAL_BUF: usize = 8 * 1024;
+const READ_ROOM: usize = 4 * 1024;
+const READ_GROW: usize = 16 * 1024;
+
+/// What went wrong in an exchange with a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request could not be written.
+    #[error("writing the request failed")]
+    Write(#[source] io::Error),
+    /// The connection failed while the answer was read.
+    #[error("reading the answer failed")]
+    Read(#[source] io::Error),
+    /// The backend closed the connection before sending a byte of its answer.
+    #[error("the backend closed the connection without answering")]
+    ClosedBeforeAnswer,
+    /// The backend closed the connection before its answer was complete.
+    #[error("the backend closed the connection in the middle of its answer")]
+    ClosedEarly,
+    /// The answer is not valid HTTP/1.1.
+    #[error("invalid answer: {0}")]
+    Invalid(&'static str),
+}
+
+impl Error {
+    /// Whether the backend can be assumed not to have acted on the request: it was never written
+    /// whole, or (for an idempotent request) the connection closed with no answer at all. Such a
+    /// request may be sent again on another connection.
+    pub(crate) fn may_retry(&self, idempotent: bool) -> bool {
+        match self {
+            Error::Write(_) => true,
+            Error::ClosedBeforeAnswer => idempotent,
+            Error::Read(e) => idempotent && e.kind() == io::ErrorKind::ConnectionReset,
+            _ => false,
+        }
+    }
+}
+
+/// Methods a client may send twice with the effect of once (RFC 9110 section 9.2.2).
+pub(crate) fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// A keep-alive connection to a backend and the bytes read from it but not yet used.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+    /// The request being sent, encoded; kept so it can be sent again on another connection.
+    out: Vec<u8>,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: BytesMut::with_capacity(INITIAL_BUF),
+            out: Vec::new(),
+        }
+    }
+
+    /// Whether an idle connection can take a request: the backend has not closed it and sent
+    /// nothing unasked. Costs no system call unless the socket became readable while idle.
+    pub(crate) fn is_usable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Moves the encoded request to `other`, to send it there instead.
+    pub(crate) fn hand_request_to(&mut self, other: &mut Conn) {
+        std::mem::swap(&mut self.out, &mut other.out);
+    }
+
+    /// Encode the request into this connection's output buffer.
+    pub(crate) fn encode(&mut self, parts: &http::request::Parts, body: &[u8]) {
+        encode_request(parts, body, &mut self.out);
+    }
+
+    /// Send the encoded request and read the answer's head, skipping interim (1xx) answers.
+    pub(crate) async fn exchange(&mut self, head_request: bool) -> Result<Head, Error> {
+        self.stream
+            .write_all(&self.out)
+            .await
+            .map_err(Error::Write)?;
+        // A large body's bytes need not stay around for the life of the connection.
+        if self.out.capacity() > READ_GROW {
+            self.out = Vec::new();
+        }
+        let mut received = false;
+        loop {
+            if !self.buf.is_empty() {
+                received = true;
+                if let Some(head) = parse_head(&mut self.buf, head_request)? {
+                    if head.status.is_informational() {
+                        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                            return Err(Error::Invalid("a protocol switch nobody asked for"));
+                        }
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                if self.buf.len() >= MAX_HEAD {
+                    return Err(Error::Invalid("answer head too large"));
+                }
+            }
+            make_room(&mut self.buf);
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(Error::Read)?;
+            if n == 0 {
+                return Err(if received {
+                    Error::ClosedEarly
+                } else {
+                    Error::ClosedBeforeAnswer
+                });
+            }
+        }
+    }
+
+    /// Read more bytes into the buffer; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        make_room(&mut self.buf);
+        // The future only borrows the stream and the buffer: a fresh one per poll loses nothing.
+        pin!(self.stream.read_buf(&mut self.buf)).poll(cx)
+    }
+}
+
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_ROOM {
+        buf.reserve(READ_GROW);
+    }
+}
+
+/// Append the request line, the headers, the framing and `body` to `out` (cleared first). The
+/// target is the URI's path and query; `Content-Length` and `Transfer-Encoding` are written from
+/// the body in hand, whatever the headers said.
+pub(crate) fn encode_request(parts: &http::request::Parts, body: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(256 + body.len());
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(if target.is_empty() {
+        b"/"
+    } else {
+        target.as_bytes()
+    });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut had_length = false;
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+            had_length = true;
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let says_length = had_length
+        || !body.is_empty()
+        || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+    if says_length {
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, body.len() as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// How the answer's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body (a HEAD request, 1xx, 204, 304).
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Everything until the backend closes the connection.
+    UntilClose,
+}
+
+/// An answer's head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+    pub(crate) framing: Framing,
+    /// Whether the connection can take another request once the body has been read.
+    pub(crate) keep_alive: bool,
+}
+
+/// Parse an answer head from the front of `buf`, consuming it: `Ok(None)` when it is not complete
+/// yet. Header values share the head's bytes rather than being copied.
+pub(crate) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+    // Left uninitialised: httparse fills what it uses, and zeroing 3 KiB per answer is not free.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::Invalid("too many headers")),
+        Err(_) => return Err(Error::Invalid("malformed answer head")),
+    };
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(Error::Invalid("bad status code"))?;
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    if len > MAX_HEAD {
+        return Err(Error::Invalid("answer head too large"));
+    }
+    // Where each header's name and value sit in `buf` (offsets below `MAX_HEAD`, so `u16`), so
+    // the values can share its bytes.
+    let base = buf.as_ptr() as usize;
+    // An empty slice need not point into `buf`: it gets an empty span at 0.
+    let offset = |s: &[u8]| {
+        if s.is_empty() {
+            0
+        } else {
+            (s.as_ptr() as usize - base) as u16
+        }
+    };
+    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+    let count = resp.headers.len();
+    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        let (name, value) = (offset(h.name.as_bytes()), offset(h.value));
+        *span = (
+            name,
+            name + h.name.len() as u16,
+            value,
+            value + h.value.len() as u16,
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let (ns, ne) = (usize::from(ns), usize::from(ne));
+        let (vs, ve) = (usize::from(vs), usize::from(ve));
+        let name =
+            HeaderName::from_bytes(&head[ns..ne]).map_err(|_| Error::Invalid("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
+            .map_err(|_| Error::Invalid("bad header value"))?;
+        headers.append(name, value);
+    }
+    let (framing, mut keep_alive) = framing(status, head_request, &mut headers)?;
+    keep_alive &= match version {
+        Version::HTTP_11 => !has_token(&headers, "close"),
+        _ => has_token(&headers, "keep-alive"),
+    };
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The body's framing (RFC 9112 section 6.3), and whether it leaves the connection reusable.
+fn framing(
+    status: StatusCode,
+    head_request: bool,
+    headers: &mut HeaderMap,
+) -> Result<(Framing, bool), Error> {
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Empty, true));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let chunked = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(|t| t.trim_ascii())
+            .rfind(|t| !t.is_empty())
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        // A length next to a transfer coding is wrong by definition: drop it, and the
+        // connection after this answer.
+        let both = headers.remove(CONTENT_LENGTH).is_some();
+        return Ok(if chunked {
+            (Framing::Chunked, !both)
+        } else {
+            (Framing::UntilClose, false)
+        });
+    }
+    let mut length = None;
+    for v in headers.get_all(CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let n = parse_decimal(part.trim_ascii()).ok_or(Error::Invalid("bad content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Invalid("conflicting content-length"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Empty, true),
+        Some(n) => (Framing::Length(n), true),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Where a chunked body's decoding stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// This many bytes of chunk data to go.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines (dropped) until an empty line; bytes seen so far.
+    Trailers(usize),
+    /// The body is complete.
+    Done,
+}
+
+/// One step of decoding a chunked body from `buf`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// More input is needed.
+    NeedMore,
+    /// The body is complete (trailers, if any, were dropped).
+    End,
+}
+
+impl Chunked {
+    /// Decode what `buf` holds, consuming it, until data, the end, or a need for more input.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
+        loop {
+            match *self {
+                Chunked::Size => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    // Extensions (after ';') are ignored.
+                    let digits = line
+                        .split(|&b| b == b';')
+                        .next()
+                        .unwrap_or(&[])
+                        .trim_ascii();
+                    let size = parse_hex(digits).ok_or(Error::Invalid("bad chunk size"))?;
+                    *self = if size == 0 {
+                        Chunked::Trailers(0)
+                    } else {
+                        Chunked::Data(size)
+                    };
+                }
+                Chunked::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    *self = if left == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Error::Invalid("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers(seen) => {
+                    let Some(line) = take_line(buf, MAX_TRAILERS - seen)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    if line.is_empty() {
+                        *self = Chunked::Done;
+                        return Ok(Decoded::End);
+                    }
+                    *self = Chunked::Trailers(seen + line.len() + 2);
+                }
+                Chunked::Done => return Ok(Decoded::End),
+            }
+        }
+    }
+}
+
+/// Take one line (without its CRLF) from the front of `buf`; `Ok(None)` when no line end has
+/// arrived yet, an error when the line is longer than `limit`.
+fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<Bytes>, Error> {
+    let Some(end) = buf.iter().take(limit + 2).position(|&b| b == b'\n') else {
+        return if buf.len() > limit + 1 {
+            Err(Error::Invalid("line too long in a chunked body"))
+        } else {
+            Ok(None)
+        };
+    };
+    if end == 0 || buf[end - 1] != b'\r' {
+        return Err(Error::Invalid("bare LF in a chunked body"));
+    }
+    let line = buf.split_to(end + 1).freeze();
+    Ok(Some(line.slice(..end - 1)))
+}
+
+fn parse_hex(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 15 {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &b| {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        Some(n * 16 + u64::from(d))
+    })
+}
+
+/// How a body still on the wire is delimited, and how much of it is left.
+#[derive(Debug)]
+enum Left {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+}
+
+/// An answer's body read from its connection as it arrives. When it has been read to its end
+/// the connection goes back to its pool; a body dropped before its end, or failing, closes the
+/// connection.
+pub struct Body {
+    conn: Option<Conn>,
+    left: Left,
+    home: Option<Home>,
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("left", &self.left)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What becomes of an answer's body once the head has been read.
+pub(crate) enum Answer {
+    /// The whole body is in hand (possibly empty); the connection is free again.
+    Whole(Bytes, Option<Conn>),
+    /// The body is still arriving.
+    Streaming(Body),
+}
+
+impl Body {
+    /// The body of an answer with `framing`, whose first bytes (if any) are in `conn`'s buffer.
+    /// `reuse` is whether the connection may serve another request after it, going back to the
+    /// pool through `home` once a body still arriving has been read.
+    pub(crate) fn start(
+        mut conn: Conn,
+        framing: Framing,
+        reuse: bool,
+        home: impl FnOnce() -> Home,
+    ) -> Answer {
+        let free = |conn: Conn| (reuse && conn.buf.is_empty()).then_some(conn);
+        let left = match framing {
+            Framing::Empty => return Answer::Whole(Bytes::new(), free(conn)),
+            Framing::Length(n) if (conn.buf.len() as u64) >= n => {
+                let data = conn.buf.split_to(n as usize).freeze();
+                return Answer::Whole(data, free(conn));
+            }
+            Framing::Length(n) => Left::Length(n),
+            Framing::Chunked => Left::Chunked(Chunked::Size),
+            Framing::UntilClose => Left::UntilClose,
+        };
+        Answer::Streaming(Body {
+            conn: Some(conn),
+            left,
+            home: reuse.then(home),
+        })
+    }
+
+    fn finish(&mut self) {
+        if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take())
+            && conn.buf.is_empty()
+        {
+            home.put_back(conn);
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.conn, &self.left) {
+            (None, _) => SizeHint::with_exact(0),
+            (Some(_), Left::Length(n)) => SizeHint::with_exact(*n),
+            _ => SizeHint::default(),
+        }
+    }
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let step = match &mut this.left {
+                Left::Length(left) => {
+                    if conn.buf.is_empty() {
+                        Decoded::NeedMore
+                    } else {
+                        let n = usize::try_from(*left)
+                            .unwrap_or(usize::MAX)
+                            .min(conn.buf.len());
+                        *left -= n as u64;
+                        Decoded::Data(conn.buf.split_to(n).freeze())
+                    }
+                }
+                Left::Chunked(state) => match state.decode(&mut conn.buf) {
+                    Ok(step) => step,
+                    Err(e) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+                Left::UntilClose => {
+                    if conn.buf.is_empty() {
+                        Decoded::NeedMore
+                    } else {
+                        Decoded::Data(conn.buf.split().freeze())
+                    }
+                }
+            };
+            match step {
+                Decoded::Data(data) => {
+                    if matches!(this.left, Left::Length(0)) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decoded::End => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Decoded::NeedMore => match ready!(conn.poll_fill(cx)) {
+                    Ok(0) => {
+                        this.conn = None;
+                        return Poll::Ready(match this.left {
+                            Left::UntilClose => None,
+                            _ => Some(Err(Error::ClosedEarly)),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(Error::Read(e))));
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, head_request: bool) -> Result<Option<Head>, Error> {
+        let mut buf = BytesMut::from(raw);
+        parse_head(&mut buf, head_request)
+    }
+
+    fn complete(raw: &str) -> Head {
+        head(raw, false).unwrap().unwrap()
+    }
+
+    #[test]
+    fn an_answer_head_is_parsed_and_consumed() {
+        let mut buf = BytesMut::from(
+            "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-Empty:\r\nset-cookie: b=2\r\nContent-Length: 5\r\n\r\nhello",
+        );
+        let h = parse_head(&mut buf, false).unwrap().unwrap();
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(h.version, Version::HTTP_11);
+        let cookies: Vec<_> = h.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(h.headers["x-empty"], "");
+        assert_eq!(h.framing, Framing::Length(5));
+        assert!(h.keep_alive);
+        assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn a_partial_head_asks_for_more() {
+        assert!(
+            head("HTTP/1.1 200 OK\r\nContent-Len", false)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let chunked = complete("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(
+            (chunked.framing, chunked.keep_alive),
+            (Framing::Chunked, true)
+        );
+        // A length next to a transfer coding is dropped, and so is the connection afterwards.
+        let both =
+            complete("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!((both.framing, both.keep_alive), (Framing::Chunked, false));
+        assert!(!both.headers.contains_key(CONTENT_LENGTH));
+        let not_chunked = complete("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!(
+            (not_chunked.framing, not_chunked.keep_alive),
+            (Framing::UntilClose, false)
+        );
+        let no_length = complete("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(
+            (no_length.framing, no_length.keep_alive),
+            (Framing::UntilClose, false)
+        );
+        assert_eq!(
+            complete("HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n").framing,
+            Framing::Empty
+        );
+        assert_eq!(
+            complete("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n").framing,
+            Framing::Empty
+        );
+        let to_head = head("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(to_head.framing, Framing::Empty);
+        assert_eq!(to_head.headers[CONTENT_LENGTH], "1000");
+        assert_eq!(
+            complete("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n").framing,
+            Framing::Length(7)
+        );
+    }
+
+    #[test]
+    fn connection_reuse_follows_the_version_and_connection_header() {
+        assert!(
+            !complete("HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n")
+                .keep_alive
+        );
+        assert!(!complete("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        assert!(
+            complete("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn bad_heads_are_errors_not_panics() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTX/1.1 200 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            "\0\0\0\0\r\n\r\n",
+        ] {
+            assert!(head(raw, false).is_err(), "{raw:?} was accepted");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        let raw = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
+        assert!(matches!(
+            head(&raw, false),
+            Err(Error::Invalid("too many headers"))
+        ));
+    }
+
+    fn decode_all(input: &[&[u8]]) -> Result<(Vec<u8>, bool), Error> {
+        let mut state = Chunked::Size;
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        for piece in input {
+            buf.extend_from_slice(piece);
+            loop {
+                match state.decode(&mut buf)? {
+                    Decoded::Data(d) => body.extend_from_slice(&d),
+                    Decoded::NeedMore => break,
+                    Decoded::End => return Ok((body, buf.is_empty())),
+                }
+            }
+        }
+        Ok((body, false))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_split() {
+        let wire: &[u8] = b"5;ext=1\r\nhello\r\nA\r\n, chunked!\r\n0\r\nx-trailer: dropped\r\n\r\n";
+        let (whole, exact) = decode_all(&[wire]).unwrap();
+        assert_eq!(whole, b"hello, chunked!");
+        assert!(exact);
+        // Byte by byte: every state waits for its input.
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(decode_all(&bytes).unwrap(), (whole, true));
+        // Stopping short is not the end.
+        assert_eq!(
+            decode_all(&[b"5\r\nhel"]).unwrap(),
+            (b"hel".to_vec(), false)
+        );
+    }
+
+    #[test]
+    fn bad_chunked_bodies_are_errors() {
+        for wire in [
+            &b"zz\r\n"[..],
+            b"5\r\nhelloXX",
+            b"5\nhello\r\n",
+            b"1234567890abcdef0\r\n",
+            b"\r\n",
+        ] {
+            assert!(decode_all(&[wire]).is_err(), "{wire:?} was accepted");
+        }
+        let long = vec![b'1'; MAX_CHUNK_LINE + 10];
+        assert!(decode_all(&[&long]).is_err());
+    }
+
+    fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn requests_are_encoded_with_a_length_from_the_body_in_hand() {
+        let mut out = Vec::new();
+        let get = request(
+            Method::GET,
+            "/a?b=1",
+            &[("host", "farm"), ("cookie", "s=1")],
+        );
+        encode_request(&get, b"", &mut out);
+        assert_eq!(
+            out,
+            b"GET /a?b=1 HTTP/1.1\r\nhost: farm\r\ncookie: s=1\r\n\r\n"
+        );
+        let post = request(
+            Method::POST,
+            "/login",
+            &[
+                ("host", "farm"),
+                ("content-length", "999"),
+                ("transfer-encoding", "chunked"),
+            ],
+        );
+        encode_request(&post, b"user=a", &mut out);
+        assert_eq!(
+            out,
+            b"POST /login HTTP/1.1\r\nhost: farm\r\ncontent-length: 6\r\n\r\nuser=a"
+        );
+        let empty_post = request(Method::POST, "/", &[]);
+        encode_request(&empty_post, b"", &mut out);
+        assert_eq!(out, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+    }
+
+    #[test]
+    fn decimal_formatting() {
+        for n in [0u64, 7, 10, 12345, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_parsers() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let pieces: [&[u8]; 12] = [
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.0 204 \r\n",
+            b"Content-Length: 12\r\n",
+            b"Transfer-Encoding: chunked\r\n",
+            b"Connection: close\r\n",
+            b"X-Empty:\r\n",
+            b"\r\n",
+            b"5\r\nhello\r\n",
+            b"0\r\n\r\n",
+            b"ffffffffffffffff\r\n",
+            b"\n\r:;,=\0\xff",
+            b"HTTP/1.1 1",
+        ];
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            for _ in 0..rng.random_range(0..8) {
+                if rng.random_bool(0.8) {
+                    input.extend_from_slice(pieces[rng.random_range(0..pieces.len())]);
+                } else {
+                    input.push(rng.random());
+                }
+            }
+            let mut buf = BytesMut::from(&input[..]);
+            if let Ok(Some(h)) = parse_head(&mut buf, rng.random_bool(0.1)) {
+                assert!(h.headers.len() <= MAX_HEADERS);
+            }
+            let mut state = Chunked::Size;
+            let mut buf = BytesMut::from(&input[..]);
+            for _ in 0..64 {
+                match state.decode(&mut buf) {
+                    Ok(Decoded::Data(_)) => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+}
