@@ -257,6 +257,7 @@ impl Worker {
         };
         let pool = upstream::Pool::new(&self.upstream, self.backends.all().len());
         tokio::spawn(sweep_idle(pool.clone(), self.shutdown.clone()));
+        let body_timeout = self.upstream.response_timeout;
         let forward = Forward::new(
             self.backends,
             self.balancer,
@@ -267,7 +268,11 @@ impl Worker {
             self.metrics,
         );
         let stack = ServiceBuilder::new().layer(self.session).service(forward);
-        crate::server::serve(listener, stack, self.request_ids, self.shutdown).await;
+        let timeouts = crate::server::Timeouts {
+            head: crate::server::HEADER_READ_TIMEOUT,
+            body: body_timeout,
+        };
+        crate::server::serve(listener, stack, self.request_ids, timeouts, self.shutdown).await;
     }
 }
 

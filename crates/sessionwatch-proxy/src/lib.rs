@@ -14,6 +14,7 @@ pub mod body;
 pub mod config;
 pub mod errors;
 pub mod forward;
+mod front;
 pub mod headers;
 pub mod health;
 pub mod incidents;
@@ -22,6 +23,7 @@ pub mod reporter;
 pub mod server;
 pub mod sinks;
 pub mod upstream;
+mod wire;
 
 pub use app::{RunningProxy, StartError, StartOptions, start};
 pub use config::{Config, ConfigError};

@@ -1,7 +1,9 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 on one port (hyper-util's auto builder), upgrades
-//! allowed, graceful shutdown through a watch channel.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one port, upgrades allowed, graceful shutdown through
+//! a watch channel. Plain HTTP/1.1 requests are served by [`front`]; the first request of a
+//! connection that is anything else hands it to hyper-util's auto builder.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,12 +20,22 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 use crate::body::{RequestBody, ResponseBody};
+use crate::front::{self, Handler as _, Prefixed};
 use crate::headers::{is_upgrade, set_forwarding, strip_hop_by_hop};
 
 /// A slow client gets this long to send its request head (slowloris defence).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// On shutdown, open connections get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client gets to send a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For a request's head (and, idle, for the next one to start).
+    pub head: Duration,
+    /// For a short body, read whole before forwarding (the upstream response timeout).
+    pub body: Duration,
+}
 
 /// Request ids for one worker: its prefix and a counter, formatted without allocating a
 /// `String`; cheap enough for every request, unique across workers and, in practice, restarts.
@@ -63,6 +75,7 @@ pub async fn serve<S>(
     listener: TcpListener,
     svc: S,
     ids: RequestIds,
+    timeouts: Timeouts,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
@@ -75,7 +88,7 @@ pub async fn serve<S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(timeouts.head)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
@@ -93,39 +106,28 @@ pub async fn serve<S>(
             _ = crate::server::stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = svc.clone();
-        // Formatted once per connection, for `X-Forwarded-For`.
-        let client_ip = HeaderValue::from_str(&addr.ip().to_string()).ok();
-        let ids = ids.clone();
-        let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let mut req = req.map(RequestBody::from);
-            // Hop-by-hop headers go before anything reads the request, so the session layer sees
-            // exactly the cookies the backend will see (a `Connection: cookie` must not hide
-            // them from the backend alone).
-            let upgrade = req.version() == http::Version::HTTP_11 && is_upgrade(req.headers());
-            strip_hop_by_hop(req.headers_mut(), upgrade);
-            set_forwarding(&mut req, client_ip.clone());
-            let id = match req.headers().get(X_REQUEST_ID) {
-                Some(id) => id.clone(),
-                None => {
-                    let id = ids.next();
-                    req.headers_mut().insert(X_REQUEST_ID, id.clone());
-                    id
-                }
-            };
-            let answer = svc.clone().oneshot(req);
-            async move {
-                let mut resp = answer.await?;
-                if let Entry::Vacant(e) = resp.headers_mut().entry(X_REQUEST_ID) {
-                    e.insert(id);
-                }
-                Ok::<_, Infallible>(resp)
-            }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_svc);
-        let conn = graceful.watch(conn.into_owned());
+        let mut client = Client {
+            svc: svc.clone(),
+            ids: ids.clone(),
+            // Formatted once per connection, for `X-Forwarded-For`.
+            client_ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+        };
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let mut stream = stream;
+            let ended = front::serve_plain(&mut stream, &mut client, timeouts, &mut shutdown).await;
+            let front::Ended::NotPlain(prefix) = ended else {
+                return;
+            };
+            let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let answer = client.handle(req.map(RequestBody::from));
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
+            let io = TokioIo::new(Prefixed::new(prefix, stream));
+            let conn = builder.serve_connection_with_upgrades(io, hyper_svc);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
         });
@@ -136,6 +138,55 @@ pub async fn serve<S>(
         .is_err()
     {
         tracing::warn!("connections still open after the drain timeout; closing them");
+    }
+}
+
+/// One client connection's side of the proxy: the services, and what the accept loop does to
+/// every request before they see it and to every answer.
+#[derive(Clone)]
+struct Client<S> {
+    svc: S,
+    ids: RequestIds,
+    client_ip: Option<HeaderValue>,
+}
+
+impl<S> front::Handler for Client<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    fn handle(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static + use<S> {
+        // Hop-by-hop headers go before anything reads the request, so the session layer sees
+        // exactly the cookies the backend will see (a `Connection: cookie` must not hide them
+        // from the backend alone).
+        let upgrade = req.version() == http::Version::HTTP_11 && is_upgrade(req.headers());
+        strip_hop_by_hop(req.headers_mut(), upgrade);
+        set_forwarding(&mut req, self.client_ip.clone());
+        let id = match req.headers().get(X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.ids.next();
+                req.headers_mut().insert(X_REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let answer = self.svc.clone().oneshot(req);
+        async move {
+            let mut resp = match answer.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            if let Entry::Vacant(e) = resp.headers_mut().entry(X_REQUEST_ID) {
+                e.insert(id);
+            }
+            resp
+        }
     }
 }
 

@@ -17,25 +17,21 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, Method, StatusCode, Version};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Home;
+use crate::wire::{
+    self, INITIAL_BUF, MAX_HEAD, MAX_HEADERS, READ_GROW, has_token, make_room, parse_decimal,
+    push_decimal,
+};
 
-/// Most headers an answer may carry (hyper's limit too).
-const MAX_HEADERS: usize = 100;
-/// Largest answer head accepted (offsets into it fit a `u16`).
-pub(crate) const MAX_HEAD: usize = u16::MAX as usize;
 /// A chunk-size line or a trailer section longer than this is refused.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
-/// Read buffer: its first size, and the room a read is given.
-const INITIAL_BUF: usize = 8 * 1024;
-const READ_ROOM: usize = 4 * 1024;
-const READ_GROW: usize = 16 * 1024;
 
 /// What went wrong in an exchange with a backend.
 #[derive(Debug, thiserror::Error)]
@@ -175,12 +171,6 @@ impl Conn {
     }
 }
 
-fn make_room(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_ROOM {
-        buf.reserve(READ_GROW);
-    }
-}
-
 /// Append the request line, the headers, the framing and `body` to `out` (cleared first). The
 /// target is the URI's path and query; `Content-Length` and `Transfer-Encoding` are written from
 /// the body in hand, whatever the headers said.
@@ -217,20 +207,6 @@ pub(crate) fn encode_request(parts: &http::request::Parts, body: &[u8], out: &mu
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// How the answer's body is delimited.
@@ -282,39 +258,12 @@ pub(crate) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Optio
     if len > MAX_HEAD {
         return Err(Error::Invalid("answer head too large"));
     }
-    // Where each header's name and value sit in `buf` (offsets below `MAX_HEAD`, so `u16`), so
-    // the values can share its bytes.
-    let base = buf.as_ptr() as usize;
-    // An empty slice need not point into `buf`: it gets an empty span at 0.
-    let offset = |s: &[u8]| {
-        if s.is_empty() {
-            0
-        } else {
-            (s.as_ptr() as usize - base) as u16
-        }
-    };
     let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
     let count = resp.headers.len();
-    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-        let (name, value) = (offset(h.name.as_bytes()), offset(h.value));
-        *span = (
-            name,
-            name + h.name.len() as u16,
-            value,
-            value + h.value.len() as u16,
-        );
-    }
+    wire::spans(buf, resp.headers, &mut spans);
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(ns, ne, vs, ve) in &spans[..count] {
-        let (ns, ne) = (usize::from(ns), usize::from(ne));
-        let (vs, ve) = (usize::from(vs), usize::from(ve));
-        let name =
-            HeaderName::from_bytes(&head[ns..ne]).map_err(|_| Error::Invalid("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-            .map_err(|_| Error::Invalid("bad header value"))?;
-        headers.append(name, value);
-    }
+    let mut headers =
+        wire::header_map(&head, &spans[..count], 2).ok_or(Error::Invalid("bad header"))?;
     let (framing, mut keep_alive) = framing(status, head_request, &mut headers)?;
     keep_alive &= match version {
         Version::HTTP_11 => !has_token(&headers, "close"),
@@ -373,23 +322,6 @@ fn framing(
         Some(0) => (Framing::Empty, true),
         Some(n) => (Framing::Length(n), true),
         None => (Framing::UntilClose, false),
-    })
-}
-
-fn parse_decimal(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 19 {
-        return None;
-    }
-    s.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
-}
-
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
 }
 
@@ -865,15 +797,6 @@ mod tests {
         let empty_post = request(Method::POST, "/", &[]);
         encode_request(&empty_post, b"", &mut out);
         assert_eq!(out, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
-    }
-
-    #[test]
-    fn decimal_formatting() {
-        for n in [0u64, 7, 10, 12345, u64::MAX] {
-            let mut out = Vec::new();
-            push_decimal(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
     }
 
     #[test]

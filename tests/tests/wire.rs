@@ -1,0 +1,197 @@
+//! HTTP/1.1 on the wire, both sides of the proxy: keep-alive, pipelining, HTTP/1.0, HEAD, the
+//! framing of answers whose length is unknown, and a connection that turns to hyper part-way.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sessionwatch_test_support::{FarmConfig, StoreMode};
+use sessionwatch_tests::{Harness, Scratch, config_toml, start_proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn setup() -> Harness {
+    Harness::start(FarmConfig::new(2, StoreMode::Shared), "").await
+}
+
+/// Send `request` and read until the proxy closes the connection (bounded).
+async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the proxy closed the connection within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Read one answer with a `content-length` from `s`, bounded.
+async fn read_answer(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if got.len() >= end + 4 + len {
+                    return;
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed mid-answer: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("an answer within 10 s");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order() {
+    let h = setup().await;
+    let out = exchange(
+        h.proxy.addr,
+        b"GET /login HTTP/1.1\r\nHost: x\r\n\r\nHEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let answers: Vec<&str> = out.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 3, "{out}");
+    assert!(answers[0].starts_with("200 OK\r\n"), "{out}");
+    assert!(answers[0].ends_with("login form"), "{out}");
+    // HEAD: the length of the body it would have ("not found"), and no body.
+    assert!(answers[1].starts_with("404 Not Found\r\n"), "{out}");
+    assert!(answers[1].contains("content-length: 9\r\n"), "{out}");
+    assert!(answers[1].ends_with("\r\n\r\n"), "{out}");
+    assert!(answers[2].starts_with("200 OK\r\n"), "{out}");
+    assert!(answers[2].contains("connection: close"), "{out}");
+    assert!(answers[2].contains("host: x"), "{out}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_1_0_clients_get_keep_alive_only_when_they_ask() {
+    let h = setup().await;
+    let out = exchange(h.proxy.addr, b"GET /login HTTP/1.0\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("connection: close\r\n"), "{out}");
+    assert!(out.ends_with("login form"), "{out}");
+
+    let mut s = TcpStream::connect(h.proxy.addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /login HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_answer(&mut s).await;
+        assert!(answer.contains("connection: keep-alive\r\n"), "{answer}");
+        assert!(answer.ends_with("login form"), "{answer}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_can_turn_to_hyper_after_plain_requests() {
+    let h = setup().await;
+    // A plain request, then a chunked upload on the same connection, sent in one go.
+    let out = exchange(
+        h.proxy.addr,
+        b"GET /login HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{out}");
+    let (first, second) = out.split_once("login form").expect(&out);
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(
+        second.contains("hello") && second.contains(" world"),
+        "{out}"
+    );
+    // A request line hyper will not take either: 400, and the connection closes.
+    let out = exchange(h.proxy.addr, b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    h.stop().await;
+}
+
+/// A backend on 127.0.0.1 that answers every request with `answer` and closes.
+async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(answer).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_of_unknown_length_are_chunked_or_closed() {
+    let scratch = Scratch::new("wire");
+    // Chunked from the backend, then until it closes: the proxy knows neither length up front.
+    let chunked = raw_backend(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n4\r\nabcd\r\n3\r\nefg\r\n0\r\n\r\n",
+    )
+    .await;
+    let until_close = raw_backend(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
+    for (backend, body) in [(chunked, "abcdefg"), (until_close, "until the end")] {
+        let proxy = start_proxy(&config_toml(
+            &[("raw".to_owned(), backend)],
+            "SID",
+            &scratch.alert_log(),
+            "[health]\nactive = false\n",
+        ))
+        .await;
+        // An HTTP/1.1 client gets chunks, and keeps its connection.
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !got.ends_with(b"0\r\n\r\n") {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .expect("the last chunk within 10 s");
+        let text = String::from_utf8_lossy(&got).into_owned();
+        assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+        let decoded: String = text
+            .split_once("\r\n\r\n")
+            .unwrap()
+            .1
+            .split("\r\n")
+            .skip(1)
+            .step_by(2)
+            .collect();
+        assert_eq!(decoded, body, "{text}");
+        // An HTTP/1.0 client gets the body until the proxy closes.
+        let out = exchange(proxy.addr, b"GET / HTTP/1.0\r\n\r\n").await;
+        assert!(out.contains("connection: close\r\n"), "{out}");
+        assert!(!out.contains("transfer-encoding"), "{out}");
+        assert!(out.ends_with(body), "{out}");
+        proxy.shutdown().await;
+    }
+}
