@@ -213,10 +213,13 @@ impl Inner {
         }
         parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
-        let body = if upgrade {
-            body
-        } else {
-            self.read_small_body(body).await?
+        // Only a body hyper streams needs reading here; the front reads plain requests' bodies
+        // itself. Boxed, so that this rarer path does not enlarge every request's future.
+        let body = match body {
+            RequestBody::Incoming { .. } if !upgrade => {
+                Box::pin(self.read_small_body(body)).await?
+            }
+            other => other,
         };
         let upstream_req = Request::from_parts(parts, body);
         // A timeout while the client is still sending its body is the client's slowness, not

@@ -12,7 +12,10 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::header::UPGRADE;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -135,51 +138,59 @@ impl Pool {
 
     /// Send `req` (origin-form target, `Host` set) to `backend` on an idle connection, or a new
     /// one. A request that a pooled connection closed before taking is sent again on the next.
-    pub async fn send(
-        &self,
-        backend: &Backend,
+    pub fn send<'a>(
+        &'a self,
+        backend: &'a Backend,
         req: Request<RequestBody>,
-    ) -> Result<Response<ResponseBody>, UpstreamError> {
-        if !req.headers().contains_key(UPGRADE)
-            && let Some(body) = req.body().in_hand()
-        {
-            return self.send_in_hand(backend, req.into_parts().0, body).await;
+    ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + Send + 'a {
+        let in_hand = if req.headers().contains_key(UPGRADE) {
+            None
+        } else {
+            req.body().in_hand()
+        };
+        match in_hand {
+            Some(body) => Either::Left(self.send_in_hand(backend, req.into_parts().0, body)),
+            // Boxed: the rare path's state would otherwise make every request's future larger
+            // (and futures are moved, byte for byte, as they are awaited).
+            None => Either::Right(Box::pin(self.send_streaming(backend, req))),
         }
-        self.send_streaming(backend, req).await
     }
 
     /// Send a request whose body is `body` on a connection this task holds alone. A request a
     /// reused connection failed to take (see [`Http1Error::may_retry`]) goes on the next one.
-    async fn send_in_hand(
-        &self,
-        backend: &Backend,
+    fn send_in_hand<'a>(
+        &'a self,
+        backend: &'a Backend,
         parts: http::request::Parts,
         body: Bytes,
-    ) -> Result<Response<ResponseBody>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + Send + 'a {
         let slot = backend.id.index();
         let idempotent = h1::is_idempotent(&parts.method);
         let head_request = parts.method == Method::HEAD;
-        let (mut conn, mut reused) = match self.inner.checkout_plain(slot) {
-            Some(c) => (c, true),
-            None => (self.connect_plain(backend).await?, false),
-        };
-        conn.encode(&parts, &body);
-        loop {
-            match conn.exchange(head_request).await {
-                Ok(head) => return Ok(self.answer(slot, conn, head)),
-                Err(e) if reused && e.may_retry(idempotent) => {
-                    tracing::debug!(error = %e, "pooled connection failed; sending again");
-                    let mut next = match self.inner.checkout_plain(slot) {
-                        Some(c) => c,
-                        None => {
-                            reused = false;
-                            self.connect_plain(backend).await?
-                        }
-                    };
-                    conn.hand_request_to(&mut next);
-                    conn = next;
+        // Encoded before anything waits, so the request itself is not part of the future.
+        let request = h1::Encoded::new(&parts, &body);
+        drop((parts, body));
+        async move {
+            // New connections are the rare case: their futures are boxed, as in `send`.
+            let (mut conn, mut reused) = match self.inner.checkout_plain(slot) {
+                Some(c) => (c, true),
+                None => (Box::pin(self.connect_plain(backend)).await?, false),
+            };
+            loop {
+                match conn.exchange(&request, head_request).await {
+                    Ok(head) => return Ok(self.answer(slot, conn, head)),
+                    Err(e) if reused && e.may_retry(idempotent) => {
+                        tracing::debug!(error = %e, "pooled connection failed; sending again");
+                        conn = match self.inner.checkout_plain(slot) {
+                            Some(c) => c,
+                            None => {
+                                reused = false;
+                                Box::pin(self.connect_plain(backend)).await?
+                            }
+                        };
+                    }
+                    Err(e) => return Err(UpstreamError::Http1(e)),
                 }
-                Err(e) => return Err(UpstreamError::Http1(e)),
             }
         }
     }

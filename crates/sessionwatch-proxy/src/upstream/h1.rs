@@ -80,8 +80,39 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
 pub(crate) struct Conn {
     stream: TcpStream,
     buf: BytesMut,
-    /// The request being sent, encoded; kept so it can be sent again on another connection.
-    out: Vec<u8>,
+}
+
+/// A request encoded for the wire. Its buffer is the thread's, lent for the request and given
+/// back when done, so encoding allocates nothing once a thread has served a request.
+#[derive(Debug)]
+pub(crate) struct Encoded(Vec<u8>);
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Encoded {
+    pub(crate) fn new(parts: &http::request::Parts, body: &[u8]) -> Self {
+        let mut out = SPARE.with_borrow_mut(std::mem::take);
+        encode_request(parts, body, &mut out);
+        Encoded(out)
+    }
+}
+
+impl Drop for Encoded {
+    fn drop(&mut self) {
+        // A large body's buffer is not worth keeping around.
+        if self.0.capacity() <= READ_GROW {
+            let out = std::mem::take(&mut self.0);
+            let _ = SPARE.try_with(|spare| {
+                if let Ok(mut spare) = spare.try_borrow_mut()
+                    && spare.capacity() < out.capacity()
+                {
+                    *spare = out;
+                }
+            });
+        }
+    }
 }
 
 impl Conn {
@@ -89,7 +120,6 @@ impl Conn {
         Self {
             stream,
             buf: BytesMut::with_capacity(INITIAL_BUF),
-            out: Vec::new(),
         }
     }
 
@@ -110,26 +140,16 @@ impl Conn {
         }
     }
 
-    /// Moves the encoded request to `other`, to send it there instead.
-    pub(crate) fn hand_request_to(&mut self, other: &mut Conn) {
-        std::mem::swap(&mut self.out, &mut other.out);
-    }
-
-    /// Encode the request into this connection's output buffer.
-    pub(crate) fn encode(&mut self, parts: &http::request::Parts, body: &[u8]) {
-        encode_request(parts, body, &mut self.out);
-    }
-
-    /// Send the encoded request and read the answer's head, skipping interim (1xx) answers.
-    pub(crate) async fn exchange(&mut self, head_request: bool) -> Result<Head, Error> {
+    /// Send `request` and read the answer's head, skipping interim (1xx) answers.
+    pub(crate) async fn exchange(
+        &mut self,
+        request: &Encoded,
+        head_request: bool,
+    ) -> Result<Head, Error> {
         self.stream
-            .write_all(&self.out)
+            .write_all(&request.0)
             .await
             .map_err(Error::Write)?;
-        // A large body's bytes need not stay around for the life of the connection.
-        if self.out.capacity() > READ_GROW {
-            self.out = Vec::new();
-        }
         let mut received = false;
         loop {
             if !self.buf.is_empty() {
