@@ -46,6 +46,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Sets BACKEND_PORT. Not called in a command substitution: that would run it in a subshell,
+# and the backend's pid would never reach PIDS (so never be stopped).
 start_backend() {
     local log=$1
     target/release/sessionwatch-bench-backend 0 >"$log" 2>/dev/null &
@@ -54,10 +56,12 @@ start_backend() {
         grep -q "listening on" "$log" 2>/dev/null && break
         sleep 0.1
     done
-    grep -o '[0-9]*$' "$log"
+    BACKEND_PORT=$(grep -o '[0-9]*$' "$log")
 }
-A=$(start_backend "$OUT/backend-a.log")
-B=$(start_backend "$OUT/backend-b.log")
+start_backend "$OUT/backend-a.log"
+A=$BACKEND_PORT
+start_backend "$OUT/backend-b.log"
+B=$BACKEND_PORT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
