@@ -195,3 +195,50 @@ async fn answers_of_unknown_length_are_chunked_or_closed() {
         proxy.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_answer_in_progress_and_closes_idle_connections() {
+    let Harness {
+        scratch: _scratch,
+        farm,
+        proxy,
+    } = setup().await;
+    let addr = proxy.addr;
+    // An idle keep-alive connection, after one answer.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_answer(&mut idle).await.ends_with("login form"));
+    // A request the backends take their time over, under way when the shutdown starts.
+    farm.set_delay(0, Duration::from_millis(500));
+    farm.set_delay(1, Duration::from_millis(500));
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    busy.write_all(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::spawn(proxy.shutdown());
+    // The idle connection is closed at once.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection closed within 5 s")
+        .unwrap();
+    assert_eq!(n, 0);
+    // The busy one gets its whole answer, marked as the last, then the connection closes.
+    let answer = read_answer(&mut busy).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(answer.ends_with("login form"), "{answer}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut rest))
+        .await
+        .expect("the busy connection closed after its answer")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the proxy stopped within 10 s")
+        .unwrap();
+    farm.shutdown().await;
+}
