@@ -187,11 +187,17 @@ async fn answers_of_unknown_length_are_chunked_or_closed() {
             .step_by(2)
             .collect();
         assert_eq!(decoded, body, "{text}");
-        // An HTTP/1.0 client gets the body until the proxy closes.
-        let out = exchange(proxy.addr, b"GET / HTTP/1.0\r\n\r\n").await;
-        assert!(out.contains("connection: close\r\n"), "{out}");
-        assert!(!out.contains("transfer-encoding"), "{out}");
-        assert!(out.ends_with(body), "{out}");
+        // An HTTP/1.0 client gets the body until the proxy closes, even one that asked for
+        // keep-alive (the close is the only end such a body has).
+        for request in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        ] {
+            let out = exchange(proxy.addr, request).await;
+            assert!(out.contains("connection: close\r\n"), "{out}");
+            assert!(!out.contains("transfer-encoding"), "{out}");
+            assert!(out.ends_with(body), "{out}");
+        }
         proxy.shutdown().await;
     }
 }
@@ -236,6 +242,40 @@ async fn shutdown_finishes_the_answer_in_progress_and_closes_idle_connections() 
         .await
         .expect("the busy connection closed after its answer")
         .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the proxy stopped within 10 s")
+        .unwrap();
+    farm.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_hyper_that_arrives_during_shutdown_is_still_answered() {
+    let Harness {
+        scratch: _scratch,
+        farm,
+        proxy,
+    } = setup().await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    // Part of a head: the connection is not idle when the shutdown starts.
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tokio::spawn(proxy.shutdown());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The rest makes it a chunked upload, which hyper serves.
+    s.write_all(b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("answered and closed within 10 s")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.contains("hello"), "{out}");
     tokio::time::timeout(Duration::from_secs(10), stopped)
         .await
         .expect("the proxy stopped within 10 s")

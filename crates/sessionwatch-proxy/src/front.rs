@@ -28,6 +28,9 @@ use tokio::time::Instant;
 use crate::body::{RequestBody, ResponseBody};
 use crate::forward::BUFFER_BODY_LIMIT;
 use crate::server::Timeouts;
+
+/// How long a closing connection waits for the client to stop sending.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::wire::{
     self, INITIAL_BUF, MAX_HEAD, MAX_HEADERS, Span, lists, make_room, parse_decimal, push_decimal,
     push_hex,
@@ -266,6 +269,7 @@ pub(crate) async fn serve_plain<H: Handler>(
                         let _ = stream
                             .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                             .await;
+                        linger_close(stream).await;
                         return Ended::Closed;
                     }
                 }
@@ -303,6 +307,7 @@ pub(crate) async fn serve_plain<H: Handler>(
                     let _ = stream
                         .write_all(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n")
                         .await;
+                    linger_close(stream).await;
                     return Ended::Closed;
                 }
             }
@@ -317,13 +322,34 @@ pub(crate) async fn serve_plain<H: Handler>(
         let resp = handler.handle(request).await;
         let close = !keep_alive || *shutdown.borrow();
         match write_answer(stream, &mut out, resp, head_request, http10, close).await {
-            Ok(true) if !close => {}
-            _ => return Ended::Closed,
+            Ok(true) => {}
+            Ok(false) => {
+                // Requests the client sent after this one will not be answered: close without
+                // a reset that could destroy the answer before the client reads it.
+                if !buf.is_empty() {
+                    linger_close(stream).await;
+                }
+                return Ended::Closed;
+            }
+            Err(_) => return Ended::Closed,
         }
     }
 }
 
-/// Write `resp`; `Ok(true)` when the connection can carry on.
+/// Close `stream` after a last answer without losing it: a close with unread input makes the
+/// kernel send a reset, and a reset can destroy the answer before the client has read it. So the
+/// write side is shut first and the client's input read and dropped, for a second at most.
+async fn linger_close(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = stream.read(&mut sink).await {}
+    })
+    .await;
+}
+
+/// Write `resp`; `Ok(true)` when the connection can carry on (`close` was false and the body
+/// went out whole and delimited).
 async fn write_answer(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
@@ -345,6 +371,7 @@ async fn write_answer(
         None => Out::Chunked,
     };
     let close = close || framing == Out::UntilClose;
+    let carry_on = !close;
     out.clear();
     encode_head(&resp, framing, close, http10 && !close, out);
     // A HEAD answer the proxy wrote itself still says how long its body would be.
@@ -360,7 +387,7 @@ async fn write_answer(
     let mut body = resp.into_body();
     if framing == Out::None {
         stream.write_all(out).await?;
-        return Ok(true);
+        return Ok(carry_on);
     }
     // A body already whole goes in the same write as the head.
     if let ResponseBody::Full { data } = &mut body {
@@ -368,7 +395,7 @@ async fn write_answer(
             out.extend_from_slice(&d);
         }
         stream.write_all(out).await?;
-        return Ok(true);
+        return Ok(carry_on);
     }
     stream.write_all(out).await?;
     let mut sent = 0u64;
@@ -404,12 +431,13 @@ async fn write_answer(
     match framing {
         Out::Chunked => {
             stream.write_all(b"0\r\n\r\n").await?;
-            Ok(true)
+            Ok(carry_on)
         }
         // A body that did not match its announced length leaves the client unable to tell
         // where the next answer starts.
-        Out::Length(n) => Ok(sent == n),
-        Out::None | Out::UntilClose => Ok(true),
+        Out::Length(n) => Ok(carry_on && sent == n),
+        // The end of the body is the end of the connection.
+        Out::None | Out::UntilClose => Ok(false),
     }
 }
 

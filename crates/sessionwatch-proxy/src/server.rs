@@ -112,7 +112,7 @@ pub async fn serve<S>(
             // Formatted once per connection, for `X-Forwarded-For`.
             client_ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
         };
-        let builder = builder.clone();
+        let mut builder = builder.clone();
         let watcher = graceful.watcher();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -126,8 +126,19 @@ pub async fn serve<S>(
                 async move { Ok::<_, Infallible>(answer.await) }
             });
             let io = TokioIo::new(Prefixed::new(prefix, stream));
-            let conn = builder.serve_connection_with_upgrades(io, hyper_svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let served = if *shutdown.borrow() {
+                // Shutting down already: a graceful watch would drop the connection before its
+                // request is read. Serve that request without keep-alive instead; the watcher is
+                // held until then, so the drain waits for it.
+                builder.http1().keep_alive(false);
+                let served = builder.serve_connection_with_upgrades(io, hyper_svc).await;
+                drop(watcher);
+                served
+            } else {
+                let conn = builder.serve_connection_with_upgrades(io, hyper_svc);
+                watcher.watch(conn.into_owned()).await
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
         });

@@ -36,9 +36,15 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// What went wrong in an exchange with a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The request could not be written.
+    /// The request could not be written; `partly` when some of it had gone out.
     #[error("writing the request failed")]
-    Write(#[source] io::Error),
+    Write {
+        /// Whether the backend may have received part of the request.
+        partly: bool,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
     /// The connection failed while the answer was read.
     #[error("reading the answer failed")]
     Read(#[source] io::Error),
@@ -54,12 +60,14 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the backend can be assumed not to have acted on the request: it was never written
-    /// whole, or (for an idempotent request) the connection closed with no answer at all. Such a
-    /// request may be sent again on another connection.
+    /// Whether the request may be sent again on another connection: none of it went out, or
+    /// it is idempotent and the connection failed before a byte of the answer arrived. (A
+    /// backend can act on a request whose head it has while its body is still arriving, so a
+    /// request written in part counts as sent.)
     pub(crate) fn may_retry(&self, idempotent: bool) -> bool {
         match self {
-            Error::Write(_) => true,
+            Error::Write { partly: false, .. } => true,
+            Error::Write { partly: true, .. } => idempotent,
             Error::ClosedBeforeAnswer => idempotent,
             Error::Read(e) => idempotent && e.kind() == io::ErrorKind::ConnectionReset,
             _ => false,
@@ -146,10 +154,24 @@ impl Conn {
         request: &Encoded,
         head_request: bool,
     ) -> Result<Head, Error> {
-        self.stream
-            .write_all(&request.0)
-            .await
-            .map_err(Error::Write)?;
+        let mut sent = 0;
+        while sent < request.0.len() {
+            match self.stream.write(&request.0[sent..]).await {
+                Ok(0) => {
+                    return Err(Error::Write {
+                        partly: sent > 0,
+                        source: io::ErrorKind::WriteZero.into(),
+                    });
+                }
+                Ok(n) => sent += n,
+                Err(source) => {
+                    return Err(Error::Write {
+                        partly: sent > 0,
+                        source,
+                    });
+                }
+            }
+        }
         let mut received = false;
         loop {
             if !self.buf.is_empty() {
@@ -284,11 +306,15 @@ pub(crate) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Optio
     let head = buf.split_to(len).freeze();
     let mut headers =
         wire::header_map(&head, &spans[..count], 2).ok_or(Error::Invalid("bad header"))?;
+    // A transfer coding in an HTTP/1.0 answer is faulty framing (RFC 9112 6.1): read it, then
+    // close the connection.
+    let http10_coded = version == Version::HTTP_10 && headers.contains_key(TRANSFER_ENCODING);
     let (framing, mut keep_alive) = framing(status, head_request, &mut headers)?;
-    keep_alive &= match version {
-        Version::HTTP_11 => !has_token(&headers, "close"),
-        _ => has_token(&headers, "keep-alive"),
-    };
+    keep_alive &= !http10_coded
+        && match version {
+            Version::HTTP_11 => !has_token(&headers, "close"),
+            _ => has_token(&headers, "keep-alive"),
+        };
     Ok(Some(Head {
         status,
         version,
@@ -418,7 +444,11 @@ impl Chunked {
                     *self = Chunked::Size;
                 }
                 Chunked::Trailers(seen) => {
-                    let Some(line) = take_line(buf, MAX_TRAILERS - seen)? else {
+                    // What is left of the trailer allowance, each line's CRLF counted.
+                    let room = MAX_TRAILERS
+                        .checked_sub(seen + 2)
+                        .ok_or(Error::Invalid("trailers too long"))?;
+                    let Some(line) = take_line(buf, room)? else {
                         return Ok(Decoded::NeedMore);
                     };
                     if line.is_empty() {
@@ -762,6 +792,45 @@ mod tests {
             decode_all(&[b"5\r\nhel"]).unwrap(),
             (b"hel".to_vec(), false)
         );
+    }
+
+    #[test]
+    fn trailers_are_bounded_whatever_their_lines() {
+        // One trailer line filling the allowance exactly, then the end: refused, not a panic
+        // and not a wait for ever.
+        let mut wire = b"0\r\nx:".to_vec();
+        wire.extend(std::iter::repeat_n(b'a', MAX_TRAILERS - 2));
+        wire.extend_from_slice(b"\r\n\r\n");
+        assert!(decode_all(&[&wire]).is_err());
+        // Trailers within the allowance are read and dropped.
+        let mut wire = b"0\r\n".to_vec();
+        for _ in 0..100 {
+            wire.extend_from_slice(b"x-t: 1234567890\r\n");
+        }
+        wire.extend_from_slice(b"\r\n");
+        assert_eq!(decode_all(&[&wire]).unwrap(), (Vec::new(), true));
+    }
+
+    #[test]
+    fn an_http_1_0_answer_with_a_transfer_coding_closes_its_connection() {
+        let h = complete(
+            "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n",
+        );
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
+    }
+
+    #[test]
+    fn only_requests_the_backend_cannot_have_acted_on_are_sent_again() {
+        let write = |partly| Error::Write {
+            partly,
+            source: io::ErrorKind::BrokenPipe.into(),
+        };
+        assert!(write(false).may_retry(false));
+        assert!(!write(true).may_retry(false));
+        assert!(write(true).may_retry(true));
+        assert!(Error::ClosedBeforeAnswer.may_retry(true));
+        assert!(!Error::ClosedBeforeAnswer.may_retry(false));
+        assert!(!Error::ClosedEarly.may_retry(true));
     }
 
     #[test]
