@@ -282,3 +282,103 @@ async fn a_request_for_hyper_that_arrives_during_shutdown_is_still_answered() {
         .unwrap();
     farm.shutdown().await;
 }
+
+/// A backend on 127.0.0.1 that answers every request with a `content-length` of `len` and then
+/// sends `sent` bytes of body (as fast as it can take them), keeping the connection open after.
+async fn streaming_backend(len: usize, sent: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = sent;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if s.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n;
+                }
+                // Stalled: neither more body nor a close, until the test ends.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Read until the connection ends (EOF or an error), bounded; the bytes read.
+async fn read_until_closed(s: &mut TcpStream, within: Duration) -> usize {
+    let mut total = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .expect("the proxy closed the connection in time");
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_stops_moving_is_cut_after_the_send_timeout() {
+    let scratch = Scratch::new("send-timeout");
+    for (backend, client_reads) in [
+        // The client stops reading a 256 MiB answer.
+        (streaming_backend(256 << 20, 256 << 20).await, false),
+        // The backend stops sending after 10 bytes of 100.
+        (streaming_backend(100, 10).await, true),
+    ] {
+        let toml = config_toml(
+            &[("slow".to_owned(), backend)],
+            "SID",
+            &scratch.alert_log(),
+            "[health]\nactive = false\n",
+        )
+        .replace("[listen]\n", "[listen]\nsend_timeout = \"300ms\"\n");
+        let proxy = start_proxy(&toml).await;
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        if client_reads {
+            let got = read_until_closed(&mut s, Duration::from_secs(10)).await;
+            assert!(got > 0 && got < 200, "{got} bytes");
+        } else {
+            // Long enough for the buffers to fill and the timeout to pass.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let got = read_until_closed(&mut s, Duration::from_secs(30)).await;
+            assert!(got < 256 << 20, "the whole answer arrived: {got} bytes");
+        }
+        // The proxy still serves.
+        let mut again = TcpStream::connect(proxy.addr).await.unwrap();
+        again
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(10), again.read_exact(&mut head))
+            .await
+            .expect("a second answer starts")
+            .unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        proxy.shutdown().await;
+    }
+}

@@ -215,6 +215,7 @@ struct Worker {
     backends: Arc<Backends>,
     balancer: Arc<Balancer>,
     upstream: crate::config::UpstreamConfig,
+    send_timeout: std::time::Duration,
     pin: crate::config::PinConfig,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -271,6 +272,7 @@ impl Worker {
         let timeouts = crate::server::Timeouts {
             head: crate::server::HEADER_READ_TIMEOUT,
             body: body_timeout,
+            send: self.send_timeout,
         };
         crate::server::serve(listener, stack, self.request_ids, timeouts, self.shutdown).await;
     }
@@ -383,6 +385,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             backends: backends.clone(),
             balancer: balancer.clone(),
             upstream: config.upstream.clone(),
+            send_timeout: config.send_timeout,
             pin: config.pin.clone(),
             health: health.clone(),
             metrics: metrics.clone(),

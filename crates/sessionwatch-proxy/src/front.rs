@@ -13,7 +13,7 @@ use std::future::Future;
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
@@ -30,7 +30,7 @@ use crate::forward::BUFFER_BODY_LIMIT;
 use crate::server::Timeouts;
 
 /// How long a closing connection waits for the client to stop sending.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+const LINGER: Duration = Duration::from_secs(1);
 use crate::wire::{
     self, INITIAL_BUF, MAX_HEAD, MAX_HEADERS, Span, lists, make_room, parse_decimal, push_decimal,
     push_hex,
@@ -321,7 +321,16 @@ pub(crate) async fn serve_plain<H: Handler>(
         let http10 = request.version() == Version::HTTP_10;
         let resp = handler.handle(request).await;
         let close = !keep_alive || *shutdown.borrow();
-        match write_answer(stream, &mut out, resp, head_request, http10, close).await {
+        let sent = write_answer(
+            stream,
+            &mut out,
+            resp,
+            head_request,
+            http10,
+            close,
+            timeouts.send,
+        );
+        match sent.await {
             Ok(true) => {}
             Ok(false) => {
                 // Requests the client sent after this one will not be answered: close without
@@ -348,6 +357,28 @@ async fn linger_close(stream: &mut TcpStream) {
     .await;
 }
 
+/// Write `buf` to the client, failing if it takes no part of it for `timeout`. Most answers fit
+/// the socket's buffer and go out at once, with no timer armed.
+async fn send(stream: &mut TcpStream, mut buf: &[u8], timeout: Duration) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match stream.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let write = stream.write(buf);
+                match tokio::time::timeout(timeout, write).await {
+                    Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                    Ok(Ok(n)) => buf = &buf[n..],
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Write `resp`; `Ok(true)` when the connection can carry on (`close` was false and the body
 /// went out whole and delimited).
 async fn write_answer(
@@ -357,6 +388,7 @@ async fn write_answer(
     head_request: bool,
     http10: bool,
     close: bool,
+    send_timeout: Duration,
 ) -> std::io::Result<bool> {
     let status = resp.status();
     let no_body = head_request
@@ -386,7 +418,7 @@ async fn write_answer(
     }
     let mut body = resp.into_body();
     if framing == Out::None {
-        stream.write_all(out).await?;
+        send(stream, out, send_timeout).await?;
         return Ok(carry_on);
     }
     // A body already whole goes in the same write as the head.
@@ -394,17 +426,24 @@ async fn write_answer(
         if let Some(d) = data.take() {
             out.extend_from_slice(&d);
         }
-        stream.write_all(out).await?;
+        send(stream, out, send_timeout).await?;
         return Ok(carry_on);
     }
-    stream.write_all(out).await?;
+    send(stream, out, send_timeout).await?;
     let mut sent = 0u64;
-    while let Some(frame) = body.frame().await {
+    loop {
+        // A backend that stops sending holds the client as surely as a client that stops
+        // reading: the same timeout bounds both.
+        let frame = match tokio::time::timeout(send_timeout, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => return Ok(false),
+        };
         let Ok(frame) = frame else {
             // The head is gone: all the client can learn is that the body broke off.
             return Ok(false);
         };
-        let Ok(mut data) = frame.into_data() else {
+        let Ok(data) = frame.into_data() else {
             continue;
         };
         if data.is_empty() {
@@ -417,20 +456,14 @@ async fn write_answer(
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&data);
             out.extend_from_slice(b"\r\n");
-            stream.write_all(out).await?;
+            send(stream, out, send_timeout).await?;
         } else {
-            while data.has_remaining() {
-                let n = stream.write(&data).await?;
-                if n == 0 {
-                    return Ok(false);
-                }
-                data.advance(n);
-            }
+            send(stream, &data, send_timeout).await?;
         }
     }
     match framing {
         Out::Chunked => {
-            stream.write_all(b"0\r\n\r\n").await?;
+            send(stream, b"0\r\n\r\n", send_timeout).await?;
             Ok(carry_on)
         }
         // A body that did not match its announced length leaves the client unable to tell

@@ -35,6 +35,8 @@ pub struct Timeouts {
     pub head: Duration,
     /// For a short body, read whole before forwarding (the upstream response timeout).
     pub body: Duration,
+    /// For an answer's next bytes to go out (`listen.send_timeout`).
+    pub send: Duration,
 }
 
 /// Request ids for one worker: its prefix and a counter, formatted without allocating a

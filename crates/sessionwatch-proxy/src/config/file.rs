@@ -27,6 +27,7 @@ pub(crate) struct FileConfig {
 pub(crate) struct ListenFile {
     pub(crate) address: Option<String>,
     pub(crate) workers: Option<usize>,
+    pub(crate) send_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

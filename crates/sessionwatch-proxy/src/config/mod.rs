@@ -167,6 +167,9 @@ pub struct Config {
     /// Threads serving clients, each with its own event loop, listening socket
     /// (`SO_REUSEPORT`) and upstream connection pool.
     pub workers: usize,
+    /// How long an answer may wait for its next bytes to go out to the client (the client not
+    /// reading, or the backend not sending); past it the connection is closed.
+    pub send_timeout: Duration,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub admin: Option<SocketAddr>,
     /// The farm.

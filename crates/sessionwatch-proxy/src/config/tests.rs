@@ -101,6 +101,11 @@ fn each_kind_of_error_names_file_line_column_and_field() {
             "must be above zero",
         ),
         (
+            "[listen]\nsend_timeout = \"soon\"\n",
+            "farm.toml:5:16: listen.send_timeout: ",
+            "expected number at 0",
+        ),
+        (
             "[pin]\npolicy = \"sometimes\"\n",
             "farm.toml:5:10: pin.policy: ",
             "expected one of: off, learn, on_reset, on_incident",
@@ -335,6 +340,7 @@ fn defaults_are_filled_in() {
         c.workers,
         std::thread::available_parallelism().unwrap().get()
     );
+    assert_eq!(c.send_timeout, Duration::from_secs(60));
     assert_eq!(c.admin, None);
     assert_eq!(
         c.backends,
@@ -419,6 +425,7 @@ fn every_field_is_read() {
 [listen]
 address = \"0.0.0.0:80\"
 workers = 3
+send_timeout = \"45s\"
 [admin]
 address = \"127.0.0.1:9100\"
 [[backends]]
@@ -474,6 +481,7 @@ timeout = \"2s\"
     .unwrap();
     assert_eq!(c.listen, "0.0.0.0:80".parse().unwrap());
     assert_eq!(c.workers, 3);
+    assert_eq!(c.send_timeout, Duration::from_secs(45));
     assert_eq!(c.admin, Some("127.0.0.1:9100".parse().unwrap()));
     assert_eq!(c.backends[0].weight, 3);
     assert_eq!(c.balance, BalancePolicy::LeastRequests);

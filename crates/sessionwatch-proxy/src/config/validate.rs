@@ -15,6 +15,9 @@ use super::{
     KeySource, PinConfig, SessionConfig, SinkConfig, StoreKind, UpstreamConfig, WhenUnhealthy,
 };
 
+/// As NGINX's `send_timeout`.
+const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
 fn p(root: &str) -> FieldPath {
     FieldPath::default().key(root)
 }
@@ -269,10 +272,17 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
         }
         None => cores,
     };
+    let send_timeout = duration(
+        &mut issues,
+        p("listen").key("send_timeout"),
+        raw.listen.as_ref().and_then(|l| l.send_timeout.as_deref()),
+        DEFAULT_SEND_TIMEOUT,
+    );
     match (issues.0.is_empty(), listen, session) {
         (true, Some(listen), Some(session)) => Ok(Config {
             listen,
             workers,
+            send_timeout,
             admin,
             backends,
             balance,
