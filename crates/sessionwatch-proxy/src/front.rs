@@ -266,9 +266,8 @@ pub(crate) async fn serve_plain<H: Handler>(
                     Parsed::Partial => {}
                     Parsed::NotPlain => return Ended::NotPlain(buf.freeze()),
                     Parsed::Bad => {
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                            .await;
+                        let bad = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                        let _ = send(stream, bad, timeouts.send).await;
                         linger_close(stream).await;
                         return Ended::Closed;
                     }
@@ -304,9 +303,8 @@ pub(crate) async fn serve_plain<H: Handler>(
                     Ok(_) => {}
                 },
                 () = &mut deadline => {
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n")
-                        .await;
+                    let slow = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n";
+                    let _ = send(stream, slow, timeouts.send).await;
                     linger_close(stream).await;
                     return Ended::Closed;
                 }
