@@ -33,11 +33,11 @@ pin_project! {
 
 impl RequestBody {
     /// The whole body when it is in hand (none, or read whole), `None` while it streams.
-    pub fn in_hand(&self) -> Option<Bytes> {
+    pub fn in_hand(&self) -> Option<&[u8]> {
         match self {
             RequestBody::Incoming { .. } => None,
-            RequestBody::Buffered { data } => Some(data.clone().unwrap_or_default()),
-            RequestBody::Empty => Some(Bytes::new()),
+            RequestBody::Buffered { data } => Some(data.as_deref().unwrap_or_default()),
+            RequestBody::Empty => Some(&[]),
         }
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::body::{RequestBody, ResponseBody};
+use crate::errors::ForwardError;
 use crate::forward::BUFFER_BODY_LIMIT;
 use crate::server::Timeouts;
 
@@ -266,9 +267,8 @@ pub(crate) async fn serve_plain<H: Handler>(
                     Parsed::Partial => {}
                     Parsed::NotPlain => return Ended::NotPlain(buf.freeze()),
                     Parsed::Bad => {
-                        let bad = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
-                        let _ = send(stream, bad, timeouts.send).await;
-                        linger_close(stream).await;
+                        let refused = ForwardError::BadRequest("the request head does not convert");
+                        refuse(stream, &mut out, refused, timeouts.send).await;
                         return Ended::Closed;
                     }
                 }
@@ -303,9 +303,8 @@ pub(crate) async fn serve_plain<H: Handler>(
                     Ok(_) => {}
                 },
                 () = &mut deadline => {
-                    let slow = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n";
-                    let _ = send(stream, slow, timeouts.send).await;
-                    linger_close(stream).await;
+                    let refused = ForwardError::RequestBody { timed_out: true };
+                    refuse(stream, &mut out, refused, timeouts.send).await;
                     return Ended::Closed;
                 }
             }
@@ -341,6 +340,26 @@ pub(crate) async fn serve_plain<H: Handler>(
             Err(_) => return Ended::Closed,
         }
     }
+}
+
+/// Answer a request the front cannot take with `refused`'s answer, and close.
+async fn refuse(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    refused: ForwardError,
+    timeout: Duration,
+) {
+    let _ = write_answer(
+        stream,
+        out,
+        refused.into_response(),
+        false,
+        false,
+        true,
+        timeout,
+    )
+    .await;
+    linger_close(stream).await;
 }
 
 /// Close `stream` after a last answer without losing it: a close with unread input makes the

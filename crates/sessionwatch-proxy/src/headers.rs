@@ -28,11 +28,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// Whether the request asks to switch protocols (WebSocket): `Connection: upgrade` and an
 /// `Upgrade` header.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
-        && headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")))
+    headers.contains_key(UPGRADE) && crate::wire::has_token(headers, "upgrade")
 }
 
 fn tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use std::future::Future;
 
-use bytes::Bytes;
 use futures_util::future::Either;
 use http::header::UPGRADE;
 use http::{Method, Request, Response, StatusCode};
@@ -143,33 +142,33 @@ impl Pool {
         backend: &'a Backend,
         req: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + Send + 'a {
-        let in_hand = if req.headers().contains_key(UPGRADE) {
-            None
-        } else {
-            req.body().in_hand()
-        };
-        match in_hand {
-            Some(body) => Either::Left(self.send_in_hand(backend, req.into_parts().0, body)),
+        let (parts, body) = req.into_parts();
+        match body
+            .in_hand()
+            .filter(|_| !parts.headers.contains_key(UPGRADE))
+        {
+            Some(bytes) => Either::Left(self.send_in_hand(backend, &parts, bytes)),
             // Boxed: the rare path's state would otherwise make every request's future larger
             // (and futures are moved, byte for byte, as they are awaited).
-            None => Either::Right(Box::pin(self.send_streaming(backend, req))),
+            None => Either::Right(Box::pin(
+                self.send_streaming(backend, Request::from_parts(parts, body)),
+            )),
         }
     }
 
     /// Send a request whose body is `body` on a connection this task holds alone. A request a
     /// reused connection failed to take (see [`Http1Error::may_retry`]) goes on the next one.
+    /// The request is encoded before anything waits, so it is not part of the future.
     fn send_in_hand<'a>(
         &'a self,
         backend: &'a Backend,
-        parts: http::request::Parts,
-        body: Bytes,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + Send + 'a {
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + Send + use<'a> {
         let slot = backend.id.index();
         let idempotent = h1::is_idempotent(&parts.method);
         let head_request = parts.method == Method::HEAD;
-        // Encoded before anything waits, so the request itself is not part of the future.
-        let request = h1::Encoded::new(&parts, &body);
-        drop((parts, body));
+        let request = h1::Encoded::new(parts, body);
         async move {
             // New connections are the rare case: their futures are boxed, as in `send`.
             let (mut conn, mut reused) = match self.inner.checkout_plain(slot) {
