@@ -121,6 +121,20 @@ async fn a_connection_can_turn_to_hyper_after_plain_requests() {
     h.stop().await;
 }
 
+/// Read a request head from `s` (its body, if any, is left unread); false if the connection
+/// ended first.
+async fn read_request_head(s: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// A backend on 127.0.0.1 that answers every request with `answer` and closes.
 async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -128,13 +142,8 @@ async fn raw_backend(answer: &'static [u8]) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_request_head(&mut s).await {
+                    return;
                 }
                 let _ = s.write_all(answer).await;
             });
@@ -291,13 +300,8 @@ async fn streaming_backend(len: usize, sent: usize) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_request_head(&mut s).await {
+                    return;
                 }
                 let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
                 if s.write_all(answer.as_bytes()).await.is_err() {
