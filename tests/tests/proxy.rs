@@ -30,7 +30,7 @@ async fn raw(addr: SocketAddr, request: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_request_id_is_kept_and_a_request_without_host_gets_the_backends() {
+async fn a_client_request_id_is_kept_and_a_request_without_host_never_gets_the_backends() {
     let h = setup("").await;
     let resp = raw(
         h.proxy.addr,
@@ -47,18 +47,26 @@ async fn a_client_request_id_is_kept_and_a_request_without_host_gets_the_backend
     );
     assert!(body.contains("x-request-id: ticket-42"), "{body}");
 
-    // HTTP/1.0 allows a request without Host; the backend still gets one (its own address).
+    // HTTP/1.0 allows a request without Host; the backend gets the proxy's own address,
+    // never its own (an internal address the application must not learn).
     let resp = raw(h.proxy.addr, "GET /headers HTTP/1.0\r\n\r\n").await;
     let (head, body) = resp.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1."), "{head}");
-    let backends: Vec<String> = sessionwatch_tests::farm_backends(&h.farm)
-        .into_iter()
-        .map(|(_, addr)| format!("host: {addr}"))
-        .collect();
     assert!(
-        backends.iter().any(|b| body.contains(b.as_str())),
-        "expected one of {backends:?} in {body}"
+        body.contains(&format!("host: {}", h.proxy.addr)),
+        "expected the listener's address in {body}"
     );
+    for (_, addr) in sessionwatch_tests::farm_backends(&h.farm) {
+        assert!(!body.contains(&addr.to_string()), "{body}");
+    }
+    // HTTP/1.1 requires Host (RFC 9112 3.2): refused, not forwarded.
+    let resp = raw(
+        h.proxy.addr,
+        "GET /headers HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,7 +255,7 @@ async fn a_dead_backend_gives_502_then_503_once_ejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_body_is_read_whole_before_it_is_forwarded() {
     let h = setup(
-        "[upstream]\nresponse_timeout = \"300ms\"\n[health]\nactive = false\npassive_fall = 100\n",
+        "[upstream]\nrequest_body_timeout = \"300ms\"\n[health]\nactive = false\npassive_fall = 100\n",
     )
     .await;
     let proxy = &h.proxy;
@@ -259,7 +267,7 @@ async fn a_short_body_is_read_whole_before_it_is_forwarded() {
     .await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.ends_with("hello world"), "{resp}");
-    // A client that stops part-way gets 408 once the response timeout has passed; no backend
+    // A client that stops part-way gets 408 once the body timeout has passed; no backend
     // was held meanwhile, and none is blamed.
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly a part")
@@ -294,21 +302,28 @@ async fn a_slow_backend_gives_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_header_cannot_hide_the_cookie_from_the_backend_alone() {
+async fn a_connection_header_naming_the_cookie_is_refused() {
     let h = Harness::start(FarmConfig::new(2, StoreMode::PerNode), "").await;
     let mut user = h.user();
     user.login().await.unwrap();
     let cookie = user.cookie().unwrap().to_owned();
-    // `Connection: cookie` names Cookie as hop-by-hop: the proxy drops it before reading it, so
-    // the backend and the detector see the same anonymous request and nothing is a reset.
+    // `Connection: cookie` would make the cookie hop-by-hop: a proxy that drops it lets a
+    // client strip what the application depends on. The request is refused instead, before
+    // the detector or a backend sees it.
+    let before = h.farm.served_total();
     for _ in 0..4 {
         let resp = raw(
             h.proxy.addr,
-            &format!("GET /me HTTP/1.1\r\nHost: x\r\nConnection: close, cookie\r\nCookie: SID={cookie}\r\n\r\n"),
+            &format!("GET /me HTTP/1.1\r\nHost: x\r\nConnection: close, Cookie\r\nCookie: SID={cookie}\r\n\r\n"),
         )
         .await;
-        assert!(resp.starts_with("HTTP/1.1 302"), "{resp}");
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
     }
+    assert_eq!(
+        h.farm.served_total(),
+        before,
+        "refused requests reached the farm"
+    );
     assert!(h.lines("session_reset").is_empty());
     h.stop().await;
 }

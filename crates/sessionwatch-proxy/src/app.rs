@@ -48,6 +48,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// `listen.max_connections` is more than the file-descriptor limit allows.
+    #[error("{0}")]
+    ConnectionLimit(#[from] crate::fd_limit::TooManyConnections),
     /// The alert log file cannot be opened.
     #[error("cannot open the alert log {}", path.display())]
     AlertLog {
@@ -60,12 +63,18 @@ pub enum StartError {
 }
 
 impl StartError {
+    /// Whether the configuration is at fault (the exit code says EX_USAGE), not the system.
+    pub fn is_config(&self) -> bool {
+        matches!(self, StartError::ConnectionLimit(_))
+    }
+
     /// The underlying cause, for one-line messages.
     pub fn source_text(&self) -> String {
         match self {
             StartError::Bind { source, .. } | StartError::AlertLog { source, .. } => {
                 source.to_string()
             }
+            StartError::ConnectionLimit(_) => "the configuration cannot be honoured here".into(),
         }
     }
 }
@@ -216,6 +225,8 @@ struct Worker {
     balancer: Arc<Balancer>,
     upstream: crate::config::UpstreamConfig,
     send_timeout: std::time::Duration,
+    max_header_bytes: usize,
+    max_connections: usize,
     pin: crate::config::PinConfig,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -256,9 +267,10 @@ impl Worker {
                 return;
             }
         };
-        let pool = upstream::Pool::new(&self.upstream, self.backends.all().len());
+        let pool = upstream::Pool::new(&self.upstream, self.metrics.poisoned_counters());
         tokio::spawn(sweep_idle(pool.clone(), self.shutdown.clone()));
-        let body_timeout = self.upstream.response_timeout;
+        let body_timeout = self.upstream.request_body_timeout;
+        let metrics = self.metrics.clone();
         let forward = Forward::new(
             self.backends,
             self.balancer,
@@ -269,17 +281,40 @@ impl Worker {
             self.metrics,
         );
         let stack = ServiceBuilder::new().layer(self.session).service(forward);
-        let timeouts = crate::server::Timeouts {
+        let limits = crate::server::ClientLimits {
             head: crate::server::HEADER_READ_TIMEOUT,
             body: body_timeout,
+            max_head: self.max_header_bytes,
             send: self.send_timeout,
         };
-        crate::server::serve(listener, stack, self.request_ids, timeouts, self.shutdown).await;
+        let connections = crate::server::ConnectionCap {
+            max: self.max_connections,
+            open: metrics.client_connections.clone(),
+            reached: metrics.connection_limit_reached.clone(),
+        };
+        crate::server::serve(
+            listener,
+            stack,
+            self.request_ids,
+            limits,
+            connections,
+            self.shutdown,
+        )
+        .await;
     }
 }
 
 /// Start the proxy: bind, spawn the server, health checks, incident watch, sinks and admin.
 pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy, StartError> {
+    let pooled =
+        (config.workers * config.backends.len() * config.upstream.pool_max_idle_per_host) as u64;
+    let max_connections = crate::fd_limit::connection_cap(
+        config.max_connections,
+        crate::fd_limit::raise_open_files_limit(),
+        pooled,
+    )?;
+    // Shared out over the workers, each stopping accepting at its share.
+    let per_worker = max_connections.div_ceil(config.workers.max(1)).max(1);
     let listeners =
         bind_workers(config.listen, config.workers).map_err(|source| StartError::Bind {
             addr: config.listen,
@@ -386,6 +421,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             balancer: balancer.clone(),
             upstream: config.upstream.clone(),
             send_timeout: config.send_timeout,
+            max_header_bytes: config.max_header_bytes,
+            max_connections: per_worker,
             pin: config.pin.clone(),
             health: health.clone(),
             metrics: metrics.clone(),

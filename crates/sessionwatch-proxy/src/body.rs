@@ -1,8 +1,12 @@
 //! The body types that flow through the proxy. Enums rather than boxed bodies: no allocation per
 //! request, and bodies stream frame by frame, never buffered whole.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -22,6 +26,14 @@ pin_project! {
         Incoming {
             #[pin] body: Incoming,
         },
+        /// Streamed from the client to a backend, each frame due within `timeout` of the last;
+        /// `watch` tells the forwarder whether the body ended, broke or stalled.
+        Watched {
+            #[pin] body: Incoming,
+            idle: Pin<Box<tokio::time::Sleep>>,
+            timeout: Duration,
+            watch: Arc<BodyWatch>,
+        },
         /// Read whole from the client before forwarding.
         Buffered {
             data: Option<Bytes>,
@@ -35,7 +47,7 @@ impl RequestBody {
     /// The whole body when it is in hand (none, or read whole), `None` while it streams.
     pub fn in_hand(&self) -> Option<&[u8]> {
         match self {
-            RequestBody::Incoming { .. } => None,
+            RequestBody::Incoming { .. } | RequestBody::Watched { .. } => None,
             RequestBody::Buffered { data } => Some(data.as_deref().unwrap_or_default()),
             RequestBody::Empty => Some(&[]),
         }
@@ -61,16 +73,134 @@ impl From<Incoming> for RequestBody {
     }
 }
 
+/// How a client's streamed body stands, for the forwarder (see [`RequestBody::watched`]).
+#[derive(Debug, Default)]
+pub struct BodyWatch {
+    state: AtomicU8,
+    ended: tokio::sync::Notify,
+}
+
+/// Where a watched body stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyState {
+    /// Still arriving.
+    Streaming,
+    /// Read to its end.
+    Ended,
+    /// The client sent it malformed, or went away in the middle of it.
+    Broken,
+    /// The client stopped sending it.
+    Stalled,
+}
+
+impl BodyWatch {
+    /// Where the body stands.
+    pub fn state(&self) -> BodyState {
+        match self.state.load(Ordering::Acquire) {
+            0 => BodyState::Streaming,
+            1 => BodyState::Ended,
+            2 => BodyState::Broken,
+            _ => BodyState::Stalled,
+        }
+    }
+
+    fn set(&self, state: BodyState) {
+        let code = match state {
+            BodyState::Streaming => 0,
+            BodyState::Ended => 1,
+            BodyState::Broken => 2,
+            BodyState::Stalled => 3,
+        };
+        // The first outcome is the one that counts.
+        if self
+            .state
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.ended.notify_one();
+        }
+    }
+
+    /// Resolves once the body is no longer streaming. (One waiter: `notify_one` keeps a
+    /// permit for a waiter that comes late.)
+    pub async fn settled(&self) {
+        while self.state() == BodyState::Streaming {
+            self.ended.notified().await;
+        }
+    }
+}
+
+/// Why a client's streamed body could not be passed on.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    /// What hyper found wrong with it (bad chunk framing, the client gone).
+    #[error(transparent)]
+    Client(#[from] hyper::Error),
+    /// The client sent nothing for `upstream.request_body_timeout`.
+    #[error("the client stopped sending the request body")]
+    Stalled,
+}
+
+impl RequestBody {
+    /// `body` streamed under a watch: each frame due within `timeout` of the last.
+    pub fn watched(body: Incoming, timeout: Duration) -> (Self, Arc<BodyWatch>) {
+        let watch = Arc::new(BodyWatch::default());
+        let body = RequestBody::Watched {
+            body,
+            idle: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            watch: watch.clone(),
+        };
+        (body, watch)
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         match self.project() {
-            RequestBodyProj::Incoming { body } => body.poll_frame(cx),
+            RequestBodyProj::Incoming { body } => body
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(RequestBodyError::from))),
+            RequestBodyProj::Watched {
+                mut body,
+                idle,
+                timeout,
+                watch,
+            } => {
+                let polled = body.as_mut().poll_frame(cx);
+                match polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        // A sender may stop polling once the body says it has ended.
+                        if body.is_end_stream() {
+                            watch.set(BodyState::Ended);
+                        } else {
+                            idle.as_mut().reset(tokio::time::Instant::now() + *timeout);
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        watch.set(BodyState::Broken);
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    Poll::Ready(None) => {
+                        watch.set(BodyState::Ended);
+                        Poll::Ready(None)
+                    }
+                    Poll::Pending => match idle.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            watch.set(BodyState::Stalled);
+                            Poll::Ready(Some(Err(RequestBodyError::Stalled)))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    },
+                }
+            }
             RequestBodyProj::Buffered { data } => {
                 Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
             }
@@ -80,7 +210,9 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Incoming { body } => body.is_end_stream(),
+            RequestBody::Incoming { body } | RequestBody::Watched { body, .. } => {
+                body.is_end_stream()
+            }
             RequestBody::Buffered { data } => data.is_none(),
             RequestBody::Empty => true,
         }
@@ -88,7 +220,7 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Incoming { body } => body.size_hint(),
+            RequestBody::Incoming { body } | RequestBody::Watched { body, .. } => body.size_hint(),
             RequestBody::Buffered { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

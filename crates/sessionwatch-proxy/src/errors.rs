@@ -2,10 +2,13 @@
 
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
 use crate::body::ResponseBody;
+
+/// The methods the proxy forwards, for the `Allow` of a 405 (RFC 9110 15.5.6).
+const ALLOWED: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,12 @@ pub enum ForwardError {
     /// The request could not be turned into an upstream request.
     #[error("cannot forward this request: {0}")]
     BadRequest(&'static str),
+    /// A method the proxy never forwards (`CONNECT`: a reverse proxy opens no tunnels).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The request head is larger than `listen.max_header_bytes`.
+    #[error("the request head is too large")]
+    HeadTooLarge,
 }
 
 impl ForwardError {
@@ -72,7 +81,21 @@ impl ForwardError {
             ForwardError::RequestBody { timed_out: false } | ForwardError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
+            ForwardError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ForwardError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
+    }
+
+    /// Whether the client broke the protocol or stalled: the connection is closed after the
+    /// answer, since what the client sends next cannot be trusted to be framed right.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(
+            self,
+            ForwardError::RequestBody { .. }
+                | ForwardError::BadRequest(_)
+                | ForwardError::MethodNotAllowed
+                | ForwardError::HeadTooLarge
+        )
     }
 
     /// The answer for the client: the status, a short body, and `Retry-After` where a retry makes
@@ -90,6 +113,8 @@ impl ForwardError {
             ForwardError::RequestBody { timed_out: false } | ForwardError::BadRequest(_) => {
                 "bad request\n"
             }
+            ForwardError::MethodNotAllowed => "method not allowed\n",
+            ForwardError::HeadTooLarge => "request header fields too large\n",
         };
         let mut resp = Response::new(ResponseBody::full(text));
         *resp.status_mut() = status;
@@ -107,6 +132,14 @@ impl ForwardError {
         if let Some(secs) = retry {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if matches!(self, ForwardError::MethodNotAllowed) {
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(ALLOWED));
+        }
+        if self.is_client_fault() {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }

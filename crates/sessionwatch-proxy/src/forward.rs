@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
@@ -20,7 +19,7 @@ use tower::Service;
 
 use crate::backends::Backends;
 use crate::balancer::Balancer;
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{BodyState, BodyWatch, RequestBody, ResponseBody};
 use crate::config::{PinConfig, UpstreamConfig, WhenUnhealthy};
 use crate::errors::ForwardError;
 use crate::headers::{is_upgrade, strip_hop_by_hop};
@@ -28,6 +27,10 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::reporter::report_path;
 use crate::upstream::Pool;
+
+/// The response timeout ran out.
+#[derive(Debug)]
+struct Elapsed;
 
 /// A request body of at most this many bytes, with its length known up front, is read whole
 /// before the request goes to the farm (as NGINX buffers request bodies): the backend never
@@ -163,10 +166,10 @@ impl Inner {
         })
     }
 
-    /// A streamed body short enough (see [`BUFFER_BODY_LIMIT`]) read whole, within the response
-    /// timeout; any other body as it is.
+    /// A streamed body short enough (see [`BUFFER_BODY_LIMIT`]) read whole, each frame due
+    /// within `upstream.request_body_timeout` of the last; any other body as it is.
     async fn read_small_body(&self, body: RequestBody) -> Result<RequestBody, ForwardError> {
-        let RequestBody::Incoming { body } = body else {
+        let RequestBody::Incoming { mut body } = body else {
             return Ok(body);
         };
         let short = http_body::Body::size_hint(&body)
@@ -175,13 +178,33 @@ impl Inner {
         if !short {
             return Ok(RequestBody::Incoming { body });
         }
-        match tokio::time::timeout(self.upstream.response_timeout, body.collect()).await {
-            Ok(Ok(whole)) => Ok(RequestBody::Buffered {
-                data: Some(whole.to_bytes()),
-            }),
-            Ok(Err(_)) => Err(ForwardError::RequestBody { timed_out: false }),
-            Err(_) => Err(ForwardError::RequestBody { timed_out: true }),
+        let mut whole = bytes::BytesMut::new();
+        loop {
+            match tokio::time::timeout(self.upstream.request_body_timeout, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        whole.extend_from_slice(&data);
+                    }
+                }
+                Ok(None) => break,
+                Ok(Some(Err(_))) => return Err(self.client_body_fault(false)),
+                Err(_) => return Err(self.client_body_fault(true)),
+            }
         }
+        Ok(RequestBody::Buffered {
+            data: Some(whole.freeze()),
+        })
+    }
+
+    /// The answer for a body the client broke (`stalled`: stopped sending), counted as the
+    /// client's fault, not the backend's.
+    fn client_body_fault(&self, stalled: bool) -> ForwardError {
+        if stalled {
+            self.metrics.client_body_timeout.increment(1);
+        } else {
+            self.metrics.client_body_invalid.increment(1);
+        }
+        ForwardError::RequestBody { timed_out: stalled }
     }
 
     async fn forward(
@@ -205,12 +228,6 @@ impl Inner {
         // Hop-by-hop headers were removed and the forwarding headers set by the accept loop,
         // before the session layer read the cookies (see server.rs).
         let (mut parts, body) = req.into_parts();
-        if !parts.headers.contains_key(HOST)
-            && let Ok(v) = http::HeaderValue::from_str(backend.authority.as_str())
-        {
-            // An HTTP/1.0 client may send no Host: the backend's own authority stands in.
-            parts.headers.insert(HOST, v);
-        }
         parts.uri = Uri::from(path_and_query);
         parts.version = Version::HTTP_11;
         // Only a body hyper streams needs reading here; the front reads plain requests' bodies
@@ -221,10 +238,16 @@ impl Inner {
             }
             other => other,
         };
+        // A body still streaming from the client is watched: if it breaks or stalls, the
+        // exchange's failure is the client's, not the backend's.
+        let (body, watch) = match body {
+            RequestBody::Incoming { body } if !upgrade => {
+                let (body, watch) = RequestBody::watched(body, self.upstream.request_body_timeout);
+                (body, Some(watch))
+            }
+            other => (other, None),
+        };
         let upstream_req = Request::from_parts(parts, body);
-        // A timeout while the client is still sending its body is the client's slowness, not
-        // the backend's: only a request sent whole counts against the backend's health.
-        let sent_whole = upstream_req.body().in_hand().is_some();
 
         let metrics = self.metrics.backends.get(id.index());
         if let Some(m) = metrics {
@@ -232,11 +255,21 @@ impl Inner {
         }
         let _in_flight = self.backends.start_request(id);
         let started = Instant::now();
-        let sent = tokio::time::timeout(
-            self.upstream.response_timeout,
-            self.pool.send(backend, upstream_req),
-        )
-        .await;
+        let send = self.pool.send(backend, upstream_req);
+        let sent = match &watch {
+            None => tokio::time::timeout(self.upstream.response_timeout, send)
+                .await
+                .map_err(|_| Elapsed),
+            // The response timeout runs from the end of the client's body: a long upload is
+            // not the backend's slowness, and a stalled one is cut by the body's own timer.
+            Some(watch) => Box::pin(self.send_streamed(send, watch)).await,
+        };
+        if let Some(watch) = &watch {
+            match (watch.state(), &sent) {
+                (_, Ok(Ok(_))) | (BodyState::Streaming | BodyState::Ended, _) => {}
+                (state, _) => return Err(self.client_body_fault(state == BodyState::Stalled)),
+            }
+        }
         let mut resp = match sent {
             Ok(Ok(resp)) => resp,
             Ok(Err(source)) if source.is_connect() => {
@@ -259,9 +292,7 @@ impl Inner {
                 if let Some(m) = metrics {
                     m.timeouts.increment(1);
                 }
-                if sent_whole {
-                    self.health.passive_failure(id);
-                }
+                self.health.passive_failure(id);
                 return Err(ForwardError::Timeout {
                     backend: backend.name.to_string(),
                     timeout: self.upstream.response_timeout,
@@ -290,5 +321,21 @@ impl Inner {
         strip_hop_by_hop(resp.headers_mut(), switching);
         resp.extensions_mut().insert(ServedBy(id));
         Ok(resp)
+    }
+
+    /// `send` for a request whose body streams from the client: the response timeout starts
+    /// once the body has been read to its end.
+    async fn send_streamed<F, T>(&self, send: F, watch: &BodyWatch) -> Result<T, Elapsed>
+    where
+        F: Future<Output = T>,
+    {
+        let deadline = async {
+            watch.settled().await;
+            tokio::time::sleep(self.upstream.response_timeout).await;
+        };
+        tokio::select! {
+            sent = send => Ok(sent),
+            () = deadline => Err(Elapsed),
+        }
     }
 }

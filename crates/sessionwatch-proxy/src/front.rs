@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use crate::body::{RequestBody, ResponseBody};
 use crate::errors::ForwardError;
 use crate::forward::BUFFER_BODY_LIMIT;
-use crate::server::Timeouts;
+use crate::server::ClientLimits;
 
 /// How long a closing connection waits for the client to stop sending.
 const LINGER: Duration = Duration::from_secs(1);
@@ -62,21 +62,28 @@ pub(crate) enum Parsed {
     /// A head that looked plain but whose target or a header would not convert (consumed): the
     /// answer is 400 and the connection closes.
     Bad,
+    /// A head longer than the limit, whole or not: the answer is 431 and the connection closes.
+    TooLarge,
 }
 
-/// Parse a plain request head from the front of `buf`.
-pub(crate) fn parse_request(buf: &mut BytesMut) -> Parsed {
+/// Parse a plain request head of at most `max_head` bytes from the front of `buf`.
+///
+/// The limit holds for every request, plain or not: a head for hyper is measured here first,
+/// and hyper, given the same limit, measures the heads it reads itself.
+pub(crate) fn parse_request(buf: &mut BytesMut, max_head: usize) -> Parsed {
+    let max_head = max_head.min(MAX_HEAD);
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default()
         .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
     {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parsed::Partial,
+        Ok(httparse::Status::Partial) if buf.len() <= max_head => return Parsed::Partial,
+        Ok(httparse::Status::Partial) => return Parsed::TooLarge,
         _ => return Parsed::NotPlain,
     };
-    if len > MAX_HEAD {
-        return Parsed::NotPlain;
+    if len > max_head {
+        return Parsed::TooLarge;
     }
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Parsed::NotPlain;
@@ -157,14 +164,16 @@ enum Out {
     UntilClose,
 }
 
-/// Append an answer's status line and headers, with `out` framing and the connection's fate.
+/// Append an answer's status line and headers, with `out` framing and the connection's fate;
+/// returns whether the connection closes after it (`close`, or the answer is one of the proxy's
+/// own refusals, which say `Connection: close`: a backend's `Connection` was removed already).
 fn encode_head(
     resp: &Response<ResponseBody>,
     framing: Out,
-    close: bool,
+    mut close: bool,
     http10_keep_alive: bool,
     buf: &mut Vec<u8>,
-) {
+) -> bool {
     let status = resp.status();
     buf.extend_from_slice(b"HTTP/1.1 ");
     buf.extend_from_slice(status.as_str().as_bytes());
@@ -172,9 +181,16 @@ fn encode_head(
     buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     buf.extend_from_slice(b"\r\n");
     let headers = resp.headers();
+    // A 1xx or 204 never carries framing (RFC 9110 8.6, RFC 9112 6.1); a 304 or an answer to
+    // HEAD keeps the length of the body it stands for.
+    let never_framed = status.is_informational() || status == StatusCode::NO_CONTENT;
     for (name, value) in headers {
         let framing_header = *name == CONTENT_LENGTH || *name == TRANSFER_ENCODING;
-        if (framing_header && framing != Out::None) || *name == CONNECTION {
+        if *name == CONNECTION {
+            close = true;
+            continue;
+        }
+        if framing_header && (framing != Out::None || never_framed) {
             continue;
         }
         buf.extend_from_slice(name.as_str().as_bytes());
@@ -202,6 +218,7 @@ fn encode_head(
         buf.extend_from_slice(b"connection: keep-alive\r\n");
     }
     buf.extend_from_slice(b"\r\n");
+    close
 }
 
 /// The current time as an HTTP date, formatted at most once a second per thread.
@@ -245,30 +262,34 @@ pub(crate) enum Ended {
 
 /// Serve plain requests on `stream` until it closes or a request is not plain. (`handler` is
 /// borrowed mutably only so that the future is `Send` without the handler being `Sync`.)
-/// `timeouts` bound the wait for each request's head, then for its body (past it: 408);
+/// `limits` bound the wait for each request's head, then for its body (past it: 408);
 /// `shutdown` closes an idle connection, and a busy one after the answer in progress.
 pub(crate) async fn serve_plain<H: Handler>(
     stream: &mut TcpStream,
     handler: &mut H,
-    timeouts: Timeouts,
+    limits: ClientLimits,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Ended {
     let mut buf = BytesMut::with_capacity(INITIAL_BUF);
     let mut out = Vec::with_capacity(1024);
-    let deadline = tokio::time::sleep(timeouts.head);
+    let deadline = tokio::time::sleep(limits.head);
     let mut deadline = pin!(deadline);
     loop {
-        deadline.as_mut().reset(Instant::now() + timeouts.head);
+        deadline.as_mut().reset(Instant::now() + limits.head);
         // The head.
         let head = loop {
             if !buf.is_empty() {
-                match parse_request(&mut buf) {
+                match parse_request(&mut buf, limits.max_head) {
                     Parsed::Plain(head) => break head,
                     Parsed::Partial => {}
                     Parsed::NotPlain => return Ended::NotPlain(buf.freeze()),
                     Parsed::Bad => {
                         let refused = ForwardError::BadRequest("the request head does not convert");
-                        refuse(stream, &mut out, refused, timeouts.send).await;
+                        refuse(stream, &mut out, refused, limits.send).await;
+                        return Ended::Closed;
+                    }
+                    Parsed::TooLarge => {
+                        refuse(stream, &mut out, ForwardError::HeadTooLarge, limits.send).await;
                         return Ended::Closed;
                     }
                 }
@@ -290,11 +311,9 @@ pub(crate) async fn serve_plain<H: Handler>(
             body_len,
             keep_alive,
         } = head;
-        // The body, read whole.
-        if buf.len() < body_len {
-            deadline.as_mut().reset(Instant::now() + timeouts.body);
-        }
+        // The body, read whole, each read due within the body timeout of the last.
         while buf.len() < body_len {
+            deadline.as_mut().reset(Instant::now() + limits.body);
             make_room(&mut buf);
             tokio::select! {
                 biased;
@@ -304,7 +323,7 @@ pub(crate) async fn serve_plain<H: Handler>(
                 },
                 () = &mut deadline => {
                     let refused = ForwardError::RequestBody { timed_out: true };
-                    refuse(stream, &mut out, refused, timeouts.send).await;
+                    refuse(stream, &mut out, refused, limits.send).await;
                     return Ended::Closed;
                 }
             }
@@ -325,7 +344,7 @@ pub(crate) async fn serve_plain<H: Handler>(
             head_request,
             http10,
             close,
-            timeouts.send,
+            limits.send,
         );
         match sent.await {
             Ok(true) => {}
@@ -420,9 +439,9 @@ async fn write_answer(
         None => Out::Chunked,
     };
     let close = close || framing == Out::UntilClose;
-    let carry_on = !close;
     out.clear();
-    encode_head(&resp, framing, close, http10 && !close, out);
+    let close = encode_head(&resp, framing, close, http10 && !close, out);
+    let carry_on = !close;
     // A HEAD answer the proxy wrote itself still says how long its body would be.
     if head_request
         && !resp.headers().contains_key(CONTENT_LENGTH)
@@ -557,7 +576,7 @@ mod tests {
 
     fn parse(raw: &[u8]) -> (Parsed, BytesMut) {
         let mut buf = BytesMut::from(raw);
-        (parse_request(&mut buf), buf)
+        (parse_request(&mut buf, MAX_HEAD), buf)
     }
 
     #[test]

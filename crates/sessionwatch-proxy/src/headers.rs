@@ -1,7 +1,16 @@
-//! Hop-by-hop headers and forwarding headers (RFC 9110 7.6.1, and the de facto X-Forwarded-*).
+//! What a client's request must satisfy before it goes to the farm, and what the proxy does to
+//! its head: the `Host` rules (RFC 9112 3.2), hop-by-hop headers (RFC 9110 7.6.1), `Cookie`
+//! fields joined (RFC 9113 8.2.3), a bounded request id, and the de facto X-Forwarded-*.
 
-use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use std::net::SocketAddr;
+
+use http::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Version};
+
+use crate::errors::ForwardError;
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -71,16 +80,180 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Ready a client's request for the farm, before anything reads it: `Host` from the target's
-/// authority when the client sent none (HTTP/2 sends `:authority`), then the forwarding headers.
-pub fn set_forwarding<B>(req: &mut http::Request<B>, client_ip: Option<HeaderValue>) {
-    if !req.headers().contains_key(HOST)
-        && let Some(a) = req.uri().authority()
-        && let Ok(v) = HeaderValue::from_str(a.as_str())
-    {
-        req.headers_mut().insert(HOST, v);
+/// The header that carries a request's id.
+pub use sessionwatch_tower::X_REQUEST_ID;
+
+/// Fields a `Connection` header may not name: removing them would change what the request is
+/// (its target host, its session, its credentials, its framing), and attackers name them to
+/// make a proxy drop exactly what the application relies on.
+const PROTECTED: [HeaderName; 5] = [
+    HOST,
+    COOKIE,
+    AUTHORIZATION,
+    CONTENT_LENGTH,
+    TRANSFER_ENCODING,
+];
+
+/// The longest client request id kept; a longer one is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// What one pass over a request's fields found (no hashing: most requests need nothing more).
+#[derive(Debug, Default, Clone, Copy)]
+struct Scan {
+    hosts: u8,
+    cookies: u8,
+    request_ids: u8,
+    /// A `Connection` field.
+    connection: bool,
+    /// Another hop-by-hop field, or `Upgrade`.
+    hop_by_hop: bool,
+}
+
+fn scan(headers: &HeaderMap) -> Scan {
+    let mut found = Scan::default();
+    for (name, _) in headers {
+        if name == HOST {
+            found.hosts = found.hosts.saturating_add(1);
+        } else if name == COOKIE {
+            found.cookies = found.cookies.saturating_add(1);
+        } else if name == X_REQUEST_ID {
+            found.request_ids = found.request_ids.saturating_add(1);
+        } else if name == CONNECTION {
+            found.connection = true;
+        } else if name == UPGRADE || HOP_BY_HOP.contains(name) {
+            found.hop_by_hop = true;
+        }
     }
-    add_forwarded(req.headers_mut(), client_ip, "http", None);
+    found
+}
+
+/// Whether a client's request id is one to keep: short, and only characters that cannot break
+/// a log line or a header.
+pub fn acceptable_request_id(id: &HeaderValue) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_REQUEST_ID
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
+}
+
+/// The connection a request came in on, as the request's preparation needs it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's address as a header value, for `X-Forwarded-For` (formatted once per
+    /// connection).
+    pub client_ip: Option<HeaderValue>,
+    /// The listener's own address: the `Host` of an HTTP/1.0 request that names none.
+    pub local: SocketAddr,
+}
+
+/// Ready a client's request for the farm, before anything reads it; an `Err` is the answer the
+/// client gets instead (the request goes nowhere).
+///
+/// In order: `CONNECT` is refused (a reverse proxy opens no tunnels); the `Host` rules; the
+/// hop-by-hop headers go, including those `Connection` names (except the protected ones, which
+/// make the request a bad one); several `Cookie` fields become one; then the proxy's own
+/// headers are set, after the removal, so a client cannot strip them; last the request id,
+/// the client's kept only if [`acceptable_request_id`]. Returns the request id.
+pub fn prepare<B>(
+    req: &mut Request<B>,
+    peer: &Peer,
+    new_id: impl FnOnce() -> HeaderValue,
+) -> Result<HeaderValue, ForwardError> {
+    if req.method() == Method::CONNECT {
+        return Err(ForwardError::MethodNotAllowed);
+    }
+    let found = scan(req.headers());
+    if found.hosts > 1 {
+        return Err(ForwardError::BadRequest("more than one Host header"));
+    }
+    if found.connection && names_protected(req.headers()) {
+        return Err(ForwardError::BadRequest(
+            "Connection names a field the request depends on",
+        ));
+    }
+    set_host(req, found.hosts == 1, peer.local)?;
+    if found.connection || found.hop_by_hop {
+        let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        strip_hop_by_hop(req.headers_mut(), upgrade);
+    }
+    if found.cookies > 1 {
+        join_cookies(req.headers_mut());
+    }
+    add_forwarded(req.headers_mut(), peer.client_ip.clone(), "http", None);
+    let headers = req.headers_mut();
+    let kept = match found.request_ids {
+        1 => headers
+            .get(X_REQUEST_ID)
+            .filter(|id| acceptable_request_id(id))
+            .cloned(),
+        _ => None,
+    };
+    Ok(match kept {
+        Some(id) => id,
+        None => {
+            let id = new_id();
+            headers.insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    })
+}
+
+/// Whether a `Connection` header names one of the [`PROTECTED`] fields.
+fn names_protected(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|t| {
+                PROTECTED
+                    .iter()
+                    .any(|p| t.eq_ignore_ascii_case(p.as_str().as_bytes()))
+            })
+    })
+}
+
+/// The `Host` the farm sees: the target's authority when it has one (an absolute-form target,
+/// HTTP/2's `:authority`), which wins over a `Host` field (RFC 9112 3.2.2, RFC 9113 8.3.1);
+/// else the client's `Host`. HTTP/1.1 without either is refused (RFC 9112 3.2); HTTP/1.0
+/// without either gets the listener's own address, never the backend's.
+fn set_host<B>(
+    req: &mut Request<B>,
+    has_host: bool,
+    local: SocketAddr,
+) -> Result<(), ForwardError> {
+    if let Some(authority) = req.uri().authority() {
+        let value = HeaderValue::from_str(authority.as_str())
+            .map_err(|_| ForwardError::BadRequest("the target's authority is not a valid Host"))?;
+        req.headers_mut().insert(HOST, value);
+        return Ok(());
+    }
+    if has_host {
+        return Ok(());
+    }
+    if req.version() == Version::HTTP_10 {
+        // A socket address always formats to a valid header value.
+        if let Ok(v) = HeaderValue::from_str(&local.to_string()) {
+            req.headers_mut().insert(HOST, v);
+        }
+        return Ok(());
+    }
+    Err(ForwardError::BadRequest("no Host header"))
+}
+
+/// Several `Cookie` fields (HTTP/2 splits them) as the one field an HTTP/1.1 backend expects,
+/// joined with "; " in order (RFC 9113 8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut joined: Vec<u8> = Vec::new();
+    for v in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
+    }
 }
 
 /// Append the client (its IP as a header value) to `X-Forwarded-For` and set

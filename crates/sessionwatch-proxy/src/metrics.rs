@@ -33,6 +33,9 @@ pub struct BackendMetrics {
     pub timeouts: Counter,
     /// Backend health (1 up, 0 down).
     pub up: Gauge,
+    /// Connections closed because the backend sent bytes past the end of an answer, or while
+    /// the connection was idle.
+    pub poisoned: Counter,
 }
 
 /// The proxy's metrics.
@@ -63,6 +66,14 @@ pub struct Metrics {
     pub resets_suppressed: Counter,
     /// Requests answered 503 because no backend was healthy.
     pub no_backend: Counter,
+    /// Client connections open now.
+    pub client_connections: Gauge,
+    /// Times a worker stopped accepting because it held its share of `listen.max_connections`.
+    pub connection_limit_reached: Counter,
+    /// Requests whose body the client sent malformed (400).
+    pub client_body_invalid: Counter,
+    /// Requests whose body the client stopped sending (408).
+    pub client_body_timeout: Counter,
     resets: Mutex<HashMap<(ResetSignal, Attribution, u16, u16), Counter>>,
     sink_failures: Mutex<HashMap<&'static str, Counter>>,
     backend_names: Vec<SharedString>,
@@ -120,6 +131,8 @@ impl Metrics {
                     connect_errors: recorder.register_counter(&kind("connect"), &META),
                     timeouts: recorder.register_counter(&kind("timeout"), &META),
                     up: recorder.register_gauge(&key("sessionwatch_backend_up"), &META),
+                    poisoned: recorder
+                        .register_counter(&key("sessionwatch_upstream_poisoned_total"), &META),
                 }
             })
             .collect::<Vec<_>>();
@@ -156,6 +169,22 @@ impl Metrics {
             incident_open: gauge("sessionwatch_incident_open"),
             resets_suppressed: counter("sessionwatch_reset_lines_suppressed_total"),
             no_backend: counter("sessionwatch_no_healthy_backend_total"),
+            client_connections: gauge("sessionwatch_client_connections"),
+            connection_limit_reached: counter("sessionwatch_connection_limit_reached_total"),
+            client_body_invalid: recorder.register_counter(
+                &Key::from_parts(
+                    "sessionwatch_client_body_errors_total",
+                    vec![Label::new("kind", "invalid")],
+                ),
+                &META,
+            ),
+            client_body_timeout: recorder.register_counter(
+                &Key::from_parts(
+                    "sessionwatch_client_body_errors_total",
+                    vec![Label::new("kind", "timeout")],
+                ),
+                &META,
+            ),
             backends: per_backend,
             resets: Mutex::new(HashMap::new()),
             sink_failures: Mutex::new(HashMap::new()),
@@ -164,7 +193,13 @@ impl Metrics {
             backend_names,
         };
         m.incident_open.set(0.0);
+        m.client_connections.set(0.0);
         m
+    }
+
+    /// Each backend's counter of poisoned upstream connections, for a worker's pool.
+    pub fn poisoned_counters(&self) -> Vec<Counter> {
+        self.backends.iter().map(|b| b.poisoned.clone()).collect()
     }
 
     fn backend_label(&self, id: u16) -> SharedString {
@@ -287,6 +322,26 @@ fn describe(r: &PrometheusRecorder) {
         "sessionwatch_alert_sink_failures_total",
         Some(Unit::Count),
         "Failed deliveries to alert sinks, by sink.",
+    );
+    d(
+        "sessionwatch_upstream_poisoned_total",
+        Some(Unit::Count),
+        "Upstream connections closed because the backend sent bytes past the end of an answer \
+         or while idle, by backend.",
+    );
+    d(
+        "sessionwatch_connection_limit_reached_total",
+        Some(Unit::Count),
+        "Times a worker stopped accepting because it held its share of listen.max_connections.",
+    );
+    d(
+        "sessionwatch_client_body_errors_total",
+        Some(Unit::Count),
+        "Requests whose body the client sent malformed (400) or stopped sending (408), by kind.",
+    );
+    g(
+        "sessionwatch_client_connections",
+        "Client connections open now.",
     );
     g(
         "sessionwatch_sessions_tracked",

@@ -5,38 +5,50 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::headers::X_REQUEST_ID;
+use futures_util::future::Either;
 use http::header::Entry;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use sessionwatch_tower::X_REQUEST_ID;
+use metrics::{Counter, Gauge};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 use crate::body::{RequestBody, ResponseBody};
 use crate::front::{self, Handler as _, Prefixed};
-use crate::headers::{is_upgrade, set_forwarding, strip_hop_by_hop};
+use crate::headers::{Peer, prepare};
+use crate::upstream::FirstOnConnection;
 
 /// A slow client gets this long to send its request head (slowloris defence).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams one HTTP/2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 256;
+/// Reset streams an HTTP/2 connection may have waiting to be accepted (h2's default, set
+/// explicitly so it cannot change under us).
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the server may reset for a client's errors before it ends the connection.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 /// On shutdown, open connections get this long to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a client gets to send a request.
+/// How long a client gets to send a request, and how large its head may be.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub struct ClientLimits {
     /// For a request's head (and, idle, for the next one to start).
     pub head: Duration,
-    /// For a short body, read whole before forwarding (the upstream response timeout).
+    /// Between two reads of a request's body (`upstream.request_body_timeout`).
     pub body: Duration,
     /// For an answer's next bytes to go out (`listen.send_timeout`).
     pub send: Duration,
+    /// The largest request head (`listen.max_header_bytes`); larger ones are answered 431.
+    pub max_head: usize,
 }
 
 /// Request ids for one worker: its prefix and a counter, formatted without allocating a
@@ -72,12 +84,37 @@ impl RequestIds {
     }
 }
 
+/// A worker's share of `listen.max_connections`, and the metrics that show it.
+#[derive(Debug, Clone)]
+pub struct ConnectionCap {
+    /// Connections this worker holds open at most; at the cap it stops accepting, and new
+    /// connections wait in the kernel's backlog.
+    pub max: usize,
+    /// Client connections open now (all workers).
+    pub open: Gauge,
+    /// Times a worker reached its cap.
+    pub reached: Counter,
+}
+
+/// One open client connection: its place under the cap, and in the gauge.
+struct Held {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
+}
+
 /// Serve `svc` on `listener` until `shutdown` turns true, then drain open connections.
 pub async fn serve<S>(
     listener: TcpListener,
     svc: S,
     ids: RequestIds,
-    timeouts: Timeouts,
+    limits: ClientLimits,
+    cap: ConnectionCap,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
@@ -90,11 +127,43 @@ pub async fn serve<S>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.head)
+        .header_read_timeout(limits.head)
+        // The same head limit as the proxy's own HTTP/1.1 code (validated to be at least
+        // hyper's minimum), answered 431 by hyper.
+        .max_buf_size(limits.max_head)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // Rapid reset (CVE-2023-44487): a client that opens and resets streams faster than
+        // they are served is sent GOAWAY once this many resets wait to be accepted, or once
+        // it has made the server reset this many streams for its errors.
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
     let graceful = GracefulShutdown::new();
+    // Every socket of the listener has this address; a wildcard one is replaced per connection.
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let permits = Arc::new(tokio::sync::Semaphore::new(cap.max));
     loop {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                cap.reached.increment(1);
+                tracing::debug!(max = cap.max, "at the connection cap; accepting paused");
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        // Never closed: the semaphore lives as long as this loop.
+                        Err(_) => break,
+                    },
+                    _ = crate::server::stopped(&mut shutdown) => break,
+                }
+            }
+        };
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -108,18 +177,28 @@ pub async fn serve<S>(
             _ = crate::server::stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
+        cap.open.increment(1.0);
+        let held = Held {
+            _permit: permit,
+            open: cap.open.clone(),
+        };
         let mut client = Client {
             svc: svc.clone(),
             ids: ids.clone(),
-            // Formatted once per connection, for `X-Forwarded-For`.
-            client_ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+            peer: Peer {
+                // Formatted once per connection, for `X-Forwarded-For`.
+                client_ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+                local: stream.local_addr().unwrap_or(local),
+            },
+            used: AtomicBool::new(false),
         };
         let mut builder = builder.clone();
         let watcher = graceful.watcher();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _held = held;
             let mut stream = stream;
-            let ended = front::serve_plain(&mut stream, &mut client, timeouts, &mut shutdown).await;
+            let ended = front::serve_plain(&mut stream, &mut client, limits, &mut shutdown).await;
             let front::Ended::NotPlain(prefix) = ended else {
                 return;
             };
@@ -156,11 +235,23 @@ pub async fn serve<S>(
 
 /// One client connection's side of the proxy: the services, and what the accept loop does to
 /// every request before they see it and to every answer.
-#[derive(Clone)]
 struct Client<S> {
     svc: S,
     ids: RequestIds,
-    client_ip: Option<HeaderValue>,
+    peer: Peer,
+    /// Whether a request of this connection has been sent on (see [`FirstOnConnection`]).
+    used: AtomicBool,
+}
+
+impl<S: Clone> Clone for Client<S> {
+    fn clone(&self) -> Self {
+        Self {
+            svc: self.svc.clone(),
+            ids: self.ids.clone(),
+            peer: self.peer.clone(),
+            used: AtomicBool::new(self.used.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 impl<S> front::Handler for Client<S>
@@ -175,22 +266,22 @@ where
         &self,
         mut req: Request<RequestBody>,
     ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static + use<S> {
-        // Hop-by-hop headers go before anything reads the request, so the session layer sees
-        // exactly the cookies the backend will see (a `Connection: cookie` must not hide them
-        // from the backend alone).
-        let upgrade = req.version() == http::Version::HTTP_11 && is_upgrade(req.headers());
-        strip_hop_by_hop(req.headers_mut(), upgrade);
-        set_forwarding(&mut req, self.client_ip.clone());
-        let id = match req.headers().get(X_REQUEST_ID) {
-            Some(id) => id.clone(),
-            None => {
-                let id = self.ids.next();
-                req.headers_mut().insert(X_REQUEST_ID, id.clone());
-                id
+        // Before anything reads the request, so the session layer sees exactly what the backend
+        // will see (a `Connection: x` must not hide `x` from the backend alone).
+        let id = match prepare(&mut req, &self.peer, || self.ids.next()) {
+            Ok(id) => id,
+            Err(refused) => {
+                tracing::debug!(status = %refused.status(), error = %refused, "refused");
+                let mut resp = refused.into_response();
+                resp.headers_mut().insert(X_REQUEST_ID, self.ids.next());
+                return Either::Left(std::future::ready(resp));
             }
         };
+        if !self.used.swap(true, Ordering::Relaxed) {
+            req.extensions_mut().insert(FirstOnConnection);
+        }
         let answer = self.svc.clone().oneshot(req);
-        async move {
+        Either::Right(async move {
             let mut resp = match answer.await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
@@ -199,7 +290,7 @@ where
                 e.insert(id);
             }
             resp
-        }
+        })
     }
 }
 

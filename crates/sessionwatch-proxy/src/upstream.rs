@@ -22,15 +22,21 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use metrics::Counter;
 use tokio::net::TcpStream;
 
 use crate::backends::Backend;
 use crate::body::{RequestBody, ResponseBody};
-use crate::config::UpstreamConfig;
+use crate::config::{ReusePolicy, UpstreamConfig};
 
 mod h1;
 
 pub use h1::{Body as Http1Body, Error as Http1Error};
+
+/// Marks a request that is the first of its client connection: under [`ReusePolicy::Safe`]
+/// it goes on a new upstream connection, never on one another client's request used.
+#[derive(Debug, Clone, Copy)]
+pub struct FirstOnConnection;
 
 /// The client health probes go through.
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
@@ -89,6 +95,9 @@ struct PoolInner {
     /// Idle connections per backend index, the most recently used last: hyper's, and ours.
     idle: Box<[Mutex<Vec<Idle>>]>,
     plain: Box<[Mutex<Vec<PlainIdle>>]>,
+    reuse: ReusePolicy,
+    /// Per backend: connections closed because the backend sent bytes nobody asked for.
+    poisoned: Box<[Counter]>,
 }
 
 struct Idle {
@@ -108,8 +117,8 @@ pub(crate) struct Home {
 }
 
 impl Home {
-    fn put_back(self, conn: h1::Conn) {
-        self.pool.put_back_plain(self.slot, conn);
+    fn settle(self, after: h1::AfterAnswer) {
+        self.pool.settle(self.slot, after);
     }
 }
 
@@ -122,8 +131,10 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// An empty pool for `backends` backends with the configured limits.
-    pub fn new(cfg: &UpstreamConfig, backends: usize) -> Self {
+    /// An empty pool with the configured limits, for as many backends as `poisoned` has
+    /// counters (each counts that backend's connections closed for bytes sent unasked).
+    pub fn new(cfg: &UpstreamConfig, poisoned: Vec<Counter>) -> Self {
+        let backends = poisoned.len();
         Self {
             inner: Arc::new(PoolInner {
                 connect_timeout: cfg.connect_timeout,
@@ -131,6 +142,8 @@ impl Pool {
                 max_idle: cfg.pool_max_idle_per_host,
                 idle: (0..backends).map(|_| Mutex::new(Vec::new())).collect(),
                 plain: (0..backends).map(|_| Mutex::new(Vec::new())).collect(),
+                reuse: cfg.reuse,
+                poisoned: poisoned.into_boxed_slice(),
             }),
         }
     }
@@ -143,16 +156,20 @@ impl Pool {
         req: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + Send + 'a {
         let (parts, body) = req.into_parts();
+        let may_reuse = self.inner.reuse == ReusePolicy::Always
+            || parts.extensions.get::<FirstOnConnection>().is_none();
         match body
             .in_hand()
             .filter(|_| !parts.headers.contains_key(UPGRADE))
         {
-            Some(bytes) => Either::Left(self.send_in_hand(backend, &parts, bytes)),
+            Some(bytes) => Either::Left(self.send_in_hand(backend, &parts, bytes, may_reuse)),
             // Boxed: the rare path's state would otherwise make every request's future larger
             // (and futures are moved, byte for byte, as they are awaited).
-            None => Either::Right(Box::pin(
-                self.send_streaming(backend, Request::from_parts(parts, body)),
-            )),
+            None => Either::Right(Box::pin(self.send_streaming(
+                backend,
+                Request::from_parts(parts, body),
+                may_reuse,
+            ))),
         }
     }
 
@@ -164,6 +181,7 @@ impl Pool {
         backend: &'a Backend,
         parts: &http::request::Parts,
         body: &[u8],
+        may_reuse: bool,
     ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + Send + use<'a> {
         let slot = backend.id.index();
         let idempotent = h1::is_idempotent(&parts.method);
@@ -171,7 +189,12 @@ impl Pool {
         let request = h1::Encoded::new(parts, body);
         async move {
             // New connections are the rare case: their futures are boxed, as in `send`.
-            let (mut conn, mut reused) = match self.inner.checkout_plain(slot) {
+            let idle = if may_reuse {
+                self.inner.checkout_plain(slot)
+            } else {
+                None
+            };
+            let (mut conn, mut reused) = match idle {
                 Some(c) => (c, true),
                 None => (Box::pin(self.connect_plain(backend)).await?, false),
             };
@@ -202,10 +225,8 @@ impl Pool {
             slot,
         };
         let body = match h1::Body::start(conn, head.framing, head.keep_alive, home) {
-            h1::Answer::Whole(data, free) => {
-                if let Some(conn) = free {
-                    self.inner.put_back_plain(slot, conn);
-                }
+            h1::Answer::Whole(data, after) => {
+                self.inner.settle(slot, after);
                 ResponseBody::full(data)
             }
             h1::Answer::Streaming(body) => ResponseBody::Upstream { body },
@@ -222,9 +243,10 @@ impl Pool {
         &self,
         backend: &Backend,
         mut req: Request<RequestBody>,
+        may_reuse: bool,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let slot = backend.id.index();
-        while let Some(mut sender) = self.inner.checkout(slot) {
+        while let Some(mut sender) = may_reuse.then(|| self.inner.checkout(slot)).flatten() {
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.lease(slot, sender, resp)),
                 Err(mut e) => match e.take_message() {
@@ -248,9 +270,11 @@ impl Pool {
             let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
             idle.retain(|c| !c.sender.is_closed() && !self.inner.expired(c.since, now));
         }
-        for slot in self.inner.plain.iter() {
+        for (i, slot) in self.inner.plain.iter().enumerate() {
             let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.retain(|c| c.conn.is_usable() && !self.inner.expired(c.since, now));
+            idle.retain(|c| {
+                self.inner.still_usable(i, &c.conn) && !self.inner.expired(c.since, now)
+            });
         }
     }
 
@@ -361,11 +385,43 @@ impl PoolInner {
             .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         while let Some(c) = idle.pop() {
-            if !self.expired(c.since, now) && c.conn.is_usable() {
+            if self.still_usable(slot, &c.conn) && !self.expired(c.since, now) {
                 return Some(c.conn);
             }
         }
         None
+    }
+
+    /// Whether an idle connection can take a request; one the backend wrote to while idle is
+    /// counted as poisoned (and, like a closed one, dropped by the caller).
+    fn still_usable(&self, slot: usize, conn: &h1::Conn) -> bool {
+        match conn.idle_state() {
+            h1::IdleState::Usable => true,
+            h1::IdleState::Closed => false,
+            h1::IdleState::Stray => {
+                self.count_poisoned(slot);
+                false
+            }
+        }
+    }
+
+    fn count_poisoned(&self, slot: usize) {
+        if let Some(c) = self.poisoned.get(slot) {
+            c.increment(1);
+        }
+        tracing::debug!(
+            slot,
+            "closing an upstream connection: bytes past the end of an answer"
+        );
+    }
+
+    /// A connection whose answer has been read: back to the pool, or closed.
+    fn settle(&self, slot: usize, after: h1::AfterAnswer) {
+        match after {
+            h1::AfterAnswer::Reuse(conn) => self.put_back_plain(slot, conn),
+            h1::AfterAnswer::Close => {}
+            h1::AfterAnswer::Poisoned => self.count_poisoned(slot),
+        }
     }
 
     fn put_back_plain(&self, slot: usize, conn: h1::Conn) {
@@ -475,16 +531,32 @@ mod tests {
         }])
     }
 
+    fn config(idle_timeout: Duration, reuse: ReusePolicy) -> UpstreamConfig {
+        UpstreamConfig {
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            pool_idle_timeout: idle_timeout,
+            pool_max_idle_per_host: 4,
+            reuse,
+            request_body_timeout: Duration::from_secs(5),
+        }
+    }
+
     fn pool(idle_timeout: Duration) -> Pool {
         Pool::new(
-            &UpstreamConfig {
-                connect_timeout: Duration::from_secs(2),
-                response_timeout: Duration::from_secs(5),
-                pool_idle_timeout: idle_timeout,
-                pool_max_idle_per_host: 4,
-            },
-            1,
+            &config(idle_timeout, ReusePolicy::Always),
+            vec![Counter::noop()],
         )
+    }
+
+    /// A pool under `reuse`, and its count of poisoned connections.
+    fn counted_pool(reuse: ReusePolicy) -> (Pool, Arc<std::sync::atomic::AtomicU64>) {
+        let poisoned = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let pool = Pool::new(
+            &config(Duration::from_secs(60), reuse),
+            vec![Counter::from_arc(poisoned.clone())],
+        );
+        (pool, poisoned)
     }
 
     fn get(path: &str) -> Request<RequestBody> {
@@ -596,6 +668,8 @@ mod tests {
         ReplyClose(&'static str),
         /// Close without answering.
         Close,
+        /// Send the first bytes, then, after a pause and unasked, the second.
+        ReplyThenStray(&'static str, &'static str),
     }
 
     /// A backend on 127.0.0.1 speaking raw bytes: `script(connection, request)` (both counted
@@ -651,6 +725,11 @@ mod tests {
                                 break;
                             }
                             Act::Close => break,
+                            Act::ReplyThenStray(answer, stray) => {
+                                let _ = stream.write_all(answer.as_bytes()).await;
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                let _ = stream.write_all(stray.as_bytes()).await;
+                            }
                         }
                     }
                     drop(stream);
@@ -852,5 +931,84 @@ mod tests {
         );
         assert!(head.contains("\r\ncontent-length: 6\r\n"), "{head}");
         assert!(!head.contains("99"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn bytes_past_the_end_of_an_answer_poison_its_connection() {
+        let (backends, seen) = scripted(|conn, _| match conn {
+            0 => Act::Reply("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"),
+            _ => Act::Reply(OK),
+        })
+        .await;
+        let backend = &backends.all()[0];
+        let (pool, poisoned) = counted_pool(ReusePolicy::Always);
+        let resp = pool.send(backend, get("/")).await.unwrap();
+        assert_eq!(read_whole(resp).await, "ok");
+        assert_eq!(pool.idle_count(), 0, "the connection was kept");
+        assert_eq!(poisoned.load(Ordering::SeqCst), 1);
+        let resp = pool.send(backend, get("/")).await.unwrap();
+        assert_eq!(read_whole(resp).await, "ok");
+        assert_eq!(
+            seen.lock()
+                .unwrap()
+                .iter()
+                .filter(|h| h.contains("HTTP/1.1"))
+                .count(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_sent_to_an_idle_connection_poison_it() {
+        let (backends, _) = scripted(|conn, _| match conn {
+            0 => Act::ReplyThenStray(OK, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nPWND"),
+            _ => Act::Reply(OK),
+        })
+        .await;
+        let backend = &backends.all()[0];
+        let (pool, poisoned) = counted_pool(ReusePolicy::Always);
+        read_whole(pool.send(backend, get("/")).await.unwrap()).await;
+        assert_eq!(pool.idle_count(), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Taken from the pool, the connection shows what arrived: closed, not used.
+        let resp = pool.send(backend, get("/")).await.unwrap();
+        assert_eq!(read_whole(resp).await, "ok");
+        assert_eq!(poisoned.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_a_poisoned_idle_connection() {
+        let (backends, _) = scripted(|_, _| {
+            Act::ReplyThenStray(OK, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nPWND")
+        })
+        .await;
+        let backend = &backends.all()[0];
+        let (pool, poisoned) = counted_pool(ReusePolicy::Always);
+        read_whole(pool.send(backend, get("/")).await.unwrap()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Dropped from the pool, the connection is closed.
+        pool.sweep();
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(poisoned.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn under_safe_reuse_a_first_request_never_takes_an_idle_connection() {
+        let (backends, accepted) = counting_backend("ok").await;
+        let backend = &backends.all()[0];
+        let (pool, _) = counted_pool(ReusePolicy::Safe);
+        let first = || {
+            let mut req = get("/");
+            req.extensions_mut().insert(FirstOnConnection);
+            req
+        };
+        read_whole(pool.send(backend, first()).await.unwrap()).await;
+        tokio::task::yield_now().await;
+        assert_eq!(pool.idle_count(), 1);
+        read_whole(pool.send(backend, first()).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // A later request of a client connection may reuse.
+        read_whole(pool.send(backend, get("/")).await.unwrap()).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 }

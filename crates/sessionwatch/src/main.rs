@@ -133,6 +133,10 @@ fn main() -> ExitCode {
             rt.block_on(async {
                 let proxy = match sessionwatch_proxy::start(config, StartOptions::default()).await {
                     Ok(p) => p,
+                    Err(e) if e.is_config() => {
+                        eprintln!("sessionwatch: {e}");
+                        return ExitCode::from(EX_USAGE);
+                    }
                     Err(e) => {
                         eprintln!("sessionwatch: {e}: {}", e.source_text());
                         return ExitCode::FAILURE;

@@ -28,6 +28,8 @@ pub(crate) struct ListenFile {
     pub(crate) address: Option<String>,
     pub(crate) workers: Option<usize>,
     pub(crate) send_timeout: Option<String>,
+    pub(crate) max_header_bytes: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +61,8 @@ pub(crate) struct UpstreamFile {
     pub(crate) response_timeout: Option<String>,
     pub(crate) pool_idle_timeout: Option<String>,
     pub(crate) pool_max_idle_per_host: Option<usize>,
+    pub(crate) reuse: Option<String>,
+    pub(crate) request_body_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -60,6 +60,40 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     /// Idle pooled connections kept per backend.
     pub pool_max_idle_per_host: usize,
+    /// Which requests may go on an idle connection another client's request used.
+    pub reuse: ReusePolicy,
+    /// Time allowed between two reads of a client's request body; past it the answer is 408
+    /// and the upstream connection is closed.
+    pub request_body_timeout: Duration,
+}
+
+/// When a request may be sent on an idle upstream connection that carried another client's
+/// request (as HAProxy's `http-reuse`).
+///
+/// A backend that sends bytes nobody asked for (a late second answer, a body longer than its
+/// `Content-Length`) makes the next request on that connection read them as its own answer.
+/// Such bytes are caught when they arrive before the connection is reused, and the connection
+/// is closed; bytes that arrive just after the next request went out cannot be told from its
+/// answer. `Safe` keeps every client's first request off connections other clients used, so a
+/// backend cannot hand a new visitor another user's page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReusePolicy {
+    /// The first request of a client connection goes on a new upstream connection; later ones
+    /// may reuse any idle connection.
+    Safe,
+    /// Any request may reuse any idle connection (for backends that are trusted to frame their
+    /// answers correctly; fewer connections made).
+    Always,
+}
+
+/// The cap on open client connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimit {
+    /// Connections open at once, over all workers.
+    pub max: usize,
+    /// Whether the file set it (an explicit cap the file-descriptor limit cannot honour is an
+    /// error at start; the default is lowered to fit instead).
+    pub explicit: bool,
 }
 
 /// Where the fingerprint key comes from.
@@ -170,6 +204,11 @@ pub struct Config {
     /// How long an answer may wait for its next bytes to go out to the client (the client not
     /// reading, or the backend not sending); past it the connection is closed.
     pub send_timeout: Duration,
+    /// The largest request head accepted, on every path (HTTP/1.1 and HTTP/2); larger heads
+    /// are answered 431.
+    pub max_header_bytes: usize,
+    /// Client connections open at once, over all workers.
+    pub max_connections: ConnectionLimit,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub admin: Option<SocketAddr>,
     /// The farm.

@@ -101,6 +101,16 @@ fn each_kind_of_error_names_file_line_column_and_field() {
             "must be above zero",
         ),
         (
+            "[listen]\nmax_header_bytes = 100\n",
+            "farm.toml:5:20: listen.max_header_bytes: ",
+            "must be from 8192 to 65535 bytes",
+        ),
+        (
+            "[upstream]\nreuse = \"sometimes\"\n",
+            "farm.toml:5:9: upstream.reuse: ",
+            "unknown value \"sometimes\"; expected one of: safe, always",
+        ),
+        (
             "[listen]\nsend_timeout = \"soon\"\n",
             "farm.toml:5:16: listen.send_timeout: ",
             "expected number at 0",
@@ -358,6 +368,16 @@ fn defaults_are_filled_in() {
             response_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_host: 256,
+            reuse: ReusePolicy::Safe,
+            request_body_timeout: Duration::from_secs(10),
+        }
+    );
+    assert_eq!(c.max_header_bytes, 32 * 1024);
+    assert_eq!(
+        c.max_connections,
+        ConnectionLimit {
+            max: 10_000,
+            explicit: false
         }
     );
     assert_eq!(c.session.profile, SessionProfile::preset(Framework::Php));
@@ -426,6 +446,8 @@ fn every_field_is_read() {
 address = \"0.0.0.0:80\"
 workers = 3
 send_timeout = \"45s\"
+max_header_bytes = 16384
+max_connections = 500
 [admin]
 address = \"127.0.0.1:9100\"
 [[backends]]
@@ -439,6 +461,8 @@ connect_timeout = \"500ms\"
 response_timeout = \"10s\"
 pool_idle_timeout = \"1m\"
 pool_max_idle_per_host = 8
+reuse = \"always\"
+request_body_timeout = \"3s\"
 [session]
 preset = \"django\"
 idle_timeout = \"2h\"
@@ -487,6 +511,16 @@ timeout = \"2s\"
     assert_eq!(c.balance, BalancePolicy::LeastRequests);
     assert_eq!(c.upstream.connect_timeout, Duration::from_millis(500));
     assert_eq!(c.upstream.pool_max_idle_per_host, 8);
+    assert_eq!(c.upstream.reuse, ReusePolicy::Always);
+    assert_eq!(c.upstream.request_body_timeout, Duration::from_secs(3));
+    assert_eq!(c.max_header_bytes, 16384);
+    assert_eq!(
+        c.max_connections,
+        ConnectionLimit {
+            max: 500,
+            explicit: true
+        }
+    );
     let profile = &c.session.profile;
     assert_eq!(profile.cookies()[0].name(), "sessionid");
     assert_eq!(profile.login_paths(), ["/accounts/login/"]);

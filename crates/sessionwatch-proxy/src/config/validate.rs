@@ -11,12 +11,21 @@ use sessionwatch_core::{CookieSpec, Framework, IncidentConfig, Marker, PinPolicy
 use super::file::{FileConfig, SinkFile};
 use super::locate::FieldPath;
 use super::{
-    ActiveHealth, AlertsConfig, BackendConfig, BalancePolicy, Config, HealthConfig, Issues,
-    KeySource, PinConfig, SessionConfig, SinkConfig, StoreKind, UpstreamConfig, WhenUnhealthy,
+    ActiveHealth, AlertsConfig, BackendConfig, BalancePolicy, Config, ConnectionLimit,
+    HealthConfig, Issues, KeySource, PinConfig, ReusePolicy, SessionConfig, SinkConfig, StoreKind,
+    UpstreamConfig, WhenUnhealthy,
 };
 
 /// As NGINX's `send_timeout`.
 const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// As NGINX's `large_client_header_buffers` (4 x 8k): room for big cookies, small enough that a
+/// connection's buffer stays modest.
+const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// hyper cannot read with a smaller buffer; offsets into a head must fit a `u16`.
+const HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 8 * 1024..=u16::MAX as usize;
+/// As HAProxy's `maxconn` default order of magnitude; lowered at start to fit the
+/// file-descriptor limit when not set explicitly.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 fn p(root: &str) -> FieldPath {
     FieldPath::default().key(root)
@@ -152,6 +161,19 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             Duration::from_secs(90),
         ),
         pool_max_idle_per_host: up.and_then(|u| u.pool_max_idle_per_host).unwrap_or(256),
+        reuse: one_of(
+            &mut issues,
+            p("upstream").key("reuse"),
+            up.and_then(|u| u.reuse.as_deref()),
+            ReusePolicy::Safe,
+            &[("safe", ReusePolicy::Safe), ("always", ReusePolicy::Always)],
+        ),
+        request_body_timeout: duration(
+            &mut issues,
+            p("upstream").key("request_body_timeout"),
+            up.and_then(|u| u.request_body_timeout.as_deref()),
+            Duration::from_secs(10),
+        ),
     };
 
     let session = session(&mut issues, &raw);
@@ -278,11 +300,49 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
         raw.listen.as_ref().and_then(|l| l.send_timeout.as_deref()),
         DEFAULT_SEND_TIMEOUT,
     );
+    let listen_file = raw.listen.as_ref();
+    let max_header_bytes = match listen_file.and_then(|l| l.max_header_bytes) {
+        Some(n) if HEADER_BYTES_RANGE.contains(&n) => n,
+        Some(_) => {
+            issues.push(
+                p("listen").key("max_header_bytes"),
+                format!(
+                    "must be from {} to {} bytes",
+                    HEADER_BYTES_RANGE.start(),
+                    HEADER_BYTES_RANGE.end()
+                ),
+            );
+            DEFAULT_MAX_HEADER_BYTES
+        }
+        None => DEFAULT_MAX_HEADER_BYTES,
+    };
+    let max_connections = match listen_file.and_then(|l| l.max_connections) {
+        Some(n) if (1..=1_000_000).contains(&n) => ConnectionLimit {
+            max: n,
+            explicit: true,
+        },
+        Some(_) => {
+            issues.push(
+                p("listen").key("max_connections"),
+                "must be from 1 to 1000000",
+            );
+            ConnectionLimit {
+                max: DEFAULT_MAX_CONNECTIONS,
+                explicit: false,
+            }
+        }
+        None => ConnectionLimit {
+            max: DEFAULT_MAX_CONNECTIONS,
+            explicit: false,
+        },
+    };
     match (issues.0.is_empty(), listen, session) {
         (true, Some(listen), Some(session)) => Ok(Config {
             listen,
             workers,
             send_timeout,
+            max_header_bytes,
+            max_connections,
             admin,
             backends,
             balance,

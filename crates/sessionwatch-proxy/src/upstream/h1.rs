@@ -90,6 +90,29 @@ pub(crate) struct Conn {
     buf: BytesMut,
 }
 
+/// What an idle connection is fit for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdleState {
+    /// Open, and silent since its last answer: it can take a request.
+    Usable,
+    /// The backend closed it (or it failed).
+    Closed,
+    /// The backend sent bytes nobody asked for: the next request would read them as its
+    /// answer. It must be closed, never reused.
+    Stray,
+}
+
+/// What becomes of a connection once an answer's body has been read to its end.
+#[derive(Debug)]
+pub(crate) enum AfterAnswer {
+    /// Back to the pool.
+    Reuse(Conn),
+    /// Closed: the answer or the backend said so.
+    Close,
+    /// Closed because bytes followed the answer's framed end.
+    Poisoned,
+}
+
 /// A request encoded for the wire. Its buffer is the thread's, lent for the request and given
 /// back when done, so encoding allocates nothing once a thread has served a request.
 #[derive(Debug)]
@@ -131,19 +154,23 @@ impl Conn {
         }
     }
 
-    /// Whether an idle connection can take a request: the backend has not closed it and sent
-    /// nothing unasked. Costs no system call unless the socket became readable while idle.
-    pub(crate) fn is_usable(&self) -> bool {
+    /// What became of an idle connection while it waited in the pool. Costs no system call
+    /// unless the socket became readable while idle.
+    pub(crate) fn idle_state(&self) -> IdleState {
         if !self.buf.is_empty() {
-            return false;
+            return IdleState::Stray;
         }
         let mut cx = Context::from_waker(Waker::noop());
         match self.stream.poll_read_ready(&mut cx) {
-            Poll::Pending => true,
-            Poll::Ready(Err(_)) => false,
+            Poll::Pending => IdleState::Usable,
+            Poll::Ready(Err(_)) => IdleState::Closed,
             Poll::Ready(Ok(())) => {
                 let mut probe = [0u8; 1];
-                matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                match self.stream.try_read(&mut probe) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => IdleState::Usable,
+                    Ok(0) | Err(_) => IdleState::Closed,
+                    Ok(_) => IdleState::Stray,
+                }
             }
         }
     }
@@ -509,6 +536,7 @@ enum Left {
 pub struct Body {
     conn: Option<Conn>,
     left: Left,
+    reuse: bool,
     home: Option<Home>,
 }
 
@@ -522,28 +550,40 @@ impl std::fmt::Debug for Body {
 
 /// What becomes of an answer's body once the head has been read.
 pub(crate) enum Answer {
-    /// The whole body is in hand (possibly empty); the connection is free again.
-    Whole(Bytes, Option<Conn>),
+    /// The whole body is in hand (possibly empty), and what becomes of the connection.
+    Whole(Bytes, AfterAnswer),
     /// The body is still arriving.
     Streaming(Body),
+}
+
+/// The fate of `conn` after an answer read to its framed end: any byte beyond that end is
+/// something the backend sent unasked, and poisons the connection.
+fn after_answer(conn: Conn, reuse: bool) -> AfterAnswer {
+    if !conn.buf.is_empty() {
+        AfterAnswer::Poisoned
+    } else if reuse {
+        AfterAnswer::Reuse(conn)
+    } else {
+        AfterAnswer::Close
+    }
 }
 
 impl Body {
     /// The body of an answer with `framing`, whose first bytes (if any) are in `conn`'s buffer.
     /// `reuse` is whether the connection may serve another request after it, going back to the
-    /// pool through `home` once a body still arriving has been read.
+    /// pool through `home` once a body still arriving has been read (`home` also hears of a
+    /// connection poisoned by bytes past the body's end).
     pub(crate) fn start(
         mut conn: Conn,
         framing: Framing,
         reuse: bool,
         home: impl FnOnce() -> Home,
     ) -> Answer {
-        let free = |conn: Conn| (reuse && conn.buf.is_empty()).then_some(conn);
         let left = match framing {
-            Framing::Empty => return Answer::Whole(Bytes::new(), free(conn)),
+            Framing::Empty => return Answer::Whole(Bytes::new(), after_answer(conn, reuse)),
             Framing::Length(n) if (conn.buf.len() as u64) >= n => {
                 let data = conn.buf.split_to(n as usize).freeze();
-                return Answer::Whole(data, free(conn));
+                return Answer::Whole(data, after_answer(conn, reuse));
             }
             Framing::Length(n) => Left::Length(n),
             Framing::Chunked => Left::Chunked(Chunked::Size),
@@ -552,15 +592,14 @@ impl Body {
         Answer::Streaming(Body {
             conn: Some(conn),
             left,
-            home: reuse.then(home),
+            reuse,
+            home: Some(home()),
         })
     }
 
     fn finish(&mut self) {
-        if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take())
-            && conn.buf.is_empty()
-        {
-            home.put_back(conn);
+        if let (Some(conn), Some(home)) = (self.conn.take(), self.home.take()) {
+            home.settle(after_answer(conn, self.reuse));
         }
     }
 }

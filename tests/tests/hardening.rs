@@ -1,0 +1,331 @@
+//! A backend that sends bytes nobody asked for must never hand them to another client, and the
+//! proxy's own limits (client connections) hold: black-box tests over raw sockets.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sessionwatch_tests::{Scratch, config_toml, http_get, metric_sum, start_proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Read one request head from `s`; `None` if the connection ended first.
+async fn request_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// What the scripted backend saw: per connection, in order of accept, its requests' first
+/// lines, then "closed" once the proxy closed it.
+type Seen = Arc<Mutex<Vec<Vec<String>>>>;
+
+/// A backend whose first connection answers its first request with `first` and then, 300 ms
+/// later and unasked, writes `stray`; every other request, on any connection, is answered
+/// `own:<path>`.
+async fn stray_backend(first: &'static str, stray: &'static str) -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let mut conn_no = 0;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let this = conn_no;
+            conn_no += 1;
+            log.lock().unwrap().push(Vec::new());
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut req_no = 0;
+                while let Some(head) = request_head(&mut s, &mut buf).await {
+                    let line = head.lines().next().unwrap_or("").to_owned();
+                    let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    log.lock().unwrap()[this].push(line);
+                    if this == 0 && req_no == 0 {
+                        let _ = s.write_all(first.as_bytes()).await;
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let _ = s.write_all(stray.as_bytes()).await;
+                    } else {
+                        let body = format!("own:{path}");
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = s.write_all(answer.as_bytes()).await;
+                    }
+                    req_no += 1;
+                }
+                log.lock().unwrap()[this].push("closed".to_owned());
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Send `request` on a new connection and read one answer with a content-length (or, for a
+/// HEAD, its head alone).
+async fn one_answer(addr: SocketAddr, request: &str, head_only: bool) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    read_answer(&mut s, head_only).await
+}
+
+async fn read_answer(s: &mut TcpStream, head_only: bool) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if head_only || got.len() >= end + 4 + len {
+                    return;
+                }
+            }
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed mid-answer: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("an answer within 10 s");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+async fn proxy_for(
+    backend: SocketAddr,
+    scratch: &Scratch,
+    extra: &str,
+) -> sessionwatch_proxy::RunningProxy {
+    let toml = config_toml(
+        &[("app".to_owned(), backend)],
+        "sid",
+        &scratch.alert_log(),
+        &format!("{extra}\n[health]\nactive = false\n"),
+    );
+    // One worker: every request meets the same upstream pool.
+    let toml = toml.replace("[listen]\n", "[listen]\nworkers = 1\n");
+    start_proxy(&toml).await
+}
+
+async fn metrics(admin: SocketAddr) -> String {
+    let (status, body) = http_get(admin, "/metrics").await;
+    assert_eq!(status, 200);
+    body
+}
+
+/// The stray answer sits on the idle connection; another client's request must neither read
+/// it nor go on that connection, and the connection must be closed and counted.
+async fn a_stray_answer_never_reaches_another_client(first_request: &str, first: &'static str) {
+    let scratch = Scratch::new("stray");
+    let stray = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nPWND";
+    let (backend, seen) = stray_backend(first, stray).await;
+    let proxy = proxy_for(backend, &scratch, "").await;
+    let head_only = first_request.starts_with("HEAD");
+    let answer = one_answer(proxy.addr, first_request, head_only).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    // Another client, its own connection and cookie, while the stray answer is on its way.
+    let victim = one_answer(
+        proxy.addr,
+        "GET /victim HTTP/1.1\r\nHost: shop\r\nCookie: sid=victims-own\r\n\r\n",
+        false,
+    )
+    .await;
+    assert!(
+        !victim.contains("PWND"),
+        "another client's answer: {victim}"
+    );
+    assert!(victim.ends_with("own:/victim"), "{victim}");
+    // The poisoned connection is closed once its stray bytes are seen (at its next checkout
+    // or the pool's sweep), and counted.
+    let admin = proxy.admin_addr.unwrap();
+    let closed = async {
+        loop {
+            let first_conn_closed = seen.lock().unwrap()[0]
+                .last()
+                .is_some_and(|l| l == "closed");
+            if first_conn_closed {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // A request of its own keeps the pool busy, as traffic would.
+            let _ = one_answer(
+                proxy.addr,
+                "GET /poke HTTP/1.1\r\nHost: shop\r\n\r\n",
+                false,
+            )
+            .await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the poisoned connection is still open: {:?}",
+                seen.lock().unwrap()
+            )
+        });
+    let text = metrics(admin).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "sessionwatch_upstream_poisoned_total",
+            &["backend=\"app\""]
+        ),
+        1.0,
+        "{text}"
+    );
+    // Nothing after the first request ever went on the poisoned connection.
+    assert_eq!(
+        seen.lock().unwrap()[0].len(),
+        2,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_second_answer_to_a_head_request_never_reaches_another_client() {
+    a_stray_answer_never_reaches_another_client(
+        "HEAD /x HTTP/1.1\r\nHost: shop\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 40\r\n\r\n",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_arriving_late_after_a_body_never_reach_another_client() {
+    a_stray_answer_never_reaches_another_client(
+        "GET /x HTTP/1.1\r\nHost: shop\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    )
+    .await;
+}
+
+/// A backend answering `own:<path>` that counts the connections it accepts.
+async fn counting_backend() -> (SocketAddr, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(Mutex::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            *count.lock().unwrap() += 1;
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                while let Some(head) = request_head(&mut s, &mut buf).await {
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let body = format!("own:{path}");
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+async fn keep_alive_requests(addr: SocketAddr, n: usize) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for i in 0..n {
+        s.write_all(format!("GET /r{i} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = read_answer(&mut s, false).await;
+        assert!(answer.ends_with(&format!("own:/r{i}")), "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_reuse_gives_each_client_connection_its_own_first_upstream_connection() {
+    let scratch = Scratch::new("reuse");
+    let (backend, accepted) = counting_backend().await;
+    let proxy = proxy_for(backend, &scratch, "").await;
+    // Two clients, one after the other, three requests each: each client's first request
+    // opens a connection; its later ones reuse.
+    keep_alive_requests(proxy.addr, 3).await;
+    keep_alive_requests(proxy.addr, 3).await;
+    assert_eq!(*accepted.lock().unwrap(), 2);
+    proxy.shutdown().await;
+
+    let (backend, accepted) = counting_backend().await;
+    let proxy = proxy_for(backend, &scratch, "[upstream]\nreuse = \"always\"").await;
+    keep_alive_requests(proxy.addr, 3).await;
+    keep_alive_requests(proxy.addr, 3).await;
+    assert_eq!(
+        *accepted.lock().unwrap(),
+        1,
+        "always: one connection serves both clients"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_new_clients_wait_until_one_leaves() {
+    let scratch = Scratch::new("cap");
+    let (backend, _) = counting_backend().await;
+    let toml = config_toml(
+        &[("app".to_owned(), backend)],
+        "sid",
+        &scratch.alert_log(),
+        "[health]\nactive = false\n",
+    )
+    .replace("[listen]\n", "[listen]\nworkers = 1\nmax_connections = 2\n");
+    let proxy = start_proxy(&toml).await;
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(format!("GET /held{i} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        read_answer(&mut s, false).await;
+        held.push(s);
+    }
+    // The third connection is made (the kernel's backlog takes it) but not served...
+    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
+    third
+        .write_all(b"GET /third HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
+    assert!(early.is_err(), "served past the cap: {early:?}");
+    let text = metrics(proxy.admin_addr.unwrap()).await;
+    assert_eq!(
+        metric_sum(&text, "sessionwatch_client_connections", &[]),
+        2.0,
+        "{text}"
+    );
+    assert!(
+        metric_sum(&text, "sessionwatch_connection_limit_reached_total", &[]) >= 1.0,
+        "{text}"
+    );
+    // ...until a held one closes.
+    drop(held.pop());
+    let answer = read_answer(&mut third, false).await;
+    assert!(answer.ends_with("own:/third"), "{answer}");
+    proxy.shutdown().await;
+}
