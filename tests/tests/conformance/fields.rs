@@ -83,10 +83,22 @@ async fn rfc9112_3_2_2_an_absolute_form_target_is_sent_in_origin_form_with_its_a
 async fn rfc9110_9_3_6_connect_is_refused_with_405_and_never_forwarded() {
     let requests: &[&'static [u8]] = &[
         &b"CONNECT backend.example:443 HTTP/1.1\r\nHost: backend.example:443\r\n\r\n"[..],
+        // Tunnel bytes sent without waiting: whatever the proxy makes of them after its 405,
+        // they open no tunnel and reach no backend.
         b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\nSSH-2.0-x\r\n",
     ];
     each(requests.iter().copied(), |r| async move {
-        refused(r, 405).await;
+        let s = Setup::new(RawBackend::fixed(OK).await).await;
+        let out = exchange(s.addr(), r).await;
+        s.backend.settled().await;
+        let ctx = format!("{out}\nbackend got {}", s.backend_bytes());
+        assert_eq!(out.statuses().first(), Some(&405), "{ctx}");
+        assert!(
+            out.statuses().iter().all(|s| *s >= 400),
+            "nothing after the 405 may succeed: {ctx}"
+        );
+        assert!(s.backend.all_bytes().is_empty(), "forwarded: {ctx}");
+        s.stop().await;
     })
     .await;
 }
