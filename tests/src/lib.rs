@@ -2,6 +2,9 @@
 //! configuration written as TOML (the same path `sessionwatch serve` takes), and read its alert
 //! log back.
 
+pub mod h2wire;
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
