@@ -190,7 +190,7 @@ async fn replaced(s: &Setup, id: &str) {
 async fn request_ids_from_the_client_are_kept_only_when_short_and_plain() {
     let long = "a".repeat(128);
     each(
-        [&b"ticket-42"[..], b"Ab9.x:y-z", long.as_bytes()].map(<[u8]>::to_vec),
+        [&b"ticket-42"[..], b"Ab9.x:y-z", b"a_b", long.as_bytes()].map(<[u8]>::to_vec),
         |id| async move {
             let id = String::from_utf8(id).unwrap_or_default();
             let s = Setup::new(RawBackend::fixed(OK).await).await;
@@ -202,14 +202,7 @@ async fn request_ids_from_the_client_are_kept_only_when_short_and_plain() {
     )
     .await;
     let too_long = "a".repeat(129);
-    let ids = [
-        too_long.as_bytes(),
-        b"a b",
-        b"a/b",
-        b"a_b",
-        b"a\"b",
-        b"<script>",
-    ];
+    let ids = [too_long.as_bytes(), b"a b", b"a/b", b"a\"b", b"<script>"];
     each(ids.map(<[u8]>::to_vec), |id| async move {
         let id = String::from_utf8(id).unwrap_or_default();
         let s = Setup::new(RawBackend::fixed(OK).await).await;
@@ -224,7 +217,7 @@ async fn request_ids_from_the_client_that_are_huge_are_replaced() {
     // Room for the head, so that the id is what is judged, not the head's size.
     let s = Setup::with(
         RawBackend::fixed(OK).await,
-        "max_header_bytes = 65536\n",
+        "max_header_bytes = 65535\n",
         "",
     )
     .await;
