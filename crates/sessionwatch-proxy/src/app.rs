@@ -285,6 +285,7 @@ impl Worker {
             head: crate::server::HEADER_READ_TIMEOUT,
             body: body_timeout,
             max_head: self.max_header_bytes,
+            stalled_bodies: metrics.client_body_timeout.clone(),
             send: self.send_timeout,
         };
         let connections = crate::server::ConnectionCap {

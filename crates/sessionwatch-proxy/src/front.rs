@@ -267,7 +267,7 @@ pub(crate) enum Ended {
 pub(crate) async fn serve_plain<H: Handler>(
     stream: &mut TcpStream,
     handler: &mut H,
-    limits: ClientLimits,
+    limits: &ClientLimits,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Ended {
     let mut buf = BytesMut::with_capacity(INITIAL_BUF);
@@ -322,6 +322,7 @@ pub(crate) async fn serve_plain<H: Handler>(
                     Ok(_) => {}
                 },
                 () = &mut deadline => {
+                    limits.stalled_bodies.increment(1);
                     let refused = ForwardError::RequestBody { timed_out: true };
                     refuse(stream, &mut out, refused, limits.send).await;
                     return Ended::Closed;

@@ -39,7 +39,7 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client gets to send a request, and how large its head may be.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClientLimits {
     /// For a request's head (and, idle, for the next one to start).
     pub head: Duration,
@@ -49,6 +49,8 @@ pub struct ClientLimits {
     pub send: Duration,
     /// The largest request head (`listen.max_header_bytes`); larger ones are answered 431.
     pub max_head: usize,
+    /// Counts bodies the client stopped sending (each answered 408).
+    pub stalled_bodies: Counter,
 }
 
 /// Request ids for one worker: its prefix and a counter, formatted without allocating a
@@ -143,7 +145,6 @@ pub async fn serve<S>(
         .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
     let graceful = GracefulShutdown::new();
-    // Every socket of the listener has this address; a wildcard one is replaced per connection.
     let local = listener
         .local_addr()
         .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
@@ -188,17 +189,24 @@ pub async fn serve<S>(
             peer: Peer {
                 // Formatted once per connection, for `X-Forwarded-For`.
                 client_ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
-                local: stream.local_addr().unwrap_or(local),
+                // A wildcard listener's connections each have their own address; a specific
+                // one's are all the listener's (no system call).
+                local: if local.ip().is_unspecified() {
+                    stream.local_addr().unwrap_or(local)
+                } else {
+                    local
+                },
             },
             used: AtomicBool::new(false),
         };
         let mut builder = builder.clone();
         let watcher = graceful.watcher();
         let mut shutdown = shutdown.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             let _held = held;
             let mut stream = stream;
-            let ended = front::serve_plain(&mut stream, &mut client, limits, &mut shutdown).await;
+            let ended = front::serve_plain(&mut stream, &mut client, &limits, &mut shutdown).await;
             let front::Ended::NotPlain(prefix) = ended else {
                 return;
             };

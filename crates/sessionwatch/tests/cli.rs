@@ -313,6 +313,41 @@ fn serve_refuses_a_bad_config_before_binding() {
 }
 
 #[test]
+fn serve_refuses_more_connections_than_the_open_files_limit_allows() {
+    let scratch = Scratch::new("serve-fds");
+    let file = scratch.write(
+        "fds.toml",
+        &good_config("127.0.0.1:0".parse().unwrap(), &scratch).replace(
+            "[listen]\n",
+            "[listen]\nworkers = 1\nmax_connections = 5000\n",
+        ),
+    );
+    // The hard limit lowered too: the proxy raises the soft one to the hard one first.
+    let mut cmd = Command::new("bash");
+    cmd.args([
+        "-c",
+        &format!(
+            "ulimit -Sn 1024 && ulimit -Hn 1024 && exec {BIN} serve --config {}",
+            file.display()
+        ),
+    ])
+    .current_dir(&scratch.0)
+    .env("SESSIONWATCH_KEY", KEY)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let out = run(&mut cmd);
+    assert_eq!(out.status.code(), Some(64), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("listen.max_connections = 5000 needs about"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("the limit is 1024"), "{}", out.stderr);
+}
+
+#[test]
 fn serve_fails_clearly_on_a_taken_port() {
     let scratch = Scratch::new("serve-taken");
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
