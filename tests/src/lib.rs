@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sessionwatch_proxy::{Config, RunningProxy, StartOptions};
 
+pub mod php;
+
 /// A scratch directory for one test, removed when dropped.
 #[derive(Debug)]
 pub struct Scratch(PathBuf);

@@ -326,7 +326,9 @@ fn touch_granularity(profile: &SessionProfile) -> std::time::Duration {
 
 /// Calls `update` for every change to the session table that the exchange implies: new values
 /// learned from `Set-Cookie` (never from what a client sent), replaced or ended values removed,
-/// lost ones marked, live ones touched. `policy` decides whether a replacement inherits a pin.
+/// lost ones marked, live ones touched. `policy` decides whether a replacement inherits a pin. A
+/// new value counts as [`SessionRecord::presented`] when it was issued on a login path or in
+/// place of a value the request carried.
 pub fn plan_updates(
     exchange: &Exchange<'_>,
     verdict: &Verdict,
@@ -389,13 +391,22 @@ pub fn plan_updates(
                 // Same value re-sent (an expiry refresh): the carried record already covers it.
                 continue;
             }
+            // A sign-in is followed by the client's next request; a session handed to a
+            // request without one may never come back (a bot, a crawler, a flood).
             update(StoreUpdate::Put {
                 fingerprint,
-                record: SessionRecord::issued(exchange.server, now),
+                record: SessionRecord {
+                    presented: profile.is_login_path(exchange.path),
+                    ..SessionRecord::issued(exchange.server, now)
+                },
             });
             continue;
         };
-        let mut record = SessionRecord::issued(exchange.server, now);
+        // It replaces the value this very request presented: the client will send it next.
+        let mut record = SessionRecord {
+            presented: true,
+            ..SessionRecord::issued(exchange.server, now)
+        };
         match verdict.outcome {
             Outcome::Renewed(Renewal::Rotation) => {
                 record.issued_at = previous.issued_at;

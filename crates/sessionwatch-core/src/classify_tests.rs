@@ -39,6 +39,13 @@ fn known(cookie: CookieId, v: &str, issuer: BackendId, issued: u64) -> Carried {
     }
 }
 
+fn presented(record: SessionRecord) -> SessionRecord {
+    SessionRecord {
+        presented: true,
+        ..record
+    }
+}
+
 fn unknown(cookie: CookieId, v: &str) -> Carried {
     Carried {
         cookie,
@@ -215,7 +222,7 @@ fn a_new_value_for_the_same_cookie_is_reissued() {
             },
             StoreUpdate::Put {
                 fingerprint: fp("new"),
-                record: SessionRecord::issued(B, t(60))
+                record: presented(SessionRecord::issued(B, t(60)))
             },
         ]
     );
@@ -362,7 +369,7 @@ fn a_new_id_on_the_login_request_is_a_renewal() {
             },
             StoreUpdate::Put {
                 fingerprint: fp("signed-in"),
-                record: SessionRecord::issued(B, t(60))
+                record: presented(SessionRecord::issued(B, t(60)))
             },
         ]
     );
@@ -378,7 +385,7 @@ fn a_new_id_on_the_login_request_is_a_renewal() {
 fn a_rotating_ticket_reissued_on_an_ordinary_response_is_a_renewal() {
     let e = ex(vec![known(TICKET, "t1", A, 0)]).issues(TICKET, "t2");
     assert_eq!(e.outcome(), Outcome::Renewed(Renewal::Rotation));
-    let mut renewed = SessionRecord::issued(B, t(60));
+    let mut renewed = presented(SessionRecord::issued(B, t(60)));
     renewed.issued_at = t(0); // the session's age carries over
     assert_eq!(
         e.updates(PinPolicy::Off),
@@ -471,4 +478,56 @@ fn on_reset_pins_the_replacement_of_a_lost_session() {
     let login = ex(vec![lost]).path("/login").issues(SID, "new");
     assert_eq!(pinned(login.updates(PinPolicy::OnReset)), Some(true));
     assert_eq!(pinned(login.updates(PinPolicy::Learn)), Some(false));
+}
+
+#[test]
+fn a_session_counts_as_presented_once_signed_in_or_sent_back() {
+    // Handed to a request without a cookie on an ordinary path: nobody may ever send it back.
+    let e = ex(vec![])
+        .issues(SID, "anon")
+        .status(302)
+        .location("/login");
+    assert_eq!(
+        e.updates(PinPolicy::Off),
+        vec![StoreUpdate::Put {
+            fingerprint: fp("anon"),
+            record: SessionRecord::issued(B, t(60))
+        }]
+    );
+    // Issued on a login path, even to a request without a cookie: the client signing in will.
+    let mut e = ex(vec![])
+        .path("/login")
+        .issues(SID, "signed-in")
+        .status(302)
+        .location("/me");
+    e.method = Method::POST;
+    assert_eq!(
+        e.updates(PinPolicy::Off),
+        vec![StoreUpdate::Put {
+            fingerprint: fp("signed-in"),
+            record: presented(SessionRecord::issued(B, t(60)))
+        }]
+    );
+    // A touch keeps what the store said of the record, presented or not.
+    for record in [
+        SessionRecord::issued(A, t(0)),
+        presented(SessionRecord::issued(A, t(0))),
+    ] {
+        let carried = Carried {
+            cookie: SID,
+            fingerprint: fp("s"),
+            record: Some(record),
+        };
+        let updates = ex(vec![carried]).updates(PinPolicy::Off);
+        assert_eq!(
+            updates,
+            vec![StoreUpdate::Put {
+                fingerprint: fp("s"),
+                record: SessionRecord {
+                    last_seen: t(60),
+                    ..record
+                }
+            }]
+        );
+    }
 }

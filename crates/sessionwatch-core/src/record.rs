@@ -32,10 +32,16 @@ pub struct SessionRecord {
     /// A reset was seen for this value while the client kept it (the app redirected to login
     /// without changing the cookie); its replacement inherits a pin under `on_reset`.
     pub lost: bool,
+    /// A client has sent this value back at least once, or it was issued on a login path or in
+    /// place of a value the client presented (the client will send it next). A table keeps such
+    /// sessions apart from the ones nobody has presented, which a framework hands to every
+    /// request without a cookie (bots, crawlers, a flood), so that those can never displace
+    /// them.
+    pub presented: bool,
 }
 
 impl SessionRecord {
-    /// A session just issued by `issuer` at `now`.
+    /// A session just issued by `issuer` at `now`, not presented yet.
     pub fn issued(issuer: BackendId, now: Timestamp) -> Self {
         Self {
             issuer,
@@ -43,6 +49,7 @@ impl SessionRecord {
             last_seen: now,
             pinned: false,
             lost: false,
+            presented: false,
         }
     }
 }

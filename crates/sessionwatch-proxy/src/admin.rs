@@ -48,6 +48,12 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ResponseB
     match req.uri().path() {
         "/metrics" => {
             state.metrics.sessions_tracked.set(state.store.len() as f64);
+            // The store counts evictions itself (moka reports them to a listener of its own);
+            // the scrape copies the totals.
+            let evicted = state.store.evictions();
+            let m = &state.metrics;
+            m.sessions_evicted_presented.absolute(evicted.presented);
+            m.sessions_evicted_unpresented.absolute(evicted.unpresented);
             state.metrics.upkeep();
             text(
                 StatusCode::OK,

@@ -60,6 +60,10 @@ pub struct Metrics {
     pub rescues_failed: Counter,
     /// Sessions in the table.
     pub sessions_tracked: Gauge,
+    /// Presented sessions the full table evicted (set from the store's count at each scrape).
+    pub sessions_evicted_presented: Counter,
+    /// Never-presented sessions evicted from probation (set like the presented count).
+    pub sessions_evicted_unpresented: Counter,
     /// 1 while an incident is open.
     pub incident_open: Gauge,
     /// Per-reset alert lines not written because of the rate limit.
@@ -106,6 +110,15 @@ impl Metrics {
         describe(&recorder);
         let counter = |name: &'static str| recorder.register_counter(&Key::from_name(name), &META);
         let gauge = |name: &'static str| recorder.register_gauge(&Key::from_name(name), &META);
+        let evicted = |kind: &'static str| {
+            recorder.register_counter(
+                &Key::from_parts(
+                    "sessionwatch_sessions_evicted_total",
+                    vec![Label::new("kind", kind)],
+                ),
+                &META,
+            )
+        };
         let backend_names: Vec<SharedString> = backends
             .all()
             .iter()
@@ -166,6 +179,8 @@ impl Metrics {
                 &META,
             ),
             sessions_tracked: gauge("sessionwatch_sessions_tracked"),
+            sessions_evicted_presented: evicted("presented"),
+            sessions_evicted_unpresented: evicted("unpresented"),
             incident_open: gauge("sessionwatch_incident_open"),
             resets_suppressed: counter("sessionwatch_reset_lines_suppressed_total"),
             no_backend: counter("sessionwatch_no_healthy_backend_total"),
@@ -342,6 +357,13 @@ fn describe(r: &PrometheusRecorder) {
     g(
         "sessionwatch_client_connections",
         "Client connections open now.",
+    );
+    d(
+        "sessionwatch_sessions_evicted_total",
+        Some(Unit::Count),
+        "Sessions the full table dropped to make room, by kind: `unpresented` (issued, never sent \
+         back: bots, crawlers, floods of cookie-less requests) or `presented` (sent back at least \
+         once, or issued on a login path); presented evictions mean max_sessions is too small.",
     );
     g(
         "sessionwatch_sessions_tracked",

@@ -23,6 +23,8 @@
 //! # drop(svc);
 //! ```
 
+#[cfg(test)]
+mod churn_tests;
 mod compact;
 mod events;
 mod extensions;
@@ -37,7 +39,7 @@ pub use extensions::{RescueAttempt, ServedBy, SessionRoute};
 pub use future::ResponseFuture;
 pub use layer::{BackendHealth, PinSwitch, SessionLayer};
 pub use service::{SessionService, X_REQUEST_ID};
-pub use store::{MokaStore, SessionStore};
+pub use store::{Evictions, MokaStore, SessionStore};
 
 #[cfg(test)]
 mod tests;

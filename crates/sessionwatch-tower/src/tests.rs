@@ -1,6 +1,7 @@
 //! The layer end to end over a `service_fn` farm.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,8 +14,8 @@ use sessionwatch_core::{
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use crate::{
-    BackendHealth, MokaStore, Observed, RescueAttempt, Rescued, ServedBy, SessionEvents,
-    SessionLayer, SessionRoute, SessionStore,
+    BackendHealth, CompactStore, MokaStore, Observed, RescueAttempt, Rescued, ServedBy,
+    SessionEvents, SessionLayer, SessionRoute, SessionStore,
 };
 
 type Body = Empty<bytes::Bytes>;
@@ -48,13 +49,16 @@ impl BackendHealth for AllHealthy {
 }
 
 /// A two-node farm with per-node stores: node `n` knows only the values `n` issued.
-/// `/login` issues `n-<count>`; anything else with a foreign value redirects to login.
+/// `/login` issues `n-<count>`; `/anon` without a cookie issues `n-anon-<serial>`, a fresh
+/// anonymous session as PHP would; anything else with a foreign value redirects to login.
 /// Requests go to node 1 unless pinned.
 fn farm(
     routes: Arc<Mutex<Vec<Option<RouteDecision>>>>,
 ) -> impl Service<Request<Body>, Response = Response<String>, Error = Infallible> + Clone {
+    let serial = Arc::new(AtomicU64::new(0));
     service_fn(move |req: Request<Body>| {
         let routes = routes.clone();
+        let serial = serial.clone();
         async move {
             let decision = req.extensions().get::<SessionRoute>().map(|r| r.decision);
             routes.lock().unwrap().push(decision);
@@ -76,6 +80,12 @@ fn farm(
                     format!("SID={}-{}; Path=/", node.0, cookie.len())
                         .parse()
                         .unwrap(),
+                );
+            } else if req.uri().path() == "/anon" && cookie.is_empty() {
+                let n = serial.fetch_add(1, Ordering::Relaxed);
+                resp.headers_mut().insert(
+                    "set-cookie",
+                    format!("SID={}-anon-{n}; Path=/", node.0).parse().unwrap(),
                 );
             } else if !cookie.starts_with(&format!("SID={}-", node.0)) {
                 *resp.status_mut() = StatusCode::FOUND;
@@ -232,4 +242,79 @@ async fn rescue_replays_a_lost_get_once_on_the_issuer() {
     let resp = send(&mut svc, post).await;
     assert_eq!(resp.status(), StatusCode::FOUND);
     assert_eq!(routes.lock().unwrap().len(), 3);
+}
+
+/// The first cookie a response sets, as a `Cookie` header value.
+fn set_cookie(resp: &Response<String>) -> String {
+    resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// Through the layer, with pinning on: a user signs in, then a flood of cookie-less
+/// requests, each handed a fresh anonymous session, churns a table of ten through many times;
+/// the user's session is still known and pinned. So is an anonymous session its client sent back
+/// before the flood.
+async fn signed_in_session_outlives_a_flood(store: Arc<dyn SessionStore>) {
+    let routes: Arc<Mutex<Vec<Option<RouteDecision>>>> = Arc::default();
+    let profile = SessionProfile::custom(vec![CookieSpec::new("SID")]);
+    let mut svc = SessionLayer::new(profile, Fingerprinter::from_secret(b"t"), store.clone())
+        .with_pin_policy(PinPolicy::Learn)
+        .layer(farm(routes.clone()));
+    // Node 1 (the farm's default) issues both: one on its login path, one to an anonymous
+    // visitor who comes back with it.
+    let resp = send(&mut svc, get("/login", None)).await;
+    let user = set_cookie(&resp);
+    let resp = send(&mut svc, get("/anon", None)).await;
+    let visitor = set_cookie(&resp);
+    assert_eq!(
+        send(&mut svc, get("/me", Some(&visitor))).await.status(),
+        StatusCode::OK
+    );
+
+    for _ in 0..200 {
+        send(&mut svc, get("/anon", None)).await;
+    }
+    store.maintain();
+    assert!(
+        store.len() <= 10,
+        "{} tracked in a table of ten",
+        store.len()
+    );
+    assert!(
+        store.evictions().unpresented >= 190,
+        "{:?}",
+        store.evictions()
+    );
+    assert_eq!(store.evictions().presented, 0);
+
+    routes.lock().unwrap().clear();
+    assert_eq!(
+        send(&mut svc, get("/me", Some(&user))).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&mut svc, get("/me", Some(&visitor))).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        routes.lock().unwrap().as_slice(),
+        &[Some(RouteDecision::Pin(BackendId(1))); 2],
+        "both sessions still known, so pinned to their issuer"
+    );
+}
+
+#[tokio::test]
+async fn a_signed_in_session_outlives_a_flood_of_anonymous_ones_in_moka() {
+    signed_in_session_outlives_a_flood(Arc::new(MokaStore::new(10, Duration::from_secs(60)))).await;
+}
+
+#[tokio::test]
+async fn a_signed_in_session_outlives_a_flood_of_anonymous_ones_in_the_compact_store() {
+    signed_in_session_outlives_a_flood(Arc::new(CompactStore::new(10, Duration::from_secs(60))))
+        .await;
 }

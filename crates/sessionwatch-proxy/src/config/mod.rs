@@ -117,9 +117,11 @@ impl std::fmt::Debug for KeySource {
 /// Which table holds session records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
-    /// moka: bounded, TinyLFU admission, idle expiry (about 270 B a session).
+    /// moka: two LRU caches (probation and presented sessions), idle expiry (about 270 B a
+    /// session).
     Moka,
-    /// Packed records in sharded maps, CLOCK eviction (about 70 B a session).
+    /// Packed records in sharded maps, each split into probation and presented parts, CLOCK
+    /// eviction among the presented (about 70 B a session).
     Compact,
 }
 
@@ -128,7 +130,11 @@ pub enum StoreKind {
 pub struct SessionConfig {
     /// Cookies, paths, markers and idle timeout.
     pub profile: SessionProfile,
-    /// Most sessions tracked at once.
+    /// Most sessions tracked at once. A fifth is probation for sessions no client has sent back
+    /// yet (what bots and cookie-less floods are handed), where new ones displace the oldest; a
+    /// session moves to the rest of the table when a client first presents it, or straight
+    /// there when issued on a login path, and only such sessions displace each other there
+    /// (`sessionwatch_sessions_evicted_total{kind="presented"}` counts it happening).
     pub max_sessions: u64,
     /// The session table.
     pub store: StoreKind,
