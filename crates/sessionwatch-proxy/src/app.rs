@@ -295,10 +295,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let (log, writer) = AlertLog::start(AlertTargets {
-        file: config.alerts.log_file.clone(),
-        stdout: config.alerts.stdout,
-    })
+    let backends = Arc::new(Backends::new(&config.backends));
+    let metrics = Arc::new(Metrics::new(&backends));
+    let (log, writer) = AlertLog::start(
+        AlertTargets {
+            file: config.alerts.log_file.clone(),
+            stdout: config.alerts.stdout,
+        },
+        metrics.alert_lines_dropped.clone(),
+    )
     .map_err(|source| StartError::AlertLog {
         path: config.alerts.log_file.clone().unwrap_or_default(),
         source,
@@ -306,8 +311,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let backends = Arc::new(Backends::new(&config.backends));
-    let metrics = Arc::new(Metrics::new(&backends));
     let idle = config.session.profile.idle_timeout();
     let store: Arc<dyn SessionStore> = match config.session.store {
         StoreKind::Moka => Arc::new(MokaStore::new(config.session.max_sessions, idle)),
