@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sessionwatch_proxy::{Config, RunningProxy, StartOptions};
 
+pub mod raw_http;
+
 /// A scratch directory for one test, removed when dropped.
 #[derive(Debug)]
 pub struct Scratch(PathBuf);
