@@ -14,6 +14,7 @@ use serde_json::Value;
 use sessionwatch_proxy::{Config, RunningProxy, StartOptions};
 
 pub mod php;
+pub mod raw_http;
 
 /// A scratch directory for one test, removed when dropped.
 #[derive(Debug)]

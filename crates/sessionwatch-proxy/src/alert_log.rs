@@ -1,19 +1,27 @@
 //! The alert log: JSON Lines, one object per line, for `tail -F | jq`.
 //!
-//! Lines are written by one thread, in the order they were emitted, each as a single complete
-//! `write` of whole lines, so a reader never sees half an object. Sequence numbers and event ids
-//! are given by that thread, so `seq` always grows down the file. When the file is renamed or
-//! removed (log rotation), the next write notices and opens a new file at the configured path:
-//! a rotation loses nothing. Writing never blocks a request: emitting is a channel send.
+//! Lines are written by one thread, in the order they were emitted, in batches of whole lines,
+//! so a reader never sees half an object. Sequence numbers and event ids are given by that
+//! thread, so `seq` always grows down the file. When the file is renamed or removed (log
+//! rotation), the next write notices and opens a new file at the configured path: a rotation
+//! loses nothing. Writing never blocks a request: emitting is a channel send.
+//!
+//! A write can fail part-way (the disk is full, a quota is reached). The lines that went out
+//! whole stay; the piece of a line that went out with them is cut off again, so the file still
+//! ends on a line boundary; the lines that did not go out are dropped, counted in
+//! `sessionwatch_alert_lines_dropped_total` and reported once on the log (not once per line,
+//! which would flood it while the disk stays full). Their sequence numbers stay unused, so a
+//! reader sees the gap. Once writing works again the file goes on where it was.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
+use metrics::Counter;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -78,9 +86,13 @@ pub struct AlertTargets {
 }
 
 impl AlertLog {
-    /// Start the writer. Fails only if the file cannot be opened at start, so a bad path is
-    /// reported before the proxy takes traffic.
-    pub fn start(targets: AlertTargets) -> std::io::Result<(AlertLog, AlertLogWriter)> {
+    /// Start the writer; lines the file could not take are counted in `dropped`. Fails only if
+    /// the file cannot be opened at start, so a bad path is reported before the proxy takes
+    /// traffic.
+    pub fn start(
+        targets: AlertTargets,
+        dropped: Counter,
+    ) -> std::io::Result<(AlertLog, AlertLogWriter)> {
         let file = match &targets.file {
             Some(path) => Some(OpenFile::open(path)?),
             None => None,
@@ -88,7 +100,7 @@ impl AlertLog {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sessionwatch-alert-log".into())
-            .spawn(move || writer(rx, file, targets.stdout))?;
+            .spawn(move || writer(rx, file, targets.stdout, dropped))?;
         Ok((
             AlertLog { tx },
             AlertLogWriter {
@@ -115,16 +127,29 @@ struct OpenFile {
     path: PathBuf,
     file: File,
     ino: u64,
+    /// Bytes of a line cut short at the end of the file, still to be cut off.
+    torn: u64,
+    /// Lines dropped since writing last worked, or `None` while it works.
+    failing: Option<u64>,
+}
+
+/// A batch, or part of one, that the file did not take.
+struct Unwritten {
+    /// Whole lines that did not go out.
+    lines: u64,
+    error: io::Error,
 }
 
 impl OpenFile {
-    fn open(path: &Path) -> std::io::Result<Self> {
+    fn open(path: &Path) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let ino = file.metadata()?.ino();
         Ok(Self {
             path: path.to_owned(),
             file,
             ino,
+            torn: 0,
+            failing: None,
         })
     }
 
@@ -132,17 +157,94 @@ impl OpenFile {
     fn follow_rotation(&mut self) {
         let current = std::fs::metadata(&self.path).map(|m| m.ino()).ok();
         if current != Some(self.ino) {
+            // The old file keeps no piece of a line either.
+            let _ = self.cut_torn_tail();
             match OpenFile::open(&self.path) {
-                Ok(f) => *self = f,
+                Ok(f) => {
+                    let failing = self.failing;
+                    *self = f;
+                    self.failing = failing;
+                }
                 Err(e) => {
                     tracing::error!(path = %self.path.display(), error = %e, "cannot reopen the alert log after rotation")
                 }
             }
         }
     }
+
+    /// Cut off the piece of a line a failed write left at the end of the file.
+    fn cut_torn_tail(&mut self) -> io::Result<()> {
+        if self.torn > 0 {
+            let len = self.file.metadata()?.len();
+            self.file.set_len(len.saturating_sub(self.torn))?;
+            self.torn = 0;
+        }
+        Ok(())
+    }
+
+    /// Append `buf`, whole lines each ending in a newline. On a failure the file is left ending
+    /// on a line boundary (or, if even that fails, remembers what to cut before the next write).
+    fn append(&mut self, buf: &[u8]) -> Result<(), Unwritten> {
+        let all_lines = || buf.iter().filter(|b| **b == b'\n').count() as u64;
+        // Writing after a torn piece would glue a good line to it.
+        if let Err(error) = self.cut_torn_tail() {
+            return Err(Unwritten {
+                lines: all_lines(),
+                error,
+            });
+        }
+        let mut sent = 0;
+        let error = loop {
+            if sent == buf.len() {
+                return Ok(());
+            }
+            match self.file.write(&buf[sent..]) {
+                Ok(0) => break io::Error::from(io::ErrorKind::WriteZero),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break e,
+            }
+        };
+        let whole = buf[..sent]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        self.torn = (sent - whole) as u64;
+        // If this fails too, the next append tries again before writing.
+        let _ = self.cut_torn_tail();
+        let lines = buf[whole..].iter().filter(|b| **b == b'\n').count() as u64;
+        Err(Unwritten { lines, error })
+    }
+
+    /// Write a batch, counting and reporting what the file would not take.
+    fn write_batch(&mut self, buf: &[u8], dropped: &Counter) {
+        match self.append(buf) {
+            Ok(()) => {
+                if let Some(lost) = self.failing.take() {
+                    tracing::warn!(path = %self.path.display(), dropped = lost, "the alert log is written again; lines were dropped meanwhile");
+                }
+            }
+            Err(Unwritten { lines, error }) => {
+                dropped.increment(lines);
+                match self.failing.as_mut() {
+                    Some(lost) => *lost += lines,
+                    None => {
+                        tracing::error!(
+                            path = %self.path.display(),
+                            %error,
+                            dropped = lines,
+                            "cannot write the alert log; dropping lines until it can be written \
+                             (counted in sessionwatch_alert_lines_dropped_total)"
+                        );
+                        self.failing = Some(lines);
+                    }
+                }
+            }
+        }
+    }
 }
 
-fn writer(rx: mpsc::Receiver<Command>, mut file: Option<OpenFile>, stdout: bool) {
+fn writer(rx: mpsc::Receiver<Command>, mut file: Option<OpenFile>, stdout: bool, dropped: Counter) {
     let process = uuid::Uuid::now_v7();
     let mut seq: u64 = 0;
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -165,9 +267,7 @@ fn writer(rx: mpsc::Receiver<Command>, mut file: Option<OpenFile>, stdout: bool)
         if !buf.is_empty() {
             if let Some(f) = file.as_mut() {
                 f.follow_rotation();
-                if let Err(e) = f.file.write_all(&buf) {
-                    tracing::error!(path = %f.path.display(), error = %e, "cannot write the alert log");
-                }
+                f.write_batch(&buf, &dropped);
             }
             if stdout {
                 let mut out = std::io::stdout().lock();
@@ -218,10 +318,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("alerts.jsonl");
         let _ = std::fs::remove_file(&path);
-        let (log, writer) = AlertLog::start(AlertTargets {
-            file: Some(path.clone()),
-            stdout: false,
-        })
+        let (log, writer) = AlertLog::start(
+            AlertTargets {
+                file: Some(path.clone()),
+                stdout: false,
+            },
+            Counter::noop(),
+        )
         .unwrap();
         for _ in 0..3 {
             log.emit(AlertLine::new(

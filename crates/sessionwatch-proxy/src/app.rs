@@ -193,6 +193,20 @@ async fn sweep_idle(pool: upstream::Pool, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Fold the histograms' recorded samples into their buckets every second. The recorder keeps
+/// every sample until then; if only a scrape of `/metrics` did this, a proxy nobody scrapes
+/// (or one without an admin listener) would grow by every request it served.
+async fn metrics_upkeep(metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => metrics.upkeep(),
+            _ = crate::server::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
 /// One listening socket per worker on the same address, with `SO_REUSEPORT` so the kernel
 /// spreads new connections across them. With port 0, the first socket picks the port and the
 /// others join it.
@@ -331,10 +345,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     };
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let (log, writer) = AlertLog::start(AlertTargets {
-        file: config.alerts.log_file.clone(),
-        stdout: config.alerts.stdout,
-    })
+    let backends = Arc::new(Backends::new(&config.backends));
+    let metrics = Arc::new(Metrics::new(&backends));
+    let (log, writer) = AlertLog::start(
+        AlertTargets {
+            file: config.alerts.log_file.clone(),
+            stdout: config.alerts.stdout,
+        },
+        metrics.alert_lines_dropped.clone(),
+    )
     .map_err(|source| StartError::AlertLog {
         path: config.alerts.log_file.clone().unwrap_or_default(),
         source,
@@ -342,14 +361,16 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    let backends = Arc::new(Backends::new(&config.backends));
-    let metrics = Arc::new(Metrics::new(&backends));
     let idle = config.session.profile.idle_timeout();
     let store: Arc<dyn SessionStore> = match config.session.store {
         StoreKind::Moka => Arc::new(MokaStore::new(config.session.max_sessions, idle)),
         StoreKind::Compact => Arc::new(CompactStore::new(config.session.max_sessions, idle)),
     };
     tasks.push(tokio::spawn(maintain(store.clone(), shutdown_rx.clone())));
+    tasks.push(tokio::spawn(metrics_upkeep(
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )));
     let pin_switch = PinSwitch::default();
 
     let mut sink_handles = Vec::new();

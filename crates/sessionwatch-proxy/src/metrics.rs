@@ -78,6 +78,8 @@ pub struct Metrics {
     pub client_body_invalid: Counter,
     /// Requests whose body the client stopped sending (408).
     pub client_body_timeout: Counter,
+    /// Alert lines the alert log file could not take (disk full, I/O error).
+    pub alert_lines_dropped: Counter,
     resets: Mutex<HashMap<(ResetSignal, Attribution, u16, u16), Counter>>,
     sink_failures: Mutex<HashMap<&'static str, Counter>>,
     backend_names: Vec<SharedString>,
@@ -200,6 +202,7 @@ impl Metrics {
                 ),
                 &META,
             ),
+            alert_lines_dropped: counter("sessionwatch_alert_lines_dropped_total"),
             backends: per_backend,
             resets: Mutex::new(HashMap::new()),
             sink_failures: Mutex::new(HashMap::new()),
@@ -332,6 +335,11 @@ fn describe(r: &PrometheusRecorder) {
         "sessionwatch_no_healthy_backend_total",
         Some(Unit::Count),
         "Requests answered 503 because no backend was healthy.",
+    );
+    d(
+        "sessionwatch_alert_lines_dropped_total",
+        Some(Unit::Count),
+        "Alert lines that could not be written to the alert log file (disk full, I/O error).",
     );
     d(
         "sessionwatch_alert_sink_failures_total",

@@ -200,7 +200,12 @@ async fn run(
     ticker.tick().await;
     loop {
         // A new notice is sent at once; a tick re-sends (Alertmanager) or retries (webhook).
+        // Shutdown is looked at first: after a post that took its whole timeout the ticker is
+        // ready too, and a fair pick would start another post (and another timeout) half the
+        // time, leaving the shutdown unbounded.
         tokio::select! {
+            biased;
+            _ = crate::server::stopped(&mut shutdown) => return,
             n = rx.recv() => match n {
                 Some(n) => {
                     if kind == SinkKind::Alertmanager {
@@ -214,7 +219,6 @@ async fn run(
                 None => return,
             },
             _ = ticker.tick() => {}
-            _ = crate::server::stopped(&mut shutdown) => return,
         }
         while let Some(notice) = queue.front().cloned() {
             let body = body_for(kind, &notice, config.resend_every);
