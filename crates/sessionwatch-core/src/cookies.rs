@@ -85,8 +85,8 @@ pub fn read_request_cookies(
             let Some(eq) = pair.iter().position(|b| *b == b'=') else {
                 continue;
             };
-            let name = pair[..eq].trim_ascii();
-            let value = pair[eq + 1..].trim_ascii();
+            let name = trim_wsp(&pair[..eq]);
+            let value = trim_wsp(&pair[eq + 1..]);
             // A value that is not text can never have been learned from a `Set-Cookie`.
             let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value))
             else {
@@ -115,15 +115,40 @@ pub fn read_set_cookie(
     fingerprinter: &Fingerprinter,
     now: Timestamp,
 ) -> Option<SetCookieEvent> {
-    let cookie = Cookie::parse(header_text(value)?).ok()?;
-    let id = cookie_id(profile, cookie.name())?;
+    let text = header_text(value)?;
+    let cookie = Cookie::parse(text).ok()?;
+    // The name and value as a browser stores them and sends them back (RFC 6265 5.2: only
+    // spaces and tabs trimmed): the `cookie` crate trims any Unicode whitespace, which would
+    // fingerprint `a\u{a0}` as `a` here and not in the `Cookie` the browser returns.
+    let pair = text.split(';').next().unwrap_or_default();
+    let (name, value) = pair.split_once('=')?;
+    let (name, value) = (trim_wsp_str(name), trim_wsp_str(value));
+    let id = cookie_id(profile, name)?;
     if is_deletion(&cookie, now) {
         return Some(SetCookieEvent::Deleted { cookie: id });
     }
     Some(SetCookieEvent::Issued {
         cookie: id,
-        fingerprint: fingerprinter.fingerprint(cookie.name(), cookie.value().as_bytes()),
+        fingerprint: fingerprinter.fingerprint(name, value.as_bytes()),
     })
+}
+
+/// `s` without leading and trailing spaces and tabs (RFC 6265's WSP), the only whitespace a
+/// browser trims from a cookie's name and value.
+fn trim_wsp(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &s[start..end.max(start)]
+}
+
+fn trim_wsp_str(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
 }
 
 fn is_deletion(cookie: &Cookie<'_>, now: Timestamp) -> bool {
@@ -221,6 +246,30 @@ mod tests {
             read_request_cookies(&headers, &profile, &fp(), |_, f| got.push(f));
             assert_eq!(got, vec![fingerprint], "{set} / {sent}");
         }
+    }
+
+    #[test]
+    fn only_spaces_and_tabs_are_trimmed_on_either_side() {
+        // A non-ASCII blank ends the value: a browser keeps it and sends it back.
+        let profile = SessionProfile::preset(Framework::Php);
+        let set = HeaderValue::from_bytes(b"PHPSESSID=a\xc2\xa0").unwrap();
+        let Some(SetCookieEvent::Issued { fingerprint, .. }) =
+            read_set_cookie(&set, &profile, &fp(), now())
+        else {
+            panic!("not read");
+        };
+        assert_eq!(
+            fingerprint,
+            fp().fingerprint("PHPSESSID", "a\u{a0}".as_bytes())
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_bytes(b"PHPSESSID=a\xc2\xa0 \t").unwrap(),
+        );
+        let mut got = vec![];
+        read_request_cookies(&headers, &profile, &fp(), |_, f| got.push(f));
+        assert_eq!(got, vec![fingerprint]);
     }
 
     #[test]

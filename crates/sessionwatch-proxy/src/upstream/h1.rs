@@ -340,7 +340,8 @@ pub(crate) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Optio
     keep_alive &= !http10_coded
         && match version {
             Version::HTTP_11 => !has_token(&headers, "close"),
-            _ => has_token(&headers, "keep-alive"),
+            // Both listed: close wins (RFC 9112 9.3).
+            _ => has_token(&headers, "keep-alive") && !has_token(&headers, "close"),
         };
     Ok(Some(Head {
         status,
@@ -775,6 +776,12 @@ mod tests {
         assert!(
             complete("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
                 .keep_alive
+        );
+        assert!(
+            !complete(
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive, close\r\nContent-Length: 0\r\n\r\n"
+            )
+            .keep_alive
         );
     }
 
