@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sessionwatch_tests::raw::{Answer, RawClient};
 use sessionwatch_tests::{Scratch, config_toml, http_get, metric_sum, start_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -72,41 +73,11 @@ async fn stray_backend(first: &'static str, stray: &'static str) -> (SocketAddr,
     (addr, seen)
 }
 
-/// Send `request` on a new connection and read one answer with a content-length (or, for a
-/// HEAD, its head alone).
-async fn one_answer(addr: SocketAddr, request: &str, head_only: bool) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request.as_bytes()).await.unwrap();
-    read_answer(&mut s, head_only).await
-}
-
-async fn read_answer(s: &mut TcpStream, head_only: bool) -> String {
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let len: usize = text[..end]
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                if head_only || got.len() >= end + 4 + len {
-                    return;
-                }
-            }
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(
-                n > 0,
-                "closed mid-answer: {}",
-                String::from_utf8_lossy(&got)
-            );
-            got.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-    .expect("an answer within 10 s");
-    String::from_utf8_lossy(&got).into_owned()
+/// Send `request` on a new connection and read one answer (for a HEAD, its head alone).
+async fn one_answer(addr: SocketAddr, request: &str, head_only: bool) -> Answer {
+    let mut c = RawClient::connect(addr).await;
+    c.send(request.as_bytes()).await;
+    c.final_answer(head_only).await
 }
 
 async fn proxy_for(
@@ -140,7 +111,7 @@ async fn a_stray_answer_never_reaches_another_client(first_request: &str, first:
     let proxy = proxy_for(backend, &scratch, "").await;
     let head_only = first_request.starts_with("HEAD");
     let answer = one_answer(proxy.addr, first_request, head_only).await;
-    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert_eq!(answer.status, 200, "{answer:?}");
     // Another client, its own connection and cookie, while the stray answer is on its way.
     let victim = one_answer(
         proxy.addr,
@@ -148,11 +119,11 @@ async fn a_stray_answer_never_reaches_another_client(first_request: &str, first:
         false,
     )
     .await;
-    assert!(
-        !victim.contains("PWND"),
-        "another client's answer: {victim}"
+    assert_eq!(
+        victim.text(),
+        "own:/victim",
+        "another client's answer: {victim:?}"
     );
-    assert!(victim.ends_with("own:/victim"), "{victim}");
     // The poisoned connection is closed once its stray bytes are seen (at its next checkout
     // or the pool's sweep), and counted.
     let admin = proxy.admin_addr.unwrap();
@@ -249,13 +220,11 @@ async fn counting_backend() -> (SocketAddr, Arc<Mutex<usize>>) {
 }
 
 async fn keep_alive_requests(addr: SocketAddr, n: usize) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut c = RawClient::connect(addr).await;
     for i in 0..n {
-        s.write_all(format!("GET /r{i} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let answer = read_answer(&mut s, false).await;
-        assert!(answer.ends_with(&format!("own:/r{i}")), "{answer}");
+        c.send(format!("GET /r{i} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
+            .await;
+        assert_eq!(c.final_answer(false).await.text(), format!("own:/r{i}"));
     }
 }
 
@@ -297,12 +266,11 @@ async fn at_the_connection_cap_new_clients_wait_until_one_leaves() {
     let proxy = start_proxy(&toml).await;
     let mut held = Vec::new();
     for i in 0..2 {
-        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-        s.write_all(format!("GET /held{i} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        read_answer(&mut s, false).await;
-        held.push(s);
+        let mut c = RawClient::connect(proxy.addr).await;
+        c.send(format!("GET /held{i} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
+            .await;
+        c.final_answer(false).await;
+        held.push(c);
     }
     // The third connection is made (the kernel's backlog takes it) but not served...
     let mut third = TcpStream::connect(proxy.addr).await.unwrap();
@@ -325,7 +293,7 @@ async fn at_the_connection_cap_new_clients_wait_until_one_leaves() {
     );
     // ...until a held one closes.
     drop(held.pop());
-    let answer = read_answer(&mut third, false).await;
-    assert!(answer.ends_with("own:/third"), "{answer}");
+    let mut third = RawClient::from_stream(third);
+    assert_eq!(third.final_answer(false).await.text(), "own:/third");
     proxy.shutdown().await;
 }

@@ -147,6 +147,11 @@ impl RawClient {
             .await
             .expect("connect within the timeout")
             .expect("connect");
+        Self::from_stream(stream)
+    }
+
+    /// A client on a connection already made.
+    pub fn from_stream(stream: TcpStream) -> Self {
         let (read, write) = stream.into_split();
         Self {
             read,
