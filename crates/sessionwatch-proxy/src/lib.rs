@@ -15,6 +15,8 @@ pub mod config;
 pub mod errors;
 pub mod forward;
 mod front;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod health;
 pub mod incidents;
