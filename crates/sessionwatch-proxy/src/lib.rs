@@ -16,6 +16,8 @@ pub mod errors;
 pub mod fd_limit;
 pub mod forward;
 mod front;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod health;
 pub mod incidents;

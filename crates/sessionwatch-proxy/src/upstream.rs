@@ -29,7 +29,7 @@ use crate::backends::Backend;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{ReusePolicy, UpstreamConfig};
 
-mod h1;
+pub(crate) mod h1;
 
 pub use h1::{Body as Http1Body, Error as Http1Error};
 
