@@ -42,11 +42,14 @@ pub enum RequestHead {
     NotPlain,
     /// A head that looked plain but would not convert (consumed).
     Bad,
+    /// A head longer than the limit, whole or not (nothing consumed: the answer is 431).
+    TooLarge,
 }
 
-/// The front's request-head parser, as the accept loop calls it.
-pub fn parse_request(buf: &mut BytesMut) -> RequestHead {
-    match front::parse_request(buf) {
+/// The front's request-head parser, as the accept loop calls it, with heads of at most
+/// `max_head` bytes.
+pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> RequestHead {
+    match front::parse_request(buf, max_head) {
         Parsed::Plain(head) => RequestHead::Plain {
             parts: head.request.into_parts().0,
             body_len: head.body_len,
@@ -55,6 +58,7 @@ pub fn parse_request(buf: &mut BytesMut) -> RequestHead {
         Parsed::Partial => RequestHead::Partial,
         Parsed::NotPlain => RequestHead::NotPlain,
         Parsed::Bad => RequestHead::Bad,
+        Parsed::TooLarge => RequestHead::TooLarge,
     }
 }
 
