@@ -130,6 +130,7 @@ fn record(knobs: &mut Knobs<'_>) -> Option<SessionRecord> {
         last_seen,
         pinned: flags & 2 != 0,
         lost: flags & 4 != 0,
+        presented: flags & 8 != 0,
     })
 }
 
