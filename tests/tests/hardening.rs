@@ -297,3 +297,164 @@ async fn at_the_connection_cap_new_clients_wait_until_one_leaves() {
     assert_eq!(third.final_answer(false).await.text(), "own:/third");
     proxy.shutdown().await;
 }
+
+/// Reads a request head one byte at a time; `None` if the connection ended first.
+async fn head_bytewise(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    while !buf.ends_with(b"\r\n\r\n") {
+        let mut c = [0u8; 1];
+        match s.read(&mut c).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => buf.push(c[0]),
+        }
+    }
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Upgrade requests are answered 101 and the tunnel held open; others `own`.
+async fn websocket_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                while let Some(h) = head_bytewise(&mut s).await {
+                    if h.to_ascii_lowercase().contains("upgrade: websocket") {
+                        let _ = s
+                            .write_all(
+                                b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n\
+                                  Upgrade: websocket\r\n\r\n",
+                            )
+                            .await;
+                        let mut sink = [0u8; 1024];
+                        while let Ok(1..) = s.read(&mut sink).await {}
+                        return;
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nown")
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_tunnel_counts_under_the_connection_cap_while_it_lasts() {
+    let scratch = Scratch::new("cap-ws");
+    let backend = websocket_backend().await;
+    let toml = config_toml(
+        &[("app".to_owned(), backend)],
+        "sid",
+        &scratch.alert_log(),
+        "[health]\nactive = false\n",
+    )
+    .replace("[listen]\n", "[listen]\nworkers = 1\nmax_connections = 2\n");
+    let proxy = start_proxy(&toml).await;
+    let mut tunnels = Vec::new();
+    for i in 0..2 {
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(
+            format!(
+                "GET /ws{i} HTTP/1.1\r\nHost: shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let head = tokio::time::timeout(Duration::from_secs(10), head_bytewise(&mut c))
+            .await
+            .expect("a 101 within 10 s");
+        assert!(head.is_some_and(|h| h.starts_with("HTTP/1.1 101")));
+        tunnels.push(c);
+    }
+    let text = metrics(proxy.admin_addr.unwrap()).await;
+    assert_eq!(
+        metric_sum(&text, "sessionwatch_client_connections", &[]),
+        2.0,
+        "{text}"
+    );
+    // Two tunnels fill the cap: a third client waits...
+    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
+    third
+        .write_all(b"GET /third HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
+    assert!(early.is_err(), "served past the cap: {early:?}");
+    // ...until a tunnel closes.
+    drop(tunnels.pop());
+    let mut third = RawClient::from_stream(third);
+    assert_eq!(third.final_answer(false).await.text(), "own");
+    proxy.shutdown().await;
+}
+
+/// Reads a request head, then neither reads the body nor answers.
+async fn deaf_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = head_bytewise(&mut s).await;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(s);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_stops_reading_an_upload_gets_504() {
+    let scratch = Scratch::new("deaf");
+    let backend = deaf_backend().await;
+    let proxy = proxy_for(
+        backend,
+        &scratch,
+        "[upstream]\nresponse_timeout = \"1s\"\nrequest_body_timeout = \"1s\"",
+    )
+    .await;
+    let c = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut r, mut w) = c.into_split();
+    // The client keeps sending as fast as the proxy takes it: it never stalls.
+    let writer = tokio::spawn(async move {
+        let _ = w
+            .write_all(b"POST /up HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        let mut chunk = format!("{:x}\r\n", 65536).into_bytes();
+        chunk.extend(std::iter::repeat_n(b'x', 65536));
+        chunk.extend_from_slice(b"\r\n");
+        for _ in 0..4096 {
+            if w.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), r.read(&mut buf))
+        .await
+        .expect("an answer within 20 s (response timeout 1 s)")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    writer.abort();
+    let text = metrics(proxy.admin_addr.unwrap()).await;
+    assert_eq!(
+        metric_sum(
+            &text,
+            "sessionwatch_upstream_errors_total",
+            &["kind=\"timeout\""]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric_sum(&text, "sessionwatch_client_body_errors_total", &[]),
+        0.0,
+        "{text}"
+    );
+    proxy.shutdown().await;
+}

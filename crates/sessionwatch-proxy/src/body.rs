@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -74,10 +74,25 @@ impl From<Incoming> for RequestBody {
 }
 
 /// How a client's streamed body stands, for the forwarder (see [`RequestBody::watched`]).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BodyWatch {
     state: AtomicU8,
     ended: tokio::sync::Notify,
+    started: tokio::time::Instant,
+    /// When the sender last asked for more of the body, in milliseconds since `started`: a
+    /// backend that stops reading stops asking.
+    last_asked: AtomicU64,
+}
+
+impl Default for BodyWatch {
+    fn default() -> Self {
+        Self {
+            state: AtomicU8::new(0),
+            ended: tokio::sync::Notify::new(),
+            started: tokio::time::Instant::now(),
+            last_asked: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Where a watched body stands.
@@ -119,6 +134,18 @@ impl BodyWatch {
         {
             self.ended.notify_one();
         }
+    }
+
+    fn asked(&self) {
+        let ms = self.started.elapsed().as_millis();
+        self.last_asked
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// How long since the sender last asked for more of the body.
+    pub fn since_asked(&self) -> Duration {
+        let at = self.started + Duration::from_millis(self.last_asked.load(Ordering::Relaxed));
+        tokio::time::Instant::now().saturating_duration_since(at)
     }
 
     /// Resolves once the body is no longer streaming. (One waiter: `notify_one` keeps a
@@ -173,6 +200,7 @@ impl Body for RequestBody {
                 timeout,
                 watch,
             } => {
+                watch.asked();
                 let polled = body.as_mut().poll_frame(cx);
                 match polled {
                     Poll::Ready(Some(Ok(frame))) => {

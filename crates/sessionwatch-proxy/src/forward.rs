@@ -28,6 +28,18 @@ use crate::metrics::Metrics;
 use crate::reporter::report_path;
 use crate::upstream::Pool;
 
+/// Held by a request whose connection may turn into a tunnel: kept alive by the tunnel for as
+/// long as it lasts, so that the client connection it came from still counts as open (under
+/// `listen.max_connections`, in the connection gauge).
+#[derive(Clone)]
+pub struct ClientConnection(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for ClientConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientConnection")
+    }
+}
+
 /// The response timeout ran out.
 #[derive(Debug)]
 struct Elapsed;
@@ -218,6 +230,7 @@ impl Inner {
             .ok_or(ForwardError::NoHealthyBackend)?;
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let client_connection = req.extensions().get::<ClientConnection>().cloned();
 
         // The upstream request carries its target in origin form; the authority goes in `Host`.
         let path_and_query = req
@@ -308,6 +321,7 @@ impl Inner {
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
+                let _counted = client_connection;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client_io, upstream_io)) => {
                         let mut c = TokioIo::new(client_io);
@@ -324,14 +338,25 @@ impl Inner {
     }
 
     /// `send` for a request whose body streams from the client: the response timeout starts
-    /// once the body has been read to its end.
+    /// once the body has been read to its end, or runs out while the backend takes none of it
+    /// (hyper asks for more of the body only as the backend reads it).
     async fn send_streamed<F, T>(&self, send: F, watch: &BodyWatch) -> Result<T, Elapsed>
     where
         F: Future<Output = T>,
     {
+        let limit = self.upstream.response_timeout;
         let deadline = async {
-            watch.settled().await;
-            tokio::time::sleep(self.upstream.response_timeout).await;
+            while watch.state() == BodyState::Streaming {
+                let quiet = watch.since_asked();
+                if quiet >= limit {
+                    return;
+                }
+                tokio::select! {
+                    () = watch.settled() => break,
+                    () = tokio::time::sleep(limit - quiet) => {}
+                }
+            }
+            tokio::time::sleep(limit).await;
         };
         tokio::select! {
             sent = send => Ok(sent),

@@ -154,12 +154,12 @@ pub struct Peer {
 /// hop-by-hop headers go, including those `Connection` names (except the protected ones, which
 /// make the request a bad one); several `Cookie` fields become one; then the proxy's own
 /// headers are set, after the removal, so a client cannot strip them; last the request id,
-/// the client's kept only if [`acceptable_request_id`]. Returns the request id.
+/// the client's kept only if [`acceptable_request_id`].
 pub fn prepare<B>(
     req: &mut Request<B>,
     peer: &Peer,
     new_id: impl FnOnce() -> HeaderValue,
-) -> Result<HeaderValue, ForwardError> {
+) -> Result<Prepared, ForwardError> {
     if req.method() == Method::CONNECT {
         return Err(ForwardError::MethodNotAllowed);
     }
@@ -173,8 +173,9 @@ pub fn prepare<B>(
         ));
     }
     set_host(req, found.hosts == 1, peer.local)?;
+    let mut upgrade = false;
     if found.connection || found.hop_by_hop {
-        let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         strip_hop_by_hop(req.headers_mut(), upgrade);
     }
     if found.cookies > 1 {
@@ -189,14 +190,24 @@ pub fn prepare<B>(
             .cloned(),
         _ => None,
     };
-    Ok(match kept {
+    let id = match kept {
         Some(id) => id,
         None => {
             let id = new_id();
             headers.insert(X_REQUEST_ID, id.clone());
             id
         }
-    })
+    };
+    Ok(Prepared { id, upgrade })
+}
+
+/// What [`prepare`] found out about a request it let through.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The request id.
+    pub id: HeaderValue,
+    /// Whether the request asks to switch protocols.
+    pub upgrade: bool,
 }
 
 /// Whether a `Connection` header names one of the [`PROTECTED`] fields.

@@ -22,8 +22,9 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 use crate::body::{RequestBody, ResponseBody};
+use crate::forward::ClientConnection;
 use crate::front::{self, Handler as _, Prefixed};
-use crate::headers::{Peer, prepare};
+use crate::headers::{Peer, Prepared, prepare};
 use crate::upstream::FirstOnConnection;
 
 /// A slow client gets this long to send its request head (slowloris defence).
@@ -179,10 +180,10 @@ pub async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         cap.open.increment(1.0);
-        let held = Held {
+        let held = Arc::new(Held {
             _permit: permit,
             open: cap.open.clone(),
-        };
+        });
         let mut client = Client {
             svc: svc.clone(),
             ids: ids.clone(),
@@ -198,6 +199,7 @@ pub async fn serve<S>(
                 },
             },
             used: AtomicBool::new(false),
+            held: held.clone(),
         };
         let mut builder = builder.clone();
         let watcher = graceful.watcher();
@@ -249,6 +251,8 @@ struct Client<S> {
     peer: Peer,
     /// Whether a request of this connection has been sent on (see [`FirstOnConnection`]).
     used: AtomicBool,
+    /// The connection's place under the cap.
+    held: Arc<Held>,
 }
 
 impl<S: Clone> Clone for Client<S> {
@@ -258,6 +262,7 @@ impl<S: Clone> Clone for Client<S> {
             ids: self.ids.clone(),
             peer: self.peer.clone(),
             used: AtomicBool::new(self.used.load(Ordering::Relaxed)),
+            held: self.held.clone(),
         }
     }
 }
@@ -277,7 +282,15 @@ where
         // Before anything reads the request, so the session layer sees exactly what the backend
         // will see (a `Connection: x` must not hide `x` from the backend alone).
         let id = match prepare(&mut req, &self.peer, || self.ids.next()) {
-            Ok(id) => id,
+            Ok(Prepared { id, upgrade }) => {
+                if upgrade {
+                    // The tunnel outlives this connection's task: it holds the connection's
+                    // place under the cap (and in the gauge) until it closes.
+                    req.extensions_mut()
+                        .insert(ClientConnection(self.held.clone()));
+                }
+                id
+            }
             Err(refused) => {
                 tracing::debug!(status = %refused.status(), error = %refused, "refused");
                 let mut resp = refused.into_response();

@@ -33,6 +33,14 @@ pub(crate) mod h1;
 
 pub use h1::{Body as Http1Body, Error as Http1Error};
 
+/// An idle connection taken from the pool after this long asks its socket (one system call)
+/// whether the backend sent anything meanwhile, rather than trusting the event loop's view,
+/// which a busy worker refreshes only every so many tasks. Under load connections come back into
+/// use well within it, so the keep-alive path makes no extra system call; the window it leaves
+/// is the one no check can close: bytes that arrive just before or after the next request goes
+/// out (see [`ReusePolicy`]).
+const ASK_THE_SOCKET_AFTER: Duration = Duration::from_millis(5);
+
 /// Marks a request that is the first of its client connection: under [`ReusePolicy::Safe`]
 /// it goes on a new upstream connection, never on one another client's request used.
 #[derive(Debug, Clone, Copy)]
@@ -272,8 +280,10 @@ impl Pool {
         }
         for (i, slot) in self.inner.plain.iter().enumerate() {
             let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            // Once a second: each idle connection asks its socket.
             idle.retain(|c| {
-                self.inner.still_usable(i, &c.conn) && !self.inner.expired(c.since, now)
+                !self.inner.expired(c.since, now)
+                    && self.inner.still_usable(i, c.conn.idle_state_now())
             });
         }
     }
@@ -385,17 +395,27 @@ impl PoolInner {
             .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         while let Some(c) = idle.pop() {
-            if self.still_usable(slot, &c.conn) && !self.expired(c.since, now) {
+            if self.expired(c.since, now) {
+                continue;
+            }
+            // A connection idle for a while asks its socket; one back in the pool a moment ago
+            // (the usual case under load) trusts what the event loop has seen, at no cost.
+            let state = if now.saturating_duration_since(c.since) >= ASK_THE_SOCKET_AFTER {
+                c.conn.idle_state_now()
+            } else {
+                c.conn.idle_state()
+            };
+            if self.still_usable(slot, state) {
                 return Some(c.conn);
             }
         }
         None
     }
 
-    /// Whether an idle connection can take a request; one the backend wrote to while idle is
-    /// counted as poisoned (and, like a closed one, dropped by the caller).
-    fn still_usable(&self, slot: usize, conn: &h1::Conn) -> bool {
-        match conn.idle_state() {
+    /// Whether an idle connection in `state` can take a request; one the backend wrote to while
+    /// idle is counted as poisoned (and, like a closed one, dropped by the caller).
+    fn still_usable(&self, slot: usize, state: h1::IdleState) -> bool {
+        match state {
             h1::IdleState::Usable => true,
             h1::IdleState::Closed => false,
             h1::IdleState::Stray => {
@@ -1010,5 +1030,54 @@ mod tests {
         // A later request of a client connection may reuse.
         read_whole(pool.send(backend, get("/")).await.unwrap()).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A backend on its own OS thread, one connection at a time: the first request is answered
+    /// `ok`, then 20 ms later, unasked, `PWND`; later requests are answered `own`.
+    fn thread_backend() -> std::net::SocketAddr {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || {
+            // Counted over every connection: only the very first request is answered twice.
+            let mut n = 0;
+            while let Ok((mut s, _)) = l.accept() {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let r = match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(r) => r,
+                    };
+                    buf.extend_from_slice(&chunk[..r]);
+                    while let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..i + 4);
+                        let _ = if n == 0 {
+                            let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                            std::thread::sleep(Duration::from_millis(20));
+                            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nPWND")
+                        } else {
+                            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nown")
+                        };
+                        n += 1;
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn stray_bytes_the_event_loop_has_not_seen_yet_are_still_caught() {
+        let backends = backends_at(thread_backend());
+        let backend = &backends.all()[0];
+        let (pool, poisoned) = counted_pool(ReusePolicy::Always);
+        read_whole(pool.send(backend, get("/a")).await.unwrap()).await;
+        // The worker is busy for 100 ms with no turn of its event loop: the stray answer sits
+        // in the kernel's buffer before the next request takes the connection.
+        std::thread::sleep(Duration::from_millis(100));
+        let answer = read_whole(pool.send(backend, get("/b")).await.unwrap()).await;
+        assert_eq!(answer, "own", "another exchange's bytes were handed to /b");
+        assert_eq!(poisoned.load(Ordering::SeqCst), 1);
     }
 }

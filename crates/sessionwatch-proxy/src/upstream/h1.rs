@@ -154,8 +154,10 @@ impl Conn {
         }
     }
 
-    /// What became of an idle connection while it waited in the pool. Costs no system call
-    /// unless the socket became readable while idle.
+    /// What became of an idle connection while it waited in the pool, as far as the event loop
+    /// has seen. Costs no system call unless the socket became readable while idle; bytes the
+    /// event loop has not noticed yet (a busy worker polls for events every so many tasks) are
+    /// missed: see [`Conn::idle_state_now`].
     pub(crate) fn idle_state(&self) -> IdleState {
         if !self.buf.is_empty() {
             return IdleState::Stray;
@@ -164,14 +166,26 @@ impl Conn {
         match self.stream.poll_read_ready(&mut cx) {
             Poll::Pending => IdleState::Usable,
             Poll::Ready(Err(_)) => IdleState::Closed,
-            Poll::Ready(Ok(())) => {
-                let mut probe = [0u8; 1];
-                match self.stream.try_read(&mut probe) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => IdleState::Usable,
-                    Ok(0) | Err(_) => IdleState::Closed,
-                    Ok(_) => IdleState::Stray,
-                }
-            }
+            Poll::Ready(Ok(())) => self.idle_state_now(),
+        }
+    }
+
+    /// What became of an idle connection, asked of the socket itself: one system call (a
+    /// non-blocking peek), whatever the event loop has seen.
+    pub(crate) fn idle_state_now(&self) -> IdleState {
+        use rustix::net::{RecvFlags, recv};
+        if !self.buf.is_empty() {
+            return IdleState::Stray;
+        }
+        let mut probe = [0u8; 1];
+        match recv(
+            &self.stream,
+            &mut probe,
+            RecvFlags::PEEK | RecvFlags::DONTWAIT,
+        ) {
+            Err(e) if e == rustix::io::Errno::AGAIN => IdleState::Usable,
+            Ok((0, _)) | Err(_) => IdleState::Closed,
+            Ok(_) => IdleState::Stray,
         }
     }
 
