@@ -1,4 +1,4 @@
--- wrk script for the fill phase (bench/run.py): GET /issue?sid=<id> once for each index in
+-- wrk script for the fill phase (bench/run.py): POST /issue?sid=<id> once for each index in
 -- [first, first + count), in order, so that the proxy learns every session from the backend's
 -- Set-Cookie. Run it with one thread (-t1); once every issue has been answered it prints
 -- FILL_DONE and stops its thread, and bench/run.py ends wrk. Requests sent after the last id
@@ -35,7 +35,9 @@ function request()
         return health
     end
     if sent < count then
-        local r = wrk.format("GET", "/issue?sid=" .. sid(first + sent))
+        -- A POST to a login path (bench/sessionwatch.toml.in): a sign-in, so the session is
+        -- tracked as presented from the start, as a user's would be from their next request.
+        local r = wrk.format("POST", "/issue?sid=" .. sid(first + sent))
         sent = sent + 1
         return r
     end

@@ -391,12 +391,16 @@ pub fn plan_updates(
                 // Same value re-sent (an expiry refresh): the carried record already covers it.
                 continue;
             }
-            // A sign-in is followed by the client's next request; a session handed to a
-            // request without one may never come back (a bot, a crawler, a flood).
+            // A sign-in (a form sent to a login path) is followed by the client's next request;
+            // a session handed to a request without one may never come back (a bot, a crawler,
+            // a flood), and neither may one handed to a GET of the login form, which anyone
+            // can send as fast as they like.
+            let sign_in = profile.is_login_path(exchange.path)
+                && !matches!(*exchange.method, Method::GET | Method::HEAD);
             update(StoreUpdate::Put {
                 fingerprint,
                 record: SessionRecord {
-                    presented: profile.is_login_path(exchange.path),
+                    presented: sign_in,
                     ..SessionRecord::issued(exchange.server, now)
                 },
             });

@@ -494,7 +494,16 @@ fn a_session_counts_as_presented_once_signed_in_or_sent_back() {
             record: SessionRecord::issued(B, t(60))
         }]
     );
-    // Issued on a login path, even to a request without a cookie: the client signing in will.
+    // Handed to a GET of the login form without a cookie: a bot can ask for it in a flood.
+    let e = ex(vec![]).path("/login").issues(SID, "bot").status(200);
+    assert_eq!(
+        e.updates(PinPolicy::Off),
+        vec![StoreUpdate::Put {
+            fingerprint: fp("bot"),
+            record: SessionRecord::issued(B, t(60))
+        }]
+    );
+    // Issued to a sign-in, even to a request without a cookie: the client signing in will.
     let mut e = ex(vec![])
         .path("/login")
         .issues(SID, "signed-in")

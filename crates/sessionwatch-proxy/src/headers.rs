@@ -235,12 +235,19 @@ fn set_host<B>(
 ) -> Result<(), ForwardError> {
     if let Some(authority) = req.uri().authority() {
         let value = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| ForwardError::BadRequest("the target's authority is not a valid Host"))?;
+            .ok()
+            .filter(valid_host)
+            .ok_or(ForwardError::BadRequest(
+                "the target's authority is not a valid Host",
+            ))?;
         req.headers_mut().insert(HOST, value);
         return Ok(());
     }
     if has_host {
-        return Ok(());
+        return match req.headers().get(HOST) {
+            Some(host) if !valid_host(host) => Err(ForwardError::BadRequest("an invalid Host")),
+            _ => Ok(()),
+        };
     }
     if req.version() == Version::HTTP_10 {
         // A socket address always formats to a valid header value.
@@ -250,6 +257,16 @@ fn set_host<B>(
         return Ok(());
     }
     Err(ForwardError::BadRequest("no Host header"))
+}
+
+/// Whether a `Host` value can be `uri-host [ ":" port ]` (RFC 9112 3.2, RFC 3986 3.2.2): no
+/// user information, path, query, fragment, whitespace or non-ASCII byte. (The finer grammar
+/// is the application's to judge; these are what would make the proxy and the farm read a
+/// different host.)
+fn valid_host(host: &HeaderValue) -> bool {
+    host.as_bytes()
+        .iter()
+        .all(|b| b.is_ascii_graphic() && !matches!(b, b'@' | b'/' | b'?' | b'#' | b'\\'))
 }
 
 /// Several `Cookie` fields (HTTP/2 splits them) as the one field an HTTP/1.1 backend expects,
@@ -329,6 +346,42 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h[UPGRADE], "websocket");
         assert_eq!(h[CONNECTION], "upgrade");
+    }
+
+    fn prepared(uri: &str, hosts: &[&str]) -> Result<Request<()>, ForwardError> {
+        let mut b = Request::builder().uri(uri);
+        for h in hosts {
+            b = b.header(HOST, *h);
+        }
+        let mut req = b.body(()).unwrap();
+        let peer = Peer {
+            client_ip: None,
+            local: "127.0.0.1:8080".parse().unwrap(),
+        };
+        prepare(&mut req, &peer, || HeaderValue::from_static("id-1")).map(|_| req)
+    }
+
+    #[test]
+    fn a_host_that_would_read_differently_is_refused() {
+        for host in ["a/b", "u@shop", "shop?x", "shop#x", "sh op", "shop\\x"] {
+            assert!(
+                matches!(prepared("/", &[host]), Err(ForwardError::BadRequest(_))),
+                "{host:?} was accepted"
+            );
+        }
+        // User information in an absolute-form target would reach the farm as its Host.
+        assert!(prepared("http://user:pw@shop.example/x", &["x"]).is_err());
+        for host in [
+            "shop.example",
+            "shop.example:8080",
+            "[::1]:8080",
+            "127.0.0.1",
+        ] {
+            let req = prepared("/", &[host]).unwrap();
+            assert_eq!(req.headers()[HOST], host);
+        }
+        let req = prepared("http://a.example/x", &["b.example"]).unwrap();
+        assert_eq!(req.headers()[HOST], "a.example");
     }
 
     #[test]

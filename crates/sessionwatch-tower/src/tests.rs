@@ -265,9 +265,11 @@ async fn signed_in_session_outlives_a_flood(store: Arc<dyn SessionStore>) {
     let mut svc = SessionLayer::new(profile, Fingerprinter::from_secret(b"t"), store.clone())
         .with_pin_policy(PinPolicy::Learn)
         .layer(farm(routes.clone()));
-    // Node 1 (the farm's default) issues both: one on its login path, one to an anonymous
-    // visitor who comes back with it.
-    let resp = send(&mut svc, get("/login", None)).await;
+    // Node 1 (the farm's default) issues both: one to a sign-in, one to an anonymous visitor
+    // who comes back with it.
+    let mut sign_in = get("/login", None);
+    *sign_in.method_mut() = http::Method::POST;
+    let resp = send(&mut svc, sign_in).await;
     let user = set_cookie(&resp);
     let resp = send(&mut svc, get("/anon", None)).await;
     let visitor = set_cookie(&resp);
