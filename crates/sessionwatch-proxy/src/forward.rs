@@ -230,7 +230,9 @@ impl Inner {
             .ok_or(ForwardError::NoHealthyBackend)?;
         let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let client_connection = req.extensions().get::<ClientConnection>().cloned();
+        let client_connection = upgrade
+            .then(|| req.extensions().get::<ClientConnection>().cloned())
+            .flatten();
 
         // The upstream request carries its target in origin form; the authority goes in `Host`.
         let path_and_query = req

@@ -395,12 +395,13 @@ impl PoolInner {
             .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         while let Some(c) = idle.pop() {
-            if self.expired(c.since, now) {
+            let idle_for = now.saturating_duration_since(c.since);
+            if idle_for >= self.idle_timeout {
                 continue;
             }
             // A connection idle for a while asks its socket; one back in the pool a moment ago
             // (the usual case under load) trusts what the event loop has seen, at no cost.
-            let state = if now.saturating_duration_since(c.since) >= ASK_THE_SOCKET_AFTER {
+            let state = if idle_for >= ASK_THE_SOCKET_AFTER {
                 c.conn.idle_state_now()
             } else {
                 c.conn.idle_state()
