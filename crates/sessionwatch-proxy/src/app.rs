@@ -321,8 +321,10 @@ impl Worker {
 
 /// Start the proxy: bind, spawn the server, health checks, incident watch, sinks and admin.
 pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy, StartError> {
+    // Each worker keeps two idle lists per backend (its own HTTP/1.1 connections, hyper's).
     let pooled =
-        (config.workers * config.backends.len() * config.upstream.pool_max_idle_per_host) as u64;
+        (2 * config.workers * config.backends.len() * config.upstream.pool_max_idle_per_host)
+            as u64;
     let max_connections = crate::fd_limit::connection_cap(
         config.max_connections,
         crate::fd_limit::raise_open_files_limit(),

@@ -63,6 +63,9 @@ pub enum ForwardError {
     /// A method the proxy never forwards (`CONNECT`: a reverse proxy opens no tunnels).
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The proxy ran out of its own resources (file descriptors, local ports) to reach a backend.
+    #[error("out of local resources for an upstream connection")]
+    Overloaded,
     /// The request head is larger than `listen.max_header_bytes`.
     #[error("the request head is too large")]
     HeadTooLarge,
@@ -72,9 +75,9 @@ impl ForwardError {
     /// The status the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
-            ForwardError::NoHealthyBackend | ForwardError::PinnedBackendDown { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ForwardError::NoHealthyBackend
+            | ForwardError::PinnedBackendDown { .. }
+            | ForwardError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ForwardError::Connect { .. } | ForwardError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ForwardError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ForwardError::RequestBody { timed_out: true } => StatusCode::REQUEST_TIMEOUT,
@@ -104,6 +107,7 @@ impl ForwardError {
         let status = self.status();
         let text = match &self {
             ForwardError::NoHealthyBackend => "no healthy backend\n",
+            ForwardError::Overloaded => "service unavailable\n",
             ForwardError::PinnedBackendDown { .. } => {
                 "the server holding your session is unavailable; retry shortly\n"
             }
@@ -126,7 +130,7 @@ impl ForwardError {
             ForwardError::PinnedBackendDown { retry_after, .. } => {
                 Some(retry_after.as_secs().max(1))
             }
-            ForwardError::NoHealthyBackend => Some(1),
+            ForwardError::NoHealthyBackend | ForwardError::Overloaded => Some(1),
             _ => None,
         };
         if let Some(secs) = retry {

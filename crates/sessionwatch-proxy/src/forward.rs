@@ -287,6 +287,12 @@ impl Inner {
         }
         let mut resp = match sent {
             Ok(Ok(resp)) => resp,
+            Ok(Err(source)) if source.is_local_exhaustion() => {
+                // Out of descriptors or local ports: nothing the backend did, so it is neither
+                // counted nor ejected for it.
+                tracing::warn!(error = %error_chain(&source), "cannot open an upstream connection: out of local resources");
+                return Err(ForwardError::Overloaded);
+            }
             Ok(Err(source)) if source.is_connect() => {
                 if let Some(m) = metrics {
                     m.connect_errors.increment(1);

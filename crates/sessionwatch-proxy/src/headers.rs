@@ -175,7 +175,16 @@ pub fn prepare<B>(
     set_host(req, found.hosts == 1, peer.local)?;
     let mut upgrade = false;
     if found.connection || found.hop_by_hop {
-        upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
+        // Only WebSocket passes: any other protocol (h2c, say) would give the client a raw
+        // channel to the backend past every check here, so its `Upgrade` is removed and the
+        // request goes on as an ordinary one.
+        upgrade = req.version() == Version::HTTP_11
+            && is_upgrade(req.headers())
+            && req
+                .headers()
+                .get_all(UPGRADE)
+                .iter()
+                .any(|v| crate::wire::lists(v.as_bytes(), "websocket"));
         strip_hop_by_hop(req.headers_mut(), upgrade);
     }
     if found.cookies > 1 {
@@ -359,6 +368,35 @@ mod tests {
             local: "127.0.0.1:8080".parse().unwrap(),
         };
         prepare(&mut req, &peer, || HeaderValue::from_static("id-1")).map(|_| req)
+    }
+
+    #[test]
+    fn only_a_websocket_upgrade_passes() {
+        let mut req = Request::builder()
+            .uri("/")
+            .header(HOST, "shop")
+            .header(CONNECTION, "Upgrade")
+            .header(UPGRADE, "h2c")
+            .body(())
+            .unwrap();
+        let peer = Peer {
+            client_ip: None,
+            local: "127.0.0.1:8080".parse().unwrap(),
+        };
+        let prepared = prepare(&mut req, &peer, || HeaderValue::from_static("id-1")).unwrap();
+        assert!(!prepared.upgrade);
+        assert!(!req.headers().contains_key(UPGRADE));
+        assert!(!req.headers().contains_key(CONNECTION));
+        let mut req = Request::builder()
+            .uri("/ws")
+            .header(HOST, "shop")
+            .header(CONNECTION, "keep-alive, Upgrade")
+            .header(UPGRADE, "WebSocket")
+            .body(())
+            .unwrap();
+        let prepared = prepare(&mut req, &peer, || HeaderValue::from_static("id-2")).unwrap();
+        assert!(prepared.upgrade);
+        assert_eq!(req.headers()[UPGRADE], "WebSocket");
     }
 
     #[test]

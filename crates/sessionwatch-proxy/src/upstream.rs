@@ -81,6 +81,24 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Whether the connection could not be made for want of the proxy's own resources (file
+    /// descriptors, local ports, memory): the proxy's trouble, not the backend's.
+    pub fn is_local_exhaustion(&self) -> bool {
+        use rustix::io::Errno;
+        let UpstreamError::Connect(e) = self else {
+            return false;
+        };
+        [
+            Errno::MFILE,
+            Errno::NFILE,
+            Errno::ADDRNOTAVAIL,
+            Errno::NOBUFS,
+            Errno::NOMEM,
+        ]
+        .iter()
+        .any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
+    }
+
     /// Whether no connection to the backend could be made (the backend looks down).
     pub fn is_connect(&self) -> bool {
         matches!(
@@ -666,6 +684,17 @@ mod tests {
         let resp = pool.send(backend, get("/")).await.unwrap();
         read_whole(resp).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn running_out_of_local_resources_is_not_the_backends_fault() {
+        let connect = |code| UpstreamError::Connect(std::io::Error::from_raw_os_error(code));
+        for errno in [rustix::io::Errno::MFILE, rustix::io::Errno::ADDRNOTAVAIL] {
+            let e = connect(errno.raw_os_error());
+            assert!(e.is_local_exhaustion() && e.is_connect(), "{e:?}");
+        }
+        let refused = connect(rustix::io::Errno::CONNREFUSED.raw_os_error());
+        assert!(!refused.is_local_exhaustion() && refused.is_connect());
     }
 
     #[tokio::test]
