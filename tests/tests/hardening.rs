@@ -85,15 +85,37 @@ async fn proxy_for(
     scratch: &Scratch,
     extra: &str,
 ) -> sessionwatch_proxy::RunningProxy {
+    proxy_with(backend, scratch, "", extra).await
+}
+
+/// One worker (every request meets the same upstream pool), `listen` added to `[listen]`.
+async fn proxy_with(
+    backend: SocketAddr,
+    scratch: &Scratch,
+    listen: &str,
+    extra: &str,
+) -> sessionwatch_proxy::RunningProxy {
     let toml = config_toml(
         &[("app".to_owned(), backend)],
         "sid",
         &scratch.alert_log(),
         &format!("{extra}\n[health]\nactive = false\n"),
-    );
-    // One worker: every request meets the same upstream pool.
-    let toml = toml.replace("[listen]\n", "[listen]\nworkers = 1\n");
+    )
+    .replace("[listen]\n", &format!("[listen]\nworkers = 1\n{listen}"));
     start_proxy(&toml).await
+}
+
+/// A client that connects past the cap: the kernel takes the connection, the proxy does not
+/// serve it (yet).
+async fn waiting_client(addr: SocketAddr) -> TcpStream {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /third HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), c.read(&mut byte)).await;
+    assert!(early.is_err(), "served past the cap: {early:?}");
+    c
 }
 
 async fn metrics(admin: SocketAddr) -> String {
@@ -256,14 +278,7 @@ async fn safe_reuse_gives_each_client_connection_its_own_first_upstream_connecti
 async fn at_the_connection_cap_new_clients_wait_until_one_leaves() {
     let scratch = Scratch::new("cap");
     let (backend, _) = counting_backend().await;
-    let toml = config_toml(
-        &[("app".to_owned(), backend)],
-        "sid",
-        &scratch.alert_log(),
-        "[health]\nactive = false\n",
-    )
-    .replace("[listen]\n", "[listen]\nworkers = 1\nmax_connections = 2\n");
-    let proxy = start_proxy(&toml).await;
+    let proxy = proxy_with(backend, &scratch, "max_connections = 2\n", "").await;
     let mut held = Vec::new();
     for i in 0..2 {
         let mut c = RawClient::connect(proxy.addr).await;
@@ -273,14 +288,7 @@ async fn at_the_connection_cap_new_clients_wait_until_one_leaves() {
         held.push(c);
     }
     // The third connection is made (the kernel's backlog takes it) but not served...
-    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
-    third
-        .write_all(b"GET /third HTTP/1.1\r\nHost: shop\r\n\r\n")
-        .await
-        .unwrap();
-    let mut byte = [0u8; 1];
-    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
-    assert!(early.is_err(), "served past the cap: {early:?}");
+    let third = waiting_client(proxy.addr).await;
     let text = metrics(proxy.admin_addr.unwrap()).await;
     assert_eq!(
         metric_sum(&text, "sessionwatch_client_connections", &[]),
@@ -344,14 +352,7 @@ async fn websocket_backend() -> SocketAddr {
 async fn a_websocket_tunnel_counts_under_the_connection_cap_while_it_lasts() {
     let scratch = Scratch::new("cap-ws");
     let backend = websocket_backend().await;
-    let toml = config_toml(
-        &[("app".to_owned(), backend)],
-        "sid",
-        &scratch.alert_log(),
-        "[health]\nactive = false\n",
-    )
-    .replace("[listen]\n", "[listen]\nworkers = 1\nmax_connections = 2\n");
-    let proxy = start_proxy(&toml).await;
+    let proxy = proxy_with(backend, &scratch, "max_connections = 2\n", "").await;
     let mut tunnels = Vec::new();
     for i in 0..2 {
         let mut c = TcpStream::connect(proxy.addr).await.unwrap();
@@ -376,14 +377,7 @@ async fn a_websocket_tunnel_counts_under_the_connection_cap_while_it_lasts() {
         "{text}"
     );
     // Two tunnels fill the cap: a third client waits...
-    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
-    third
-        .write_all(b"GET /third HTTP/1.1\r\nHost: shop\r\n\r\n")
-        .await
-        .unwrap();
-    let mut byte = [0u8; 1];
-    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
-    assert!(early.is_err(), "served past the cap: {early:?}");
+    let third = waiting_client(proxy.addr).await;
     // ...until a tunnel closes.
     drop(tunnels.pop());
     let mut third = RawClient::from_stream(third);
