@@ -97,6 +97,11 @@ fn check_plain(parts: &http::request::Parts, body_len: usize, keep_alive: bool) 
 /// The request the backend receives must be the request the front parsed: same method, target
 /// and headers, the body framed by one length and nothing after it.
 fn round_trip(parts: &http::request::Parts, body_len: usize, rest: &[u8]) {
+    // A head at the field limit grows past it when the framing is written out (and the proxy
+    // adds its forwarding headers besides): the backend's own limit judges that one.
+    if parts.headers.len() >= MAX_HEADERS {
+        return;
+    }
     let mut body = rest[..body_len.min(rest.len())].to_vec();
     body.resize(body_len, b'x');
     let mut wire = Vec::new();
