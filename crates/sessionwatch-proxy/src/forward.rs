@@ -22,23 +22,12 @@ use crate::balancer::Balancer;
 use crate::body::{BodyState, BodyWatch, RequestBody, ResponseBody};
 use crate::config::{PinConfig, UpstreamConfig, WhenUnhealthy};
 use crate::errors::ForwardError;
+use crate::extensions::ClientConnection;
 use crate::headers::{is_upgrade, strip_hop_by_hop};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::reporter::report_path;
 use crate::upstream::Pool;
-
-/// Held by a request whose connection may turn into a tunnel: kept alive by the tunnel for as
-/// long as it lasts, so that the client connection it came from still counts as open (under
-/// `listen.max_connections`, in the connection gauge).
-#[derive(Clone)]
-pub struct ClientConnection(pub Arc<dyn std::any::Any + Send + Sync>);
-
-impl std::fmt::Debug for ClientConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientConnection")
-    }
-}
 
 /// The response timeout ran out.
 #[derive(Debug)]

@@ -13,6 +13,7 @@ pub mod balancer;
 pub mod body;
 pub mod config;
 pub mod errors;
+pub mod extensions;
 pub mod fd_limit;
 pub mod forward;
 mod front;

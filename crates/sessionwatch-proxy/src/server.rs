@@ -22,10 +22,9 @@ use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 use crate::body::{RequestBody, ResponseBody};
-use crate::forward::ClientConnection;
+use crate::extensions::{ClientConnection, FirstOnConnection};
 use crate::front::{self, Handler as _, Prefixed};
 use crate::headers::{Peer, Prepared, prepare};
-use crate::upstream::FirstOnConnection;
 
 /// A slow client gets this long to send its request head (slowloris defence).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);

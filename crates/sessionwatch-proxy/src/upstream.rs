@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use crate::backends::Backend;
 use crate::body::{RequestBody, ResponseBody};
 use crate::config::{ReusePolicy, UpstreamConfig};
+use crate::extensions::FirstOnConnection;
 
 pub(crate) mod h1;
 
@@ -40,11 +41,6 @@ pub use h1::{Body as Http1Body, Error as Http1Error};
 /// is the one no check can close: bytes that arrive just before or after the next request goes
 /// out (see [`ReusePolicy`]).
 const ASK_THE_SOCKET_AFTER: Duration = Duration::from_millis(5);
-
-/// Marks a request that is the first of its client connection: under [`ReusePolicy::Safe`]
-/// it goes on a new upstream connection, never on one another client's request used.
-#[derive(Debug, Clone, Copy)]
-pub struct FirstOnConnection;
 
 /// The client health probes go through.
 pub type UpstreamClient = Client<HttpConnector, RequestBody>;
