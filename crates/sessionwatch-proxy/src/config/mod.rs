@@ -2,6 +2,7 @@
 //! that the rest of the proxy takes. Every error names the file, the `line:column` and the
 //! field path (`backends[1].url`), so `check-config` and `serve` can say exactly what is wrong.
 
+mod fields;
 mod file;
 mod locate;
 mod read;

@@ -1,15 +1,14 @@
 //! From the file as written to a [`Config`]: defaults filled in, every value checked, every
 //! problem collected (not just the first) with its field path.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderName, StatusCode, Uri};
 use sessionwatch_core::{CookieSpec, Framework, IncidentConfig, Marker, PinPolicy, SessionProfile};
 
+use super::fields::{address, duration, one_of, p, positive, required};
 use super::file::{FileConfig, SinkFile};
-use super::locate::FieldPath;
 use super::{
     ActiveHealth, AlertsConfig, BackendConfig, BalancePolicy, Config, ConnectionLimit,
     HealthConfig, Issues, KeySource, PinConfig, ReusePolicy, SessionConfig, SinkConfig, StoreKind,
@@ -26,88 +25,6 @@ const HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 8 * 1024..=u16::MAX 
 /// As HAProxy's `maxconn` default order of magnitude; lowered at start to fit the
 /// file-descriptor limit when not set explicitly.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
-fn p(root: &str) -> FieldPath {
-    FieldPath::default().key(root)
-}
-
-fn duration(
-    issues: &mut Issues,
-    path: FieldPath,
-    value: Option<&str>,
-    default: Duration,
-) -> Duration {
-    let Some(text) = value else {
-        return default;
-    };
-    match humantime::parse_duration(text) {
-        Ok(d) if !d.is_zero() => d,
-        Ok(_) => {
-            issues.push(path, "must be above zero");
-            default
-        }
-        Err(e) => {
-            issues.push(path, format!("{e} (write e.g. \"500ms\", \"2s\", \"20m\")"));
-            default
-        }
-    }
-}
-
-fn address(
-    issues: &mut Issues,
-    path: FieldPath,
-    value: Option<&str>,
-    default: &str,
-) -> Option<SocketAddr> {
-    let text = value.unwrap_or(default);
-    match text.parse() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            issues.push(
-                path,
-                format!("{text:?} is not an IP address and port, e.g. \"127.0.0.1:8080\""),
-            );
-            None
-        }
-    }
-}
-
-fn positive(issues: &mut Issues, path: FieldPath, value: Option<u32>, default: u32) -> u32 {
-    match value {
-        Some(0) => {
-            issues.push(path, "must be at least 1");
-            default
-        }
-        Some(v) => v,
-        None => default,
-    }
-}
-
-fn one_of<T: Copy>(
-    issues: &mut Issues,
-    path: FieldPath,
-    value: Option<&str>,
-    default: T,
-    choices: &[(&str, T)],
-) -> T {
-    let Some(text) = value else {
-        return default;
-    };
-    match choices.iter().find(|(name, _)| *name == text) {
-        Some((_, v)) => *v,
-        None => {
-            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-            issues.push(
-                path,
-                format!(
-                    "unknown value {text:?}; expected one of: {}",
-                    names.join(", ")
-                ),
-            );
-            default
-        }
-    }
-}
 
 pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
     let mut issues = Issues::default();
@@ -140,41 +57,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
         ],
     );
 
-    let up = raw.upstream.as_ref();
-    let upstream = UpstreamConfig {
-        connect_timeout: duration(
-            &mut issues,
-            p("upstream").key("connect_timeout"),
-            up.and_then(|u| u.connect_timeout.as_deref()),
-            Duration::from_secs(2),
-        ),
-        response_timeout: duration(
-            &mut issues,
-            p("upstream").key("response_timeout"),
-            up.and_then(|u| u.response_timeout.as_deref()),
-            Duration::from_secs(30),
-        ),
-        pool_idle_timeout: duration(
-            &mut issues,
-            p("upstream").key("pool_idle_timeout"),
-            up.and_then(|u| u.pool_idle_timeout.as_deref()),
-            Duration::from_secs(90),
-        ),
-        pool_max_idle_per_host: up.and_then(|u| u.pool_max_idle_per_host).unwrap_or(256),
-        reuse: one_of(
-            &mut issues,
-            p("upstream").key("reuse"),
-            up.and_then(|u| u.reuse.as_deref()),
-            ReusePolicy::Safe,
-            &[("safe", ReusePolicy::Safe), ("always", ReusePolicy::Always)],
-        ),
-        request_body_timeout: duration(
-            &mut issues,
-            p("upstream").key("request_body_timeout"),
-            up.and_then(|u| u.request_body_timeout.as_deref()),
-            Duration::from_secs(10),
-        ),
-    };
+    let upstream = upstream(&mut issues, &raw);
 
     let session = session(&mut issues, &raw);
 
@@ -300,42 +183,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
         raw.listen.as_ref().and_then(|l| l.send_timeout.as_deref()),
         DEFAULT_SEND_TIMEOUT,
     );
-    let listen_file = raw.listen.as_ref();
-    let max_header_bytes = match listen_file.and_then(|l| l.max_header_bytes) {
-        Some(n) if HEADER_BYTES_RANGE.contains(&n) => n,
-        Some(_) => {
-            issues.push(
-                p("listen").key("max_header_bytes"),
-                format!(
-                    "must be from {} to {} bytes",
-                    HEADER_BYTES_RANGE.start(),
-                    HEADER_BYTES_RANGE.end()
-                ),
-            );
-            DEFAULT_MAX_HEADER_BYTES
-        }
-        None => DEFAULT_MAX_HEADER_BYTES,
-    };
-    let max_connections = match listen_file.and_then(|l| l.max_connections) {
-        Some(n) if (1..=1_000_000).contains(&n) => ConnectionLimit {
-            max: n,
-            explicit: true,
-        },
-        Some(_) => {
-            issues.push(
-                p("listen").key("max_connections"),
-                "must be from 1 to 1000000",
-            );
-            ConnectionLimit {
-                max: DEFAULT_MAX_CONNECTIONS,
-                explicit: false,
-            }
-        }
-        None => ConnectionLimit {
-            max: DEFAULT_MAX_CONNECTIONS,
-            explicit: false,
-        },
-    };
+    let (max_header_bytes, max_connections) = listen_limits(&mut issues, &raw);
     match (issues.0.is_empty(), listen, session) {
         (true, Some(listen), Some(session)) => Ok(Config {
             listen,
@@ -430,14 +278,6 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
         }
     }
     out
-}
-
-/// A field the file must give; reported as missing when absent.
-fn required<'a>(issues: &mut Issues, path: FieldPath, value: Option<&'a str>) -> Option<&'a str> {
-    if value.is_none() {
-        issues.push(path, "required, but missing");
-    }
-    value
 }
 
 fn session(issues: &mut Issues, raw: &FileConfig) -> Option<SessionConfig> {
@@ -676,4 +516,81 @@ fn sink(issues: &mut Issues, name: &str, s: &SinkFile) -> Option<SinkConfig> {
         resend_every,
         timeout,
     })
+}
+
+fn upstream(issues: &mut Issues, raw: &FileConfig) -> UpstreamConfig {
+    let up = raw.upstream.as_ref();
+    UpstreamConfig {
+        connect_timeout: duration(
+            issues,
+            p("upstream").key("connect_timeout"),
+            up.and_then(|u| u.connect_timeout.as_deref()),
+            Duration::from_secs(2),
+        ),
+        response_timeout: duration(
+            issues,
+            p("upstream").key("response_timeout"),
+            up.and_then(|u| u.response_timeout.as_deref()),
+            Duration::from_secs(30),
+        ),
+        pool_idle_timeout: duration(
+            issues,
+            p("upstream").key("pool_idle_timeout"),
+            up.and_then(|u| u.pool_idle_timeout.as_deref()),
+            Duration::from_secs(90),
+        ),
+        pool_max_idle_per_host: up.and_then(|u| u.pool_max_idle_per_host).unwrap_or(256),
+        reuse: one_of(
+            issues,
+            p("upstream").key("reuse"),
+            up.and_then(|u| u.reuse.as_deref()),
+            ReusePolicy::Safe,
+            &[("safe", ReusePolicy::Safe), ("always", ReusePolicy::Always)],
+        ),
+        request_body_timeout: duration(
+            issues,
+            p("upstream").key("request_body_timeout"),
+            up.and_then(|u| u.request_body_timeout.as_deref()),
+            Duration::from_secs(10),
+        ),
+    }
+}
+
+/// `listen.max_header_bytes` and `listen.max_connections`.
+fn listen_limits(issues: &mut Issues, raw: &FileConfig) -> (usize, ConnectionLimit) {
+    let listen_file = raw.listen.as_ref();
+    let max_header_bytes = match listen_file.and_then(|l| l.max_header_bytes) {
+        Some(n) if HEADER_BYTES_RANGE.contains(&n) => n,
+        Some(_) => {
+            issues.push(
+                p("listen").key("max_header_bytes"),
+                format!(
+                    "must be from {} to {} bytes",
+                    HEADER_BYTES_RANGE.start(),
+                    HEADER_BYTES_RANGE.end()
+                ),
+            );
+            DEFAULT_MAX_HEADER_BYTES
+        }
+        None => DEFAULT_MAX_HEADER_BYTES,
+    };
+    let max_connections = match listen_file.and_then(|l| l.max_connections) {
+        Some(n) if (1..=1_000_000).contains(&n) => ConnectionLimit {
+            max: n,
+            explicit: true,
+        },
+        other => {
+            if other.is_some() {
+                issues.push(
+                    p("listen").key("max_connections"),
+                    "must be from 1 to 1000000",
+                );
+            }
+            ConnectionLimit {
+                max: DEFAULT_MAX_CONNECTIONS,
+                explicit: false,
+            }
+        }
+    };
+    (max_header_bytes, max_connections)
 }
