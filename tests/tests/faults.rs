@@ -54,6 +54,17 @@ async fn one_request(addr: SocketAddr, request: &[u8]) -> Reply {
         .expect("a reply within 10 s")
 }
 
+/// The next answer on `c` is a whole 200 with the backend's body `whole`.
+async fn expect_whole(c: &mut ClientConn, case: &str) {
+    match tokio::time::timeout(Duration::from_secs(10), c.read_answer(false)).await {
+        Ok(Reply::Complete { head, body }) => {
+            assert_eq!(head.status, 200, "{case}");
+            assert_eq!(body, b"whole", "{case}");
+        }
+        other => panic!("{case}: expected a whole answer, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_dies_mid_body_gives_a_truncated_answer_and_its_connection_is_dropped() {
     let scratch = Scratch::new("mid-body");
@@ -106,25 +117,13 @@ async fn a_backend_that_dies_mid_body_gives_a_truncated_answer_and_its_connectio
         c.send(b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd")
             .await
             .unwrap();
-        match tokio::time::timeout(Duration::from_secs(10), c.read_answer(false)).await {
-            Ok(Reply::Complete { head, body }) => {
-                assert_eq!(head.status, 200, "{case}");
-                assert_eq!(body, b"whole", "{case}");
-            }
-            other => panic!("{case}: expected a whole answer, got {other:?}"),
-        }
+        expect_whole(&mut c, &case).await;
         assert_eq!(backend.accepts(), 2, "{case}: a new upstream connection");
         // A healthy connection is pooled: the third request reuses the second's.
         c.send(b"GET /third HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
-        match tokio::time::timeout(Duration::from_secs(10), c.read_answer(false)).await {
-            Ok(Reply::Complete { head, body }) => {
-                assert_eq!(head.status, 200, "{case}");
-                assert_eq!(body, b"whole", "{case}");
-            }
-            other => panic!("{case}: expected a whole answer, got {other:?}"),
-        }
+        expect_whole(&mut c, &case).await;
         assert_eq!(
             backend.accepts(),
             2,
