@@ -19,7 +19,7 @@ use sessionwatch_core::{
     CookieId, Fingerprint, Fingerprinter, SessionProfile, SetCookieEvent, Timestamp,
     read_request_cookies, read_set_cookie, read_set_cookies,
 };
-use sessionwatch_fuzz::{header_map, lines, profiles};
+use sessionwatch_core_fuzz::{header_map, lines, profiles};
 
 /// 2026-11-24T00:00:00Z, so that `Expires` dates on either side of it turn up in the seeds.
 const NOW: Timestamp = Timestamp::from_millis(1_795_478_400_000);

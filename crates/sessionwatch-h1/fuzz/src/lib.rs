@@ -1,13 +1,12 @@
-//! What the fuzz targets share: lenient builders that turn any bytes into the inputs the code
-//! under test takes, so that every fuzz input reaches it (an input that does not parse as a
-//! header block still yields the headers that do), and the profiles the cookie and
-//! classification targets run against.
+//! What the codec's fuzz targets share: lenient builders that turn any bytes into the inputs
+//! the targets need (an input that does not parse as a header block still yields the headers
+//! that do), so that every fuzz input reaches the code under test. The core's fuzz targets use
+//! them too.
 //!
 //! The inputs are text where that is natural (header blocks, one header a line), so that the
 //! committed seeds read like the traffic they stand for.
 
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use sessionwatch_core::{CookieSpec, Framework, Marker, SessionProfile};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The lines of `data`, split at LF, a CR before the LF dropped.
 pub fn lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -63,14 +62,6 @@ pub fn header_map<'a>(lines: impl Iterator<Item = &'a [u8]>, default: &str) -> H
     headers
 }
 
-/// The first number in `line` that is a valid status code, or 200.
-pub fn status_in(line: &[u8]) -> StatusCode {
-    line.split(|b| !b.is_ascii_digit())
-        .filter(|t| t.len() == 3)
-        .find_map(|t| StatusCode::from_bytes(t).ok())
-        .unwrap_or(StatusCode::OK)
-}
-
 /// Bytes read one at a time, zeros once they run out, so that a short input is still a whole
 /// input.
 #[derive(Debug)]
@@ -99,41 +90,6 @@ impl<'a> Knobs<'a> {
     }
 }
 
-/// Every built-in profile, and a custom one with the most cookies a profile may have, a
-/// rotating one among them, and a marker header and statuses.
-pub fn profiles() -> Vec<SessionProfile> {
-    let mut all: Vec<_> = Framework::ALL
-        .into_iter()
-        .map(SessionProfile::preset)
-        .collect();
-    let names = [
-        "sid",
-        "SESSION",
-        "__Host-session",
-        "auth.ticket",
-        "a",
-        "token",
-        "X",
-        "laravel_session",
-    ];
-    all.push(
-        SessionProfile::custom(
-            names
-                .iter()
-                .enumerate()
-                .map(|(i, n)| CookieSpec::new(*n).rotating(i == 3))
-                .collect(),
-        )
-        .with_login_paths(vec!["/login".into(), "/Account/Login".into()])
-        .with_logout_paths(vec!["/logout".into(), "/signout/".into()])
-        .with_marker(Marker {
-            header: Some(HeaderName::from_static("x-session-lost")),
-            statuses: vec![StatusCode::from_u16(419).unwrap_or(StatusCode::OK)],
-        }),
-    );
-    all
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,20 +110,11 @@ mod tests {
         let cookies: Vec<_> = headers.get_all("cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
         assert_eq!(headers.len(), 2);
-        assert_eq!(status_in(b"HTTP/1.1 302 Found"), StatusCode::FOUND);
-        assert_eq!(status_in(b"HTTP/1.1 2000"), StatusCode::OK);
     }
 
     #[test]
     fn knobs_read_zeros_past_the_end() {
         let mut k = Knobs::new(&[1, 2, 3]);
         assert_eq!((k.byte(), k.u16(), k.byte()), (1, 0x0203, 0));
-    }
-
-    #[test]
-    fn the_custom_profile_is_valid() {
-        for p in profiles() {
-            assert_eq!(p.validate(), Ok(()));
-        }
     }
 }

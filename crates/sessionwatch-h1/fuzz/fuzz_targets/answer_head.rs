@@ -1,6 +1,6 @@
-//! The upstream side's answer-head parser and body framing (`h1::parse_head`, which calls
-//! `framing`), then the body read from what follows the head as `Body::start` and
-//! `Body::poll_frame` read it.
+//! The codec's answer-head parser and body framing (`parse_answer`), then the body read from
+//! what follows the head (`BodyDecoder`), then the answer as the codec writes it on to a client
+//! (`encode_answer`) read back.
 //!
 //! The first byte picks the mode: bit 0, the answer is to a HEAD request; bit 1, the rest is
 //! rebuilt into a head whose headers all convert (the first line is the status line, `HTTP/1.1 `
@@ -12,18 +12,21 @@
 //! byte short is still partial; the framing follows RFC 9112 section 6.3 (no body for HEAD, 1xx,
 //! 204 and 304; a transfer coding wins over a length, which is then dropped; chunked only as the
 //! last coding; a connection delimited by its close is not reused; `Connection: close` is
-//! honoured); the body never yields more bytes than follow the head.
+//! honoured); the body never yields more bytes than follow the head, and exactly those its
+//! framing delimits; and the answer written on for a client reads back with the same status and
+//! fields, the framing that was written for it and the connection's fate it was given.
 
 #![no_main]
 
 use bytes::BytesMut;
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode, Version};
 use libfuzzer_sys::fuzz_target;
-use sessionwatch_fuzz::{header_map, lines, split_block};
-use sessionwatch_proxy::fuzzing::{
-    AnswerHead, ChunkedDecoder, Decoded, Framing, MAX_HEAD, MAX_HEADERS, parse_head,
+use sessionwatch_h1::{
+    AnswerHead, AnswerTo, BodyDecoder, Decoded, Framing, MAX_HEAD, MAX_HEADERS, encode_answer,
+    parse_answer,
 };
+use sessionwatch_h1_fuzz::{header_map, lines, split_block};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -36,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         rest.to_vec()
     };
     let mut buf = BytesMut::from(&input[..]);
-    let parsed = parse_head(&mut buf, head_request);
+    let parsed = parse_answer(&mut buf, head_request);
     let consumed = input.len() - buf.len();
     assert_eq!(
         &buf[..],
@@ -48,11 +51,12 @@ fuzz_target!(|data: &[u8]| {
             assert!(consumed > 0 && consumed <= MAX_HEAD);
             let mut short = BytesMut::from(&input[..consumed - 1]);
             assert!(
-                matches!(parse_head(&mut short, head_request), Ok(None)),
+                matches!(parse_answer(&mut short, head_request), Ok(None)),
                 "a head one byte short is complete"
             );
             check_framing(&head, head_request);
             read_body(head.framing, buf);
+            write_on(&head, head_request);
         }
         Ok(None) => assert_eq!(consumed, 0, "a partial head is consumed"),
         Err(_) => {}
@@ -150,20 +154,91 @@ fn check_framing(head: &AnswerHead, head_request: bool) {
 /// The body as the upstream side reads it from the bytes after the head.
 fn read_body(framing: Framing, mut rest: BytesMut) {
     let available = rest.len();
-    let yielded = match framing {
-        Framing::Empty => 0,
-        Framing::Length(n) => usize::try_from(n).unwrap_or(usize::MAX).min(available),
-        Framing::UntilClose => available,
-        Framing::Chunked => {
-            let mut decoder = ChunkedDecoder::default();
-            let mut total = 0;
-            while let Ok(Decoded::Data(d)) = decoder.decode(&mut rest) {
+    let mut body = BodyDecoder::new(framing);
+    let mut yielded = 0;
+    let ended = loop {
+        match body.decode(&mut rest) {
+            Ok(Decoded::Data(d)) => {
                 assert!(!d.is_empty(), "an empty data frame");
-                total += d.len();
+                yielded += d.len();
             }
-            assert!(total + rest.len() <= available);
-            total
+            Ok(Decoded::End) => break true,
+            Ok(Decoded::NeedMore) | Err(_) => break false,
         }
     };
-    assert!(yielded <= available, "more body than bytes");
+    assert!(yielded + rest.len() <= available, "more body than bytes");
+    assert_eq!(ended, body.is_done());
+    match framing {
+        Framing::Empty => assert!(ended && yielded == 0),
+        Framing::Length(n) => {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            assert_eq!(yielded, n.min(available));
+            assert_eq!(ended, n <= available);
+        }
+        Framing::UntilClose => assert!(!ended && yielded == available && body.ends_at_close()),
+        Framing::Chunked => assert!(!body.ends_at_close()),
+    }
+}
+
+/// The answer as the proxy writes it on to an HTTP/1.1 client, its body of the length it read
+/// (unknown unless framed by a length), read back as that client reads it.
+fn write_on(head: &AnswerHead, head_request: bool) {
+    // The proxy adds a date, the framing and the connection's fate: a head near either limit
+    // grows past it, and the client's own limits judge that one.
+    if head.headers.len() + 3 > MAX_HEADERS {
+        return;
+    }
+    let len = match head.framing {
+        Framing::Empty => Some(0),
+        Framing::Length(n) => Some(n),
+        Framing::Chunked | Framing::UntilClose => None,
+    };
+    let to = AnswerTo {
+        head_request,
+        http10: false,
+    };
+    let mut wire = Vec::new();
+    let sent = encode_answer(head.status, &head.headers, len, to, false, &mut wire);
+    if wire.len() > MAX_HEAD {
+        return;
+    }
+    assert_eq!(
+        sent.close,
+        head.headers.contains_key(CONNECTION),
+        "only a Connection field of its own closes an answer"
+    );
+    let mut buf = BytesMut::from(&wire[..]);
+    let back = match parse_answer(&mut buf, head_request) {
+        Ok(Some(back)) => back,
+        other => panic!("the answer as written does not read back: {other:?}: {wire:?}"),
+    };
+    assert!(buf.is_empty(), "the head written is not one head");
+    assert_eq!(back.status, head.status);
+    assert_eq!(back.keep_alive, !sent.close);
+    let expected = match sent.framing {
+        _ if back.status.is_informational()
+            || back.status == StatusCode::NO_CONTENT
+            || back.status == StatusCode::NOT_MODIFIED
+            || head_request =>
+        {
+            Framing::Empty
+        }
+        Framing::Length(0) => Framing::Empty,
+        written => written,
+    };
+    assert_eq!(back.framing, expected, "{wire:?}");
+    let added_date = !head.headers.contains_key(DATE);
+    let fields = |h: &HeaderMap, skip_date: bool| -> Vec<(String, Vec<u8>)> {
+        h.iter()
+            .filter(|(n, _)| {
+                ![CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION].contains(n)
+                    && !(skip_date && **n == DATE)
+            })
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect()
+    };
+    assert_eq!(
+        fields(&back.headers, added_date),
+        fields(&head.headers, false)
+    );
 }

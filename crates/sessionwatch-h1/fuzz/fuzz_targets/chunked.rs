@@ -1,5 +1,5 @@
-//! The upstream side's chunked-body decoder (`h1::Chunked::decode`), fed its input whole and
-//! split into pieces as a socket might deliver it.
+//! The codec's chunked-body decoder (`ChunkedDecoder`), fed its input whole and split into
+//! pieces as a socket might deliver it, and its encoder (`encode_chunk`).
 //!
 //! The first byte is the mode. Bit 0 clear: the rest is wire bytes, decoded as they are. Bit 0
 //! set: the rest is a plan for a valid body (chunk lengths and data, extensions, size digits in
@@ -11,14 +11,15 @@
 //!
 //! Checks: the decoder never yields more bytes than it was given, never an empty data frame; the
 //! data, the outcome (end, error or more needed) and the bytes left after the end are the same
-//! whatever the split; an encoded body decodes to its data and ends where it ends.
+//! whatever the split; an encoded body decodes to its data and ends where it ends, and so does
+//! the same body as the codec's own encoder writes it, chunk for chunk.
 
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use sessionwatch_fuzz::Knobs;
-use sessionwatch_proxy::fuzzing::{ChunkedDecoder, Decoded};
+use sessionwatch_h1::{ChunkedDecoder, Decoded, LAST_CHUNK, encode_chunk};
+use sessionwatch_h1_fuzz::Knobs;
 
 /// How a decoding ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,7 +40,20 @@ fuzz_target!(|data: &[u8]| {
     let (wire, expect) = if mode & 1 == 0 {
         (rest.to_vec(), None)
     } else {
-        let (wire, body, after) = encode(rest);
+        let (wire, chunks, after) = encode(rest);
+        let mut plain = Vec::new();
+        for chunk in &chunks {
+            encode_chunk(chunk, &mut plain);
+        }
+        plain.extend_from_slice(LAST_CHUNK);
+        plain.extend_from_slice(&after);
+        let body = chunks.concat();
+        let pieces: Vec<&[u8]> = plain.chunks(piece).collect();
+        assert_eq!(
+            decode(&pieces),
+            (body.clone(), Outcome::End(after.clone())),
+            "the codec's own encoding: {plain:?}"
+        );
         (wire, Some((body, after)))
     };
     let whole = decode(&[&wire]);
@@ -87,12 +101,12 @@ fn decode(pieces: &[&[u8]]) -> (Vec<u8>, Outcome) {
     (body, Outcome::NeedMore)
 }
 
-/// A valid chunked body from a plan: the wire bytes, the data they carry, and the bytes that
-/// follow the body.
-fn encode(plan: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+/// A valid chunked body from a plan: the wire bytes, the data of each chunk they carry, and the
+/// bytes that follow the body.
+fn encode(plan: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>, Vec<u8>) {
     let mut k = Knobs::new(plan);
     let mut wire = Vec::new();
-    let mut body = Vec::new();
+    let mut chunks = Vec::new();
     let mut filler = 0u8;
     loop {
         let len = usize::from(k.u16() % 2048);
@@ -102,6 +116,7 @@ fn encode(plan: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
             break;
         }
         size_line(&mut wire, len, style);
+        let mut body = Vec::with_capacity(len);
         for _ in 0..len {
             // Data bytes from the plan where it has them, so CR, LF and digits turn up inside
             // chunks; made up once it runs out.
@@ -115,6 +130,7 @@ fn encode(plan: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
             wire.push(b);
             body.push(b);
         }
+        chunks.push(body);
         wire.extend_from_slice(b"\r\n");
     }
     for _ in 0..k.byte() % 4 {
@@ -127,7 +143,7 @@ fn encode(plan: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     wire.extend_from_slice(b"\r\n");
     let after = b"HTTP/1.1 200 OK\r\n"[..usize::from(k.byte() % 18)].to_vec();
     wire.extend_from_slice(&after);
-    (wire, body, after)
+    (wire, chunks, after)
 }
 
 /// A chunk-size line: `style` picks upper or lower case, leading zeros, an extension and blanks

@@ -26,7 +26,7 @@ use sessionwatch_core::{
     PinPolicy, SessionRecord, SetCookieEvent, StoreUpdate, Timestamp, Verdict, classify,
     plan_updates, read_request_cookies, read_set_cookies,
 };
-use sessionwatch_fuzz::{Knobs, header_map, lines, profiles, split_block, status_in};
+use sessionwatch_core_fuzz::{Knobs, header_map, lines, profiles, split_block, status_in};
 
 const NOW: Timestamp = Timestamp::from_millis(1_795_478_400_000);
 

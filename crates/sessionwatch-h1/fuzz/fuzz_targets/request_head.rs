@@ -1,12 +1,14 @@
-//! The front's request-head parser (`front::parse_request`) on raw client bytes.
+//! The codec's request-head parser (`parse_request`) on raw client bytes, and its request
+//! encoder (`encode_request`) on what it parsed.
 //!
 //! Checks, on every input: only a plain request is consumed, and exactly its head; a plain
-//! request carries none of what must go to hyper (a transfer coding, `Expect`, `Upgrade`, an
-//! authority target, two lengths) and a body of at most the buffering limit; a head one byte
-//! short is still partial (how the bytes arrive does not change what they mean); and the request
-//! as the proxy writes it to a backend reads back as the same request, its body framed the same;
-//! and a head over the limit is refused whole, never taken in part. The limit is the largest
-//! for most inputs and 512 bytes for every third (by length), so both sides of it are reached.
+//! request carries none of what must go to a full server (a transfer coding, `Expect`,
+//! `Upgrade`, an authority target, two lengths) and a body of at most the buffering limit; a
+//! head one byte short is still partial (how the bytes arrive does not change what they mean);
+//! the request as the codec writes it to a backend reads back as the same request, its body
+//! framed the same; and a head over the limit is refused whole, never taken in part. The limit
+//! is the largest for most inputs and 512 bytes for every third (by length), so both sides of
+//! it are reached.
 
 #![no_main]
 
@@ -14,8 +16,8 @@ use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method};
 use libfuzzer_sys::fuzz_target;
-use sessionwatch_proxy::fuzzing::{
-    BUFFER_BODY_LIMIT, MAX_HEAD, MAX_HEADERS, RequestHead, encode_request, parse_request,
+use sessionwatch_h1::{
+    BUFFER_BODY_LIMIT, MAX_HEAD, MAX_HEADERS, Parsed, RequestHead, encode_request, parse_request,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -25,11 +27,11 @@ fuzz_target!(|data: &[u8]| {
     let consumed = data.len() - buf.len();
     assert_eq!(&buf[..], &data[consumed..], "only a prefix may be consumed");
     match parsed {
-        RequestHead::Plain {
+        Parsed::Plain(RequestHead {
             parts,
             body_len,
             keep_alive,
-        } => {
+        }) => {
             assert!(consumed > 0 && consumed <= limit);
             let head = &data[..consumed];
             assert!(
@@ -40,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
                 let mut short = BytesMut::from(&data[..cut]);
                 let again = parse_request(&mut short, limit);
                 assert!(
-                    matches!(again, RequestHead::Partial),
+                    matches!(again, Parsed::Partial),
                     "{cut} of a {consumed}-byte head: {again:?}"
                 );
                 assert_eq!(short.len(), cut);
@@ -48,14 +50,14 @@ fuzz_target!(|data: &[u8]| {
             check_plain(&parts, body_len, keep_alive);
             round_trip(&parts, body_len, &buf);
         }
-        RequestHead::Partial | RequestHead::NotPlain => {
+        Parsed::Partial | Parsed::NotPlain => {
             assert_eq!(
                 consumed, 0,
                 "nothing is consumed unless the request is plain"
             );
         }
-        RequestHead::Bad => assert!(consumed > 0, "a bad head is consumed"),
-        RequestHead::TooLarge => {
+        Parsed::Bad => assert!(consumed > 0, "a bad head is consumed"),
+        Parsed::TooLarge => {
             assert_eq!(consumed, 0, "a head over the limit is not taken in part");
             assert!(
                 data.len() > limit,
@@ -94,7 +96,7 @@ fn check_plain(parts: &http::request::Parts, body_len: usize, keep_alive: bool) 
     }
 }
 
-/// The request the backend receives must be the request the front parsed: same method, target
+/// The request the backend receives must be the request the codec parsed: same method, target
 /// and headers, the body framed by one length and nothing after it.
 fn round_trip(parts: &http::request::Parts, body_len: usize, rest: &[u8]) {
     // A head at the field limit grows past it when the framing is written out (and the proxy
@@ -107,11 +109,11 @@ fn round_trip(parts: &http::request::Parts, body_len: usize, rest: &[u8]) {
     let mut wire = Vec::new();
     encode_request(parts, &body, &mut wire);
     let mut buf = BytesMut::from(&wire[..]);
-    let RequestHead::Plain {
+    let Parsed::Plain(RequestHead {
         parts: sent,
         body_len: sent_len,
         ..
-    } = parse_request(&mut buf, MAX_HEAD)
+    }) = parse_request(&mut buf, MAX_HEAD)
     else {
         panic!("the request as sent to a backend is not plain: {wire:?}");
     };
