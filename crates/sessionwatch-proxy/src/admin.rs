@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::backends::Backends;
-use crate::body::ResponseBody;
-use crate::incidents::IncidentWatch;
 use crate::metrics::Metrics;
+use crate::report::incidents::IncidentWatch;
+use crate::upstream::body::ResponseBody;
 use sessionwatch_tower::SessionStore;
 
 /// What the admin endpoints read.
@@ -100,7 +100,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
                 Ok((s, _)) => s,
                 Err(_) => continue,
             },
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
         };
         let state = state.clone();
         tokio::spawn(async move {

@@ -1,11 +1,25 @@
-//! Every way forwarding can fail, and the one place each becomes an HTTP answer.
+//! Every way a request can fail, and the one place each becomes an HTTP answer, logged once:
+//! the [`Respond`] step of the stack, for what the steps inside it return, and
+//! [`ForwardError::into_response`] for what the connection loop refuses before any step runs.
+//! A panic in a request's steps is caught here too, and answered 500: one request's bug never
+//! takes its worker, or the other requests on it, down.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
+use metrics::Counter;
+use sessionwatch_core::loggable_path;
+use tower::{Layer, Service};
 
-use crate::body::ResponseBody;
+use crate::upstream::UpstreamError;
+use crate::upstream::body::{RequestBody, ResponseBody};
 
 /// The methods the proxy forwards, for the `Allow` of a 405 (RFC 9110 15.5.6).
 const ALLOWED: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
@@ -31,7 +45,7 @@ pub enum ForwardError {
         backend: String,
         /// The underlying error.
         #[source]
-        source: crate::upstream::UpstreamError,
+        source: UpstreamError,
     },
     /// The backend did not send a response head in time.
     #[error("backend {backend} did not answer within {timeout:?}")]
@@ -48,7 +62,7 @@ pub enum ForwardError {
         backend: String,
         /// The underlying error.
         #[source]
-        source: crate::upstream::UpstreamError,
+        source: UpstreamError,
     },
     /// The client's body, to be read whole before forwarding, failed or was not all sent within
     /// the response timeout.
@@ -65,7 +79,10 @@ pub enum ForwardError {
     MethodNotAllowed,
     /// The proxy ran out of its own resources (file descriptors, local ports) to reach a backend.
     #[error("out of local resources for an upstream connection")]
-    Overloaded,
+    Overloaded(#[source] UpstreamError),
+    /// A step of the request's handling panicked.
+    #[error("the request's handling panicked")]
+    Panicked,
     /// The request head is larger than `listen.max_header_bytes`.
     #[error("the request head is too large")]
     HeadTooLarge,
@@ -77,7 +94,7 @@ impl ForwardError {
         match self {
             ForwardError::NoHealthyBackend
             | ForwardError::PinnedBackendDown { .. }
-            | ForwardError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            | ForwardError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ForwardError::Connect { .. } | ForwardError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ForwardError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ForwardError::RequestBody { timed_out: true } => StatusCode::REQUEST_TIMEOUT,
@@ -86,6 +103,7 @@ impl ForwardError {
             }
             ForwardError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ForwardError::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ForwardError::Panicked => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -107,7 +125,7 @@ impl ForwardError {
         let status = self.status();
         let text = match &self {
             ForwardError::NoHealthyBackend => "no healthy backend\n",
-            ForwardError::Overloaded => "service unavailable\n",
+            ForwardError::Overloaded(_) => "service unavailable\n",
             ForwardError::PinnedBackendDown { .. } => {
                 "the server holding your session is unavailable; retry shortly\n"
             }
@@ -119,6 +137,7 @@ impl ForwardError {
             }
             ForwardError::MethodNotAllowed => "method not allowed\n",
             ForwardError::HeadTooLarge => "request header fields too large\n",
+            ForwardError::Panicked => "internal server error\n",
         };
         let mut resp = Response::new(ResponseBody::full(text));
         *resp.status_mut() = status;
@@ -130,7 +149,7 @@ impl ForwardError {
             ForwardError::PinnedBackendDown { retry_after, .. } => {
                 Some(retry_after.as_secs().max(1))
             }
-            ForwardError::NoHealthyBackend | ForwardError::Overloaded => Some(1),
+            ForwardError::NoHealthyBackend | ForwardError::Overloaded(_) => Some(1),
             _ => None,
         };
         if let Some(secs) = retry {
@@ -147,4 +166,115 @@ impl ForwardError {
         }
         resp
     }
+}
+
+/// What the respond step counts: the client's faults, never the backend's.
+#[derive(Debug, Clone)]
+pub struct ClientFaults {
+    /// Request bodies the client stopped sending.
+    pub body_timeout: Counter,
+    /// Request bodies that broke off or were malformed.
+    pub body_invalid: Counter,
+}
+
+/// The respond step as a layer.
+#[derive(Debug, Clone)]
+pub struct RespondLayer {
+    faults: ClientFaults,
+}
+
+impl RespondLayer {
+    /// Errors become answers, client faults counted in `faults`.
+    pub fn new(faults: ClientFaults) -> Self {
+        Self { faults }
+    }
+}
+
+impl<S> Layer<S> for RespondLayer {
+    type Service = Respond<S>;
+
+    fn layer(&self, inner: S) -> Respond<S> {
+        Respond {
+            inner,
+            faults: self.faults.clone(),
+        }
+    }
+}
+
+/// Turns the inner steps' errors (and panics) into answers; never fails itself.
+#[derive(Debug, Clone)]
+pub struct Respond<S> {
+    inner: S,
+    faults: ClientFaults,
+}
+
+impl<S> Service<Request<RequestBody>> for Respond<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = ForwardError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The steps inside are always ready; an error here would have no request to answer.
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        // Kept for the log line of a failure; a clone of a `Uri` shares its bytes.
+        let uri = req.uri().clone();
+        let faults = self.faults.clone();
+        // A panic while the steps build the future is caught as surely as one while it runs.
+        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
+        Box::pin(async move {
+            let result = match answer {
+                Ok(fut) => AssertUnwindSafe(fut)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or(Err(ForwardError::Panicked)),
+                Err(_) => Err(ForwardError::Panicked),
+            };
+            let e = match result {
+                Ok(resp) => return Ok(resp),
+                Err(e) => e,
+            };
+            let status = e.status();
+            let path = loggable_path(uri.path());
+            match &e {
+                ForwardError::RequestBody { timed_out } => {
+                    if *timed_out {
+                        faults.body_timeout.increment(1);
+                    } else {
+                        faults.body_invalid.increment(1);
+                    }
+                    tracing::debug!(%status, path, error = %e, "refused");
+                }
+                ForwardError::PinnedBackendDown { .. } | ForwardError::NoHealthyBackend => {
+                    tracing::debug!(%status, path, error = %e, "refused");
+                }
+                ForwardError::Panicked => {
+                    tracing::error!(%status, path, "a request's handling panicked; answered 500");
+                }
+                _ => tracing::warn!(%status, path, error = %error_chain(&e), "upstream failure"),
+            }
+            Ok(e.into_response())
+        })
+    }
+}
+
+/// `e` and its sources, one after another.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
