@@ -20,6 +20,7 @@ pub mod prepare;
 pub mod report;
 pub mod respond;
 pub mod route;
+mod sensitive;
 mod shutdown;
 pub mod upstream;
 mod wire;

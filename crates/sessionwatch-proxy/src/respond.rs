@@ -278,3 +278,42 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt as _;
+    use tower::util::BoxCloneService;
+
+    use super::*;
+
+    /// The steps below respond, with a bug: they panic for `/now` while making the future and
+    /// for `/later` while it runs; anything else is answered 200.
+    fn buggy() -> BoxCloneService<Request<RequestBody>, Response<ResponseBody>, ForwardError> {
+        BoxCloneService::new(tower::service_fn(|req: Request<RequestBody>| {
+            assert_ne!(req.uri().path(), "/now", "a bug while building the future");
+            async move {
+                assert_ne!(req.uri().path(), "/later", "a bug while it runs");
+                Ok(Response::new(ResponseBody::full("fine")))
+            }
+        }))
+    }
+
+    fn get(path: &str) -> Request<RequestBody> {
+        Request::get(path).body(RequestBody::Empty).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_a_request_is_answered_500_and_the_next_one_is_served() {
+        let svc = RespondLayer::new(ClientFaults {
+            body_timeout: Counter::noop(),
+            body_invalid: Counter::noop(),
+        })
+        .layer(buggy());
+        for path in ["/now", "/later"] {
+            let resp = svc.clone().oneshot(get(path)).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        }
+        let resp = svc.clone().oneshot(get("/")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+}

@@ -20,8 +20,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use metrics::{Counter, Gauge};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::{Layer, Service};
 
 use crate::extensions::ClientConnection;
+use crate::sensitive;
 use crate::upstream::body::{RequestBody, ResponseBody};
 use io::Prefixed;
 
@@ -196,9 +198,15 @@ pub(crate) async fn serve<M, H>(
             let plain::Ended::NotPlain(prefix) = ended else {
                 return;
             };
+            let marks = sensitive::layer();
             let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let answer = client.handle(req.map(RequestBody::from));
-                async move { Ok::<_, Infallible>(answer.await) }
+                // The marks go on before the request's steps see it, and on the answer before
+                // hyper writes it.
+                let mut svc = marks.layer(tower::service_fn(|req: Request<Incoming>| {
+                    let answer = client.handle(req.map(RequestBody::from));
+                    async move { Ok::<_, Infallible>(answer.await) }
+                }));
+                svc.call(req)
             });
             let io = TokioIo::new(Prefixed::new(prefix, stream));
             let served = if *shutdown.borrow() {
