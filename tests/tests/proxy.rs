@@ -327,3 +327,51 @@ async fn a_connection_header_naming_the_cookie_is_refused() {
     assert!(h.lines("session_reset").is_empty());
     h.stop().await;
 }
+
+/// The request id is the same on hyper's path (HTTP/2, and HTTP/1.1 that is not plain) as on
+/// the plain one: a client's acceptable id is kept, else one is made; the backend and the client
+/// both see it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_id_is_kept_or_made_on_hyper_s_path_too() {
+    let h = setup("").await;
+    let addr = h.proxy.addr;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    for sent in [Some("ticket-43"), None] {
+        let mut req = http::Request::get(format!("http://{addr}/headers"));
+        if let Some(id) = sent {
+            req = req.header("x-request-id", id);
+        }
+        let resp = client
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        if let Some(sent) = sent {
+            assert_eq!(id, sent);
+        } else {
+            assert!(id.len() > 8, "{id}");
+        }
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(&format!("x-request-id: {id}")), "{body}");
+    }
+    // HTTP/1.1 that goes to hyper (it expects 100-continue).
+    let resp = raw(
+        addr,
+        "GET /headers HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nx-request-id: ticket-44\r\n\
+         Connection: close\r\n\r\n",
+    )
+    .await;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-request-id: ticket-44"),
+        "{head}"
+    );
+    assert!(body.contains("x-request-id: ticket-44"), "{body}");
+    h.stop().await;
+}

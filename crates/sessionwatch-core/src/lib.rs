@@ -41,6 +41,7 @@ pub use fingerprint::{Fingerprint, Fingerprinter, ShortFingerprint};
 pub use incident::{
     Direction, Hint, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PairCounts,
 };
+pub use paths::loggable_path;
 pub use pin::{PinPolicy, RouteDecision, route};
 pub use profile::{CookieSpec, Framework, MAX_COOKIES, Marker, ProfileError, SessionProfile};
 pub use record::{BackendId, SessionRecord};

@@ -1,4 +1,5 @@
-//! Path matching for login and logout paths, and reading the path out of a `Location` header.
+//! Path matching for login and logout paths, reading the path out of a `Location` header, and
+//! the form of a path that is safe to log.
 
 /// Whether request or redirect path `path` falls under configured `prefix`: equal to it, or below
 /// it, ignoring ASCII case (ASP.NET Core routes are case-insensitive) and a trailing slash
@@ -11,6 +12,13 @@ pub(crate) fn path_matches(path: &str, prefix: &str) -> bool {
     }
     let (head, rest) = path.split_at_checked(prefix.len()).unwrap_or((path, ""));
     head.eq_ignore_ascii_case(prefix) && (rest.is_empty() || rest.starts_with('/'))
+}
+
+/// A request path safe to log or report: without `;` path parameters, where servlet containers
+/// put `jsessionid` when cookies are off (a raw session id must never reach a log). The query is
+/// not part of a path.
+pub fn loggable_path(path: &str) -> &str {
+    path.split(';').next().unwrap_or("/")
 }
 
 fn trim_slash(p: &str) -> &str {

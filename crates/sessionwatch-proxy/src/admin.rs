@@ -9,13 +9,16 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceBuilder;
 
 use crate::backends::Backends;
-use crate::body::ResponseBody;
-use crate::incidents::IncidentWatch;
 use crate::metrics::Metrics;
+use crate::report::incidents::IncidentWatch;
+use crate::sensitive;
+use crate::upstream::body::ResponseBody;
 use sessionwatch_tower::SessionStore;
 
 /// What the admin endpoints read.
@@ -100,14 +103,17 @@ pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch
                 Ok((s, _)) => s,
                 Err(_) => continue,
             },
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let resp = handle(&state, &req);
-                async move { Ok::<_, Infallible>(resp) }
-            });
+            let svc = ServiceBuilder::new()
+                .layer(sensitive::layer())
+                .service(tower::service_fn(move |req: Request<Incoming>| {
+                    let resp = handle(&state, &req);
+                    async move { Ok::<_, Infallible>(resp) }
+                }));
+            let svc = TowerToHyperService::new(svc);
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;

@@ -102,7 +102,7 @@ impl SessionEvents for Watch {
                 attribution.as_str(),
                 e.fingerprint.short(),
                 e.method,
-                crate::reporter::report_path(e.uri.path()),
+                sessionwatch_core::loggable_path(e.uri.path()),
                 e.status.as_u16()
             );
         } else if st.1 as usize == self.max_printed + 1 {

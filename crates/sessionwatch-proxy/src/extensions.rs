@@ -1,5 +1,5 @@
-//! What the accept loop tells the forwarder and the upstream pool about a request's client
-//! connection, as request extensions. A leaf: the accept loop sets them, the layers below read
+//! What the accept loop and the prepare step tell the upstream exchange and pool about a
+//! request's client connection, as request extensions. A leaf: they set them, the steps below read
 //! them, and neither imports the other for it.
 
 use std::sync::Arc;

@@ -10,11 +10,11 @@
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode, Version};
 
-use crate::front::{self, Parsed};
-use crate::upstream::h1;
+use crate::listen::plain::{self as front, Parsed};
+use crate::upstream::plain;
 use crate::wire;
 
-pub use crate::forward::BUFFER_BODY_LIMIT;
+pub use crate::upstream::BUFFER_BODY_LIMIT;
 pub use crate::upstream::Http1Error;
 
 /// Most headers a message head may carry.
@@ -64,7 +64,7 @@ pub fn parse_request(buf: &mut BytesMut, max_head: usize) -> RequestHead {
 
 /// The request as the upstream side writes it to a backend, with `body` in hand.
 pub fn encode_request(parts: &http::request::Parts, body: &[u8], out: &mut Vec<u8>) {
-    h1::encode_request(parts, body, out);
+    plain::encode_request(parts, body, out);
 }
 
 /// How an answer's body is delimited.
@@ -101,15 +101,15 @@ pub fn parse_head(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<AnswerHead>, Http1Error> {
-    Ok(h1::parse_head(buf, head_request)?.map(|h| AnswerHead {
+    Ok(plain::parse_head(buf, head_request)?.map(|h| AnswerHead {
         status: h.status,
         version: h.version,
         headers: h.headers,
         framing: match h.framing {
-            h1::Framing::Empty => Framing::Empty,
-            h1::Framing::Length(n) => Framing::Length(n),
-            h1::Framing::Chunked => Framing::Chunked,
-            h1::Framing::UntilClose => Framing::UntilClose,
+            plain::Framing::Empty => Framing::Empty,
+            plain::Framing::Length(n) => Framing::Length(n),
+            plain::Framing::Chunked => Framing::Chunked,
+            plain::Framing::UntilClose => Framing::UntilClose,
         },
         keep_alive: h.keep_alive,
     }))
@@ -128,11 +128,11 @@ pub enum Decoded {
 
 /// The upstream side's chunked-body decoder, from the start of a body.
 #[derive(Debug)]
-pub struct ChunkedDecoder(h1::Chunked);
+pub struct ChunkedDecoder(plain::Chunked);
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        Self(h1::Chunked::Size)
+        Self(plain::Chunked::Size)
     }
 }
 
@@ -140,9 +140,9 @@ impl ChunkedDecoder {
     /// Decode what `buf` holds, consuming it, until data, the end, or a need for more input.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Http1Error> {
         Ok(match self.0.decode(buf)? {
-            h1::Decoded::Data(data) => Decoded::Data(data),
-            h1::Decoded::NeedMore => Decoded::NeedMore,
-            h1::Decoded::End => Decoded::End,
+            plain::Decoded::Data(data) => Decoded::Data(data),
+            plain::Decoded::NeedMore => Decoded::NeedMore,
+            plain::Decoded::End => Decoded::End,
         })
     }
 }

@@ -6,29 +6,24 @@
 //! crate decides where requests go and what operators see.
 
 pub mod admin;
-pub mod alert_log;
 pub mod app;
 pub mod backends;
-pub mod balancer;
-pub mod body;
 pub mod config;
-pub mod errors;
+pub mod demo;
 pub mod extensions;
-pub mod fd_limit;
-pub mod forward;
-mod front;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod headers;
-pub mod health;
-pub mod incidents;
+mod hop_by_hop;
+pub mod listen;
 pub mod metrics;
-pub mod reporter;
-pub mod server;
-pub mod sinks;
+pub mod prepare;
+pub mod report;
+pub mod respond;
+pub mod route;
+mod sensitive;
+mod shutdown;
 pub mod upstream;
 mod wire;
 
 pub use app::{RunningProxy, StartError, StartOptions, start};
 pub use config::{Config, ConfigError};
-pub mod demo;

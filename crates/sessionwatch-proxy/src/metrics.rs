@@ -16,8 +16,6 @@ use metrics_exporter_prometheus::{
 };
 use sessionwatch_core::{Attribution, ResetSignal};
 
-use crate::backends::Backends;
-
 const META: Metadata<'static> = Metadata::new("sessionwatch", metrics::Level::INFO, None);
 
 /// Per-backend handles.
@@ -96,8 +94,9 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
-    /// Register every metric for these backends.
-    pub fn new(backends: &Backends) -> Self {
+    /// Register every metric, with one set of per-backend series for each of `backend_names`
+    /// (in the backends' order: series `i` belong to backend `i`).
+    pub fn new<'a>(backend_names: impl IntoIterator<Item = &'a str>) -> Self {
         let builder = PrometheusBuilder::new();
         let builder = match builder.set_buckets_for_metric(
             Matcher::Full("sessionwatch_upstream_request_duration_seconds".into()),
@@ -121,10 +120,9 @@ impl Metrics {
                 &META,
             )
         };
-        let backend_names: Vec<SharedString> = backends
-            .all()
-            .iter()
-            .map(|b| SharedString::from(b.name.to_string()))
+        let backend_names: Vec<SharedString> = backend_names
+            .into_iter()
+            .map(|name| SharedString::from(name.to_owned()))
             .collect();
         let per_backend = backend_names
             .iter()

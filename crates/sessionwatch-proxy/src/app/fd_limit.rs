@@ -31,7 +31,7 @@ pub struct TooManyConnections {
 
 /// Raise the soft limit on open files to the hard limit; returns the soft limit in force
 /// (`None`: unlimited, or unknown).
-pub fn raise_open_files_limit() -> Option<u64> {
+pub(crate) fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
@@ -46,7 +46,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
 /// The cap on client connections that `open_files` descriptors allow, with `pooled` idle
 /// upstream connections kept besides: the configured one if it fits; an explicit one that does
 /// not is an error, the default one is lowered to fit (with a warning).
-pub fn connection_cap(
+pub(crate) fn connection_cap(
     limit: ConnectionLimit,
     open_files: Option<u64>,
     pooled: u64,

@@ -1,19 +1,21 @@
 //! Backend health: active HTTP checks with rise/fall thresholds, and passive ejection on connect
-//! errors and timeouts seen on live traffic.
+//! errors and timeouts seen on live traffic. Active checks go through the same upstream path
+//! as traffic ([`Upstream`]), so a check passes only if a request would.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use http::{Request, Uri};
+use http::header::HOST;
+use http::{HeaderValue, Request};
+use http_body_util::BodyExt;
 use sessionwatch_core::BackendId;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::backends::{Backends, Transition};
-use crate::body::RequestBody;
 use crate::config::{ActiveHealth, HealthConfig};
 use crate::metrics::Metrics;
-use crate::upstream::UpstreamClient;
+use crate::upstream::body::RequestBody;
+use crate::upstream::{Endpoint, Upstream};
 
 /// Told of every health transition (the incident tracker uses "came back up" as a restart).
 pub type TransitionListener = Arc<dyn Fn(BackendId, Transition) + Send + Sync>;
@@ -98,7 +100,7 @@ impl Health {
     /// Start one active checker per backend; they stop when `shutdown` turns true.
     pub fn spawn_checks(
         self: &Arc<Self>,
-        client: UpstreamClient,
+        upstream: Upstream,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
         let Some(active) = self.config.active.clone() else {
@@ -109,26 +111,15 @@ impl Health {
             .iter()
             .map(|b| {
                 let this = self.clone();
-                let client = client.clone();
+                let upstream = upstream.clone();
                 let active = active.clone();
                 let id = b.id;
-                let uri = Uri::builder()
-                    .scheme("http")
-                    .authority(b.authority.clone())
-                    .path_and_query(active.path.as_str())
-                    .build();
+                let endpoint = b.endpoint.clone();
                 let mut shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    let Ok(uri) = uri else {
-                        tracing::error!(
-                            backend = this.backends.name(id),
-                            "health check path is not a valid URI path"
-                        );
-                        return;
-                    };
                     tokio::select! {
-                        _ = this.check_loop(id, uri, client, active) => {}
-                        _ = crate::server::stopped(&mut shutdown) => {}
+                        _ = this.check_loop(id, endpoint, upstream, active) => {}
+                        _ = crate::shutdown::stopped(&mut shutdown) => {}
                     }
                 })
             })
@@ -138,8 +129,8 @@ impl Health {
     async fn check_loop(
         &self,
         id: BackendId,
-        uri: Uri,
-        client: UpstreamClient,
+        endpoint: Endpoint,
+        upstream: Upstream,
         active: ActiveHealth,
     ) {
         let (mut ok_run, mut fail_run) = (0u32, 0u32);
@@ -147,7 +138,7 @@ impl Health {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            let healthy = probe(&client, &uri, active.timeout).await;
+            let healthy = probe(&upstream, &endpoint, &active).await;
             if healthy {
                 ok_run = ok_run.saturating_add(1);
                 fail_run = 0;
@@ -165,15 +156,22 @@ impl Health {
     }
 }
 
-async fn probe(client: &UpstreamClient, uri: &Uri, timeout: Duration) -> bool {
-    let Ok(req) = Request::get(uri.clone()).body(RequestBody::Empty) else {
-        return false;
+/// One check: `GET` of the health path, passed on a 2xx or 3xx answer within the timeout. The
+/// answer's body is read to its end (within the same timeout) so its connection can be reused.
+async fn probe(upstream: &Upstream, endpoint: &Endpoint, active: &ActiveHealth) -> bool {
+    let check = async {
+        let host = HeaderValue::from_str(endpoint.authority.as_str()).ok()?;
+        let req = Request::get(active.path.as_str())
+            .header(HOST, host)
+            .body(RequestBody::Empty)
+            .ok()?;
+        let resp = upstream.send(endpoint, req).await.ok()?;
+        let s = resp.status();
+        let _ = resp.into_body().collect().await;
+        Some(s.is_success() || s.is_redirection())
     };
-    match tokio::time::timeout(timeout, client.request(req)).await {
-        Ok(Ok(resp)) => {
-            let s = resp.status();
-            s.is_success() || s.is_redirection()
-        }
-        _ => false,
-    }
+    matches!(
+        tokio::time::timeout(active.timeout, check).await,
+        Ok(Some(true))
+    )
 }

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::SinkConfig;
-use crate::incidents::IncidentLine;
 use crate::metrics::Metrics;
+use crate::report::incidents::IncidentLine;
 
 /// Which transition a notice reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +205,7 @@ async fn run(
         // time, leaving the shutdown unbounded.
         tokio::select! {
             biased;
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
             n = rx.recv() => match n {
                 Some(n) => {
                     if kind == SinkKind::Alertmanager {

@@ -4,13 +4,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
-use sessionwatch_core::{EndReason, Outcome, Renewal, Timestamp};
+use sessionwatch_core::{EndReason, Outcome, Renewal, Timestamp, loggable_path};
 use sessionwatch_tower::{Observed, Rescued, SessionEvents};
 
-use crate::alert_log::{AlertLine, AlertLog};
 use crate::backends::Backends;
-use crate::incidents::IncidentWatch;
 use crate::metrics::Metrics;
+use crate::report::alert_log::{AlertLine, AlertLog};
+use crate::report::incidents::IncidentWatch;
 
 /// The `session_reset` alert line.
 #[derive(Debug, Serialize)]
@@ -63,12 +63,6 @@ pub struct SessionRescuedLine<'a> {
     pub path: &'a str,
     /// The request id, to join with the `session_reset` line.
     pub request_id: Option<&'a str>,
-}
-
-/// A path safe to report: without query and without `;` path parameters, where servlet
-/// containers put `jsessionid` when cookies are off.
-pub fn report_path(path: &str) -> &str {
-    path.split(';').next().unwrap_or("/")
 }
 
 /// Turns observations into metrics, alert lines and incident counts.
@@ -149,7 +143,7 @@ impl SessionEvents for Reporter {
             session_age_ms: millis(e.at.since(e.record.issued_at)),
             idle_ms: millis(e.at.since(e.record.last_seen)),
             method: e.method.as_str(),
-            path: report_path(e.uri.path()),
+            path: loggable_path(e.uri.path()),
             status: e.status.as_u16(),
             request_id: e.request_id.and_then(|v| v.to_str().ok()),
             rescue: e.rescuing,
@@ -182,7 +176,7 @@ impl SessionEvents for Reporter {
             still_lost: e.still_lost,
             reached_issuer: e.reached_issuer,
             method: e.method.as_str(),
-            path: report_path(e.uri.path()),
+            path: loggable_path(e.uri.path()),
             request_id: e.request_id.and_then(|v| v.to_str().ok()),
         };
         self.log.emit(AlertLine::new(

@@ -1,16 +1,17 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 on one port, upgrades allowed, graceful shutdown through
-//! a watch channel. Plain HTTP/1.1 requests are served by [`front`]; the first request of a
-//! connection that is anything else hands it to hyper-util's auto builder.
+//! Client connections: the accept loop (HTTP/1.1 and HTTP/2 on one port, upgrades allowed, the
+//! connection cap, graceful shutdown through a watch channel), the [`plain`] keep-alive loop that
+//! serves most HTTP/1.1 requests, and the hand-over to hyper-util's auto builder for the first
+//! request of a connection that is anything else.
+//!
+//! What a request goes through once read is not decided here: the accept loop is given a way to
+//! make each connection's [`Handler`] (see `app/stack.rs`), and tells it the [`Peer`].
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::headers::X_REQUEST_ID;
-use futures_util::future::Either;
-use http::header::Entry;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,12 +20,37 @@ use hyper_util::server::graceful::GracefulShutdown;
 use metrics::{Counter, Gauge};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::{Service, ServiceExt};
+use tower::{Layer, Service};
 
-use crate::body::{RequestBody, ResponseBody};
-use crate::extensions::{ClientConnection, FirstOnConnection};
-use crate::front::{self, Handler as _, Prefixed};
-use crate::headers::{Peer, Prepared, prepare};
+use crate::extensions::ClientConnection;
+use crate::sensitive;
+use crate::upstream::body::{RequestBody, ResponseBody};
+use io::Prefixed;
+
+mod io;
+pub(crate) mod plain;
+
+/// The connection a request came in on, as the request's steps need it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's address as a header value, for `X-Forwarded-For` (formatted once per
+    /// connection).
+    pub client_ip: Option<HeaderValue>,
+    /// The listener's own address: the `Host` of an HTTP/1.0 request that names none.
+    pub local: SocketAddr,
+    /// The connection's place under the cap, for a tunnel to hold (see [`ClientConnection`]).
+    pub held: ClientConnection,
+}
+
+/// What a connection's requests go through, made once per connection: the connection loops call
+/// it for every request, on either path.
+pub(crate) trait Handler: Send + 'static {
+    /// Answer one request (as read: nothing stripped or added yet).
+    fn handle(
+        &self,
+        req: Request<RequestBody>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static + use<Self>;
+}
 
 /// A slow client gets this long to send its request head (slowloris defence).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,7 +66,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client gets to send a request, and how large its head may be.
 #[derive(Debug, Clone)]
-pub struct ClientLimits {
+pub(crate) struct ClientLimits {
     /// For a request's head (and, idle, for the next one to start).
     pub head: Duration,
     /// Between two reads of a request's body (`upstream.request_body_timeout`).
@@ -53,42 +79,9 @@ pub struct ClientLimits {
     pub stalled_bodies: Counter,
 }
 
-/// Request ids for one worker: its prefix and a counter, formatted without allocating a
-/// `String`; cheap enough for every request, unique across workers and, in practice, restarts.
-#[derive(Clone)]
-pub struct RequestIds {
-    prefix: u32,
-    next: Arc<AtomicU64>,
-}
-
-impl RequestIds {
-    /// Ids `<prefix>-<counter>`, in hex, the counter from 1.
-    pub fn new(prefix: u32) -> Self {
-        Self {
-            prefix,
-            next: Arc::new(AtomicU64::new(1)),
-        }
-    }
-
-    fn next(&self) -> HeaderValue {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut buf = [0u8; 25];
-        let hex = b"0123456789abcdef";
-        for (i, slot) in buf[..8].iter_mut().enumerate() {
-            *slot = hex[((self.prefix >> (28 - 4 * i)) & 0xf) as usize];
-        }
-        buf[8] = b'-';
-        for (i, slot) in buf[9..].iter_mut().enumerate() {
-            *slot = hex[((n >> (60 - 4 * i)) & 0xf) as usize];
-        }
-        // Hex digits and '-' always make a valid value; the fallback is never taken.
-        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
-    }
-}
-
 /// A worker's share of `listen.max_connections`, and the metrics that show it.
 #[derive(Debug, Clone)]
-pub struct ConnectionCap {
+pub(crate) struct ConnectionCap {
     /// Connections this worker holds open at most; at the cap it stops accepting, and new
     /// connections wait in the kernel's backlog.
     pub max: usize,
@@ -111,19 +104,16 @@ impl Drop for Held {
 }
 
 /// Serve `svc` on `listener` until `shutdown` turns true, then drain open connections.
-pub async fn serve<S>(
+/// Each connection's requests go through the handler `make` makes for it.
+pub(crate) async fn serve<M, H>(
     listener: TcpListener,
-    svc: S,
-    ids: RequestIds,
+    make: M,
     limits: ClientLimits,
     cap: ConnectionCap,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    M: Fn(Peer) -> H,
+    H: Handler,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -161,7 +151,7 @@ pub async fn serve<S>(
                         // Never closed: the semaphore lives as long as this loop.
                         Err(_) => break,
                     },
-                    _ = crate::server::stopped(&mut shutdown) => break,
+                    _ = crate::shutdown::stopped(&mut shutdown) => break,
                 }
             }
         };
@@ -175,7 +165,7 @@ pub async fn serve<S>(
                     continue;
                 }
             },
-            _ = crate::server::stopped(&mut shutdown) => break,
+            _ = crate::shutdown::stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
         cap.open.increment(1.0);
@@ -183,23 +173,20 @@ pub async fn serve<S>(
             _permit: permit,
             open: cap.open.clone(),
         });
-        let mut client = Client {
-            svc: svc.clone(),
-            ids: ids.clone(),
-            peer: Peer {
-                // Formatted once per connection, for `X-Forwarded-For`.
-                client_ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
-                // A wildcard listener's connections each have their own address; a specific
-                // one's are all the listener's (no system call).
-                local: if local.ip().is_unspecified() {
-                    stream.local_addr().unwrap_or(local)
-                } else {
-                    local
-                },
+        let mut client = make(Peer {
+            // Formatted once per connection, for `X-Forwarded-For`.
+            client_ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+            // A wildcard listener's connections each have their own address; a specific
+            // one's are all the listener's (no system call).
+            local: if local.ip().is_unspecified() {
+                stream.local_addr().unwrap_or(local)
+            } else {
+                local
             },
-            used: AtomicBool::new(false),
-            held: held.clone(),
-        };
+            // The tunnel outlives this connection's task: it holds the connection's place
+            // under the cap (and in the gauge) until it closes.
+            held: ClientConnection(held.clone()),
+        });
         let mut builder = builder.clone();
         let watcher = graceful.watcher();
         let mut shutdown = shutdown.clone();
@@ -207,13 +194,19 @@ pub async fn serve<S>(
         tokio::spawn(async move {
             let _held = held;
             let mut stream = stream;
-            let ended = front::serve_plain(&mut stream, &mut client, &limits, &mut shutdown).await;
-            let front::Ended::NotPlain(prefix) = ended else {
+            let ended = plain::serve_plain(&mut stream, &mut client, &limits, &mut shutdown).await;
+            let plain::Ended::NotPlain(prefix) = ended else {
                 return;
             };
+            let marks = sensitive::layer();
             let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let answer = client.handle(req.map(RequestBody::from));
-                async move { Ok::<_, Infallible>(answer.await) }
+                // The marks go on before the request's steps see it, and on the answer before
+                // hyper writes it.
+                let mut svc = marks.layer(tower::service_fn(|req: Request<Incoming>| {
+                    let answer = client.handle(req.map(RequestBody::from));
+                    async move { Ok::<_, Infallible>(answer.await) }
+                }));
+                svc.call(req)
             });
             let io = TokioIo::new(Prefixed::new(prefix, stream));
             let served = if *shutdown.borrow() {
@@ -240,82 +233,4 @@ pub async fn serve<S>(
     {
         tracing::warn!("connections still open after the drain timeout; closing them");
     }
-}
-
-/// One client connection's side of the proxy: the services, and what the accept loop does to
-/// every request before they see it and to every answer.
-struct Client<S> {
-    svc: S,
-    ids: RequestIds,
-    peer: Peer,
-    /// Whether a request of this connection has been sent on (see [`FirstOnConnection`]).
-    used: AtomicBool,
-    /// The connection's place under the cap.
-    held: Arc<Held>,
-}
-
-impl<S: Clone> Clone for Client<S> {
-    fn clone(&self) -> Self {
-        Self {
-            svc: self.svc.clone(),
-            ids: self.ids.clone(),
-            peer: self.peer.clone(),
-            used: AtomicBool::new(self.used.load(Ordering::Relaxed)),
-            held: self.held.clone(),
-        }
-    }
-}
-
-impl<S> front::Handler for Client<S>
-where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    fn handle(
-        &self,
-        mut req: Request<RequestBody>,
-    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static + use<S> {
-        // Before anything reads the request, so the session layer sees exactly what the backend
-        // will see (a `Connection: x` must not hide `x` from the backend alone).
-        let id = match prepare(&mut req, &self.peer, || self.ids.next()) {
-            Ok(Prepared { id, upgrade }) => {
-                if upgrade {
-                    // The tunnel outlives this connection's task: it holds the connection's
-                    // place under the cap (and in the gauge) until it closes.
-                    req.extensions_mut()
-                        .insert(ClientConnection(self.held.clone()));
-                }
-                id
-            }
-            Err(refused) => {
-                tracing::debug!(status = %refused.status(), error = %refused, "refused");
-                let mut resp = refused.into_response();
-                resp.headers_mut().insert(X_REQUEST_ID, self.ids.next());
-                return Either::Left(std::future::ready(resp));
-            }
-        };
-        if !self.used.swap(true, Ordering::Relaxed) {
-            req.extensions_mut().insert(FirstOnConnection);
-        }
-        let answer = self.svc.clone().oneshot(req);
-        Either::Right(async move {
-            let mut resp = match answer.await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            };
-            if let Entry::Vacant(e) = resp.headers_mut().entry(X_REQUEST_ID) {
-                e.insert(id);
-            }
-            resp
-        })
-    }
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone). The guard `wait_for` returns is
-/// not `Send`, so it is dropped here rather than held across a `select!`.
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
 }

@@ -1,12 +1,5 @@
-//! Building and running the whole proxy from a validated [`Config`].
-//!
-//! The request stack, outermost first:
-//! 1. the accept loop (server.rs): strips hop-by-hop headers, sets the forwarding headers and
-//!    gives every request an `x-request-id` (kept if the client sent one, and sent back) so an
-//!    alert line, the backend's log and a support ticket can be joined;
-//! 2. `SessionLayer`: reads session cookies, attaches the pin route, classifies the response,
-//!    updates the session table, reports, and may rescue;
-//! 3. `Forward`: chooses the backend and talks to it.
+//! Building and running the whole proxy from a validated [`Config`]: the shared state, the
+//! background tasks, the per-core [`workers`] and the request [`stack`] they serve.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,21 +13,24 @@ use sessionwatch_tower::{
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::ServiceBuilder;
 
 use crate::admin::{self, AdminState};
-use crate::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
+use crate::backends::health::Health;
 use crate::backends::{Backends, Transition};
-use crate::balancer::Balancer;
 use crate::config::{Config, KeySource, StoreKind};
-use crate::forward::Forward;
-use crate::health::Health;
-use crate::incidents::IncidentWatch;
 use crate::metrics::Metrics;
-use crate::reporter::Reporter;
-use crate::server::RequestIds;
-use crate::sinks::{self, SinkKind};
-use crate::upstream;
+use crate::prepare::RequestIds;
+use crate::report::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
+use crate::report::incidents::IncidentWatch;
+use crate::report::reporter::Reporter;
+use crate::report::sinks::{self, SinkKind};
+use crate::route::balancer::Balancer;
+use crate::upstream::{Pool, Upstream};
+use workers::{Worker, bind_workers, sweep_idle};
+
+pub(crate) mod fd_limit;
+mod stack;
+mod workers;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +46,7 @@ pub enum StartError {
     },
     /// `listen.max_connections` is more than the file-descriptor limit allows.
     #[error("{0}")]
-    ConnectionLimit(#[from] crate::fd_limit::TooManyConnections),
+    ConnectionLimit(#[from] fd_limit::TooManyConnections),
     /// The alert log file cannot be opened.
     #[error("cannot open the alert log {}", path.display())]
     AlertLog {
@@ -176,19 +172,7 @@ async fn maintain(store: Arc<dyn SessionStore>, mut shutdown: watch::Receiver<bo
                 // A sweep of a large table takes milliseconds: keep it off the async workers.
                 let _ = tokio::task::spawn_blocking(move || store.maintain()).await;
             }
-            _ = crate::server::stopped(&mut shutdown) => return,
-        }
-    }
-}
-
-/// Drop a worker's idle upstream connections once they are closed or idle too long.
-async fn sweep_idle(pool: upstream::Pool, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => pool.sweep(),
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
         }
     }
 }
@@ -202,120 +186,8 @@ async fn metrics_upkeep(metrics: Arc<Metrics>, mut shutdown: watch::Receiver<boo
     loop {
         tokio::select! {
             _ = ticker.tick() => metrics.upkeep(),
-            _ = crate::server::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
         }
-    }
-}
-
-/// One listening socket per worker on the same address, with `SO_REUSEPORT` so the kernel
-/// spreads new connections across them. With port 0, the first socket picks the port and the
-/// others join it.
-fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
-    let mut target = addr;
-    for _ in 0..workers.max(1) {
-        let socket = match target {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(true)?;
-        socket.bind(target)?;
-        let listener = socket.listen(1024)?.into_std()?;
-        target = listener.local_addr()?;
-        out.push(listener);
-    }
-    Ok(out)
-}
-
-/// What one worker thread needs to build its request stack: shared state by `Arc`, and its
-/// own listener and (built on its thread) its own upstream connection pool, so that a request
-/// is read, forwarded and answered on one thread without waking another.
-struct Worker {
-    listener: std::net::TcpListener,
-    session: SessionLayer,
-    request_ids: RequestIds,
-    backends: Arc<Backends>,
-    balancer: Arc<Balancer>,
-    upstream: crate::config::UpstreamConfig,
-    send_timeout: std::time::Duration,
-    max_header_bytes: usize,
-    max_connections: usize,
-    pin: crate::config::PinConfig,
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl Worker {
-    /// Run the worker on its own thread with a single-threaded runtime; the returned task ends
-    /// when the thread has drained its connections.
-    fn spawn(self, index: usize) -> std::io::Result<JoinHandle<()>> {
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name(format!("sessionwatch-worker-{index}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start a worker runtime");
-                        return;
-                    }
-                };
-                runtime.block_on(self.run());
-                drop(done_tx);
-            })?;
-        Ok(tokio::spawn(async move {
-            let _ = done_rx.await;
-        }))
-    }
-
-    async fn run(self) {
-        let listener = match TcpListener::from_std(self.listener) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot register a worker's listener");
-                return;
-            }
-        };
-        let pool = upstream::Pool::new(&self.upstream, self.metrics.poisoned_counters());
-        tokio::spawn(sweep_idle(pool.clone(), self.shutdown.clone()));
-        let body_timeout = self.upstream.request_body_timeout;
-        let metrics = self.metrics.clone();
-        let forward = Forward::new(
-            self.backends,
-            self.balancer,
-            pool,
-            self.upstream,
-            self.pin,
-            self.health,
-            self.metrics,
-        );
-        let stack = ServiceBuilder::new().layer(self.session).service(forward);
-        let limits = crate::server::ClientLimits {
-            head: crate::server::HEADER_READ_TIMEOUT,
-            body: body_timeout,
-            max_head: self.max_header_bytes,
-            stalled_bodies: metrics.client_body_timeout.clone(),
-            send: self.send_timeout,
-        };
-        let connections = crate::server::ConnectionCap {
-            max: self.max_connections,
-            open: metrics.client_connections.clone(),
-            reached: metrics.connection_limit_reached.clone(),
-        };
-        crate::server::serve(
-            listener,
-            stack,
-            self.request_ids,
-            limits,
-            connections,
-            self.shutdown,
-        )
-        .await;
     }
 }
 
@@ -325,9 +197,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let pooled =
         (2 * config.workers * config.backends.len() * config.upstream.pool_max_idle_per_host)
             as u64;
-    let max_connections = crate::fd_limit::connection_cap(
+    let max_connections = fd_limit::connection_cap(
         config.max_connections,
-        crate::fd_limit::raise_open_files_limit(),
+        fd_limit::raise_open_files_limit(),
         pooled,
     )?;
     // Shared out over the workers, each stopping accepting at its share.
@@ -348,7 +220,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let backends = Arc::new(Backends::new(&config.backends));
-    let metrics = Arc::new(Metrics::new(&backends));
+    let metrics = Arc::new(Metrics::new(backends.all().iter().map(|b| &*b.name)));
     let (log, writer) = AlertLog::start(
         AlertTargets {
             file: config.alerts.log_file.clone(),
@@ -412,7 +284,14 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             }
         })),
     ));
-    tasks.extend(health.spawn_checks(upstream::client(&config.upstream), shutdown_rx.clone()));
+    // The checks' own pool, on this runtime: a check travels the path traffic takes.
+    let probe_pool = Pool::new(&config.upstream, metrics.poisoned_counters());
+    tasks.push(tokio::spawn(sweep_idle(
+        probe_pool.clone(),
+        shutdown_rx.clone(),
+    )));
+    let probes = Upstream::new(probe_pool, config.upstream.clone());
+    tasks.extend(health.spawn_checks(probes, shutdown_rx.clone()));
 
     let reporter = Reporter::new(
         backends.clone(),

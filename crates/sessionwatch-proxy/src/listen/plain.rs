@@ -9,29 +9,25 @@
 //! read, to hyper's server for the rest of its life. So the cases that need care (smuggling
 //! attempts, streamed uploads, `100-continue`, WebSockets, HTTP/2) all meet hyper's code.
 
-use std::future::Future;
 use std::mem::MaybeUninit;
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll};
+use std::pin::pin;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::body::{RequestBody, ResponseBody};
-use crate::errors::ForwardError;
-use crate::forward::BUFFER_BODY_LIMIT;
-use crate::server::ClientLimits;
-
-/// How long a closing connection waits for the client to stop sending.
-const LINGER: Duration = Duration::from_secs(1);
+use super::io::{linger_close, send};
+use super::{ClientLimits, Handler};
+use crate::respond::ForwardError;
+use crate::upstream::BUFFER_BODY_LIMIT;
+use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::wire::{
     self, INITIAL_BUF, MAX_HEAD, MAX_HEADERS, Span, lists, make_room, parse_decimal, push_decimal,
     push_hex,
@@ -241,16 +237,6 @@ fn http_date() -> HeaderValue {
     })
 }
 
-/// What the connection loop needs from the accept loop: the services and what to do to every
-/// request and answer.
-pub(crate) trait Handler: Clone + Send + 'static {
-    /// Answer one request (hop-by-hop headers not yet stripped).
-    fn handle(
-        &self,
-        req: Request<RequestBody>,
-    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static + use<Self>;
-}
-
 /// Why the plain loop stopped.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Ended {
@@ -382,40 +368,6 @@ async fn refuse(
     linger_close(stream).await;
 }
 
-/// Close `stream` after a last answer without losing it: a close with unread input makes the
-/// kernel send a reset, and a reset can destroy the answer before the client has read it. So the
-/// write side is shut first and the client's input read and dropped, for a second at most.
-async fn linger_close(stream: &mut TcpStream) {
-    let _ = stream.shutdown().await;
-    let mut sink = [0u8; 4096];
-    let _ = tokio::time::timeout(LINGER, async {
-        while let Ok(1..) = stream.read(&mut sink).await {}
-    })
-    .await;
-}
-
-/// Write `buf` to the client, failing if it takes no part of it for `timeout`. Most answers fit
-/// the socket's buffer and go out at once, with no timer armed.
-async fn send(stream: &mut TcpStream, mut buf: &[u8], timeout: Duration) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match stream.try_write(buf) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                let write = stream.write(buf);
-                match tokio::time::timeout(timeout, write).await {
-                    Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
-                    Ok(Ok(n)) => buf = &buf[n..],
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// Write `resp`; `Ok(true)` when the connection can carry on (`close` was false and the body
 /// went out whole and delimited).
 async fn write_answer(
@@ -508,66 +460,6 @@ async fn write_answer(
         Out::Length(n) => Ok(carry_on && sent == n),
         // The end of the body is the end of the connection.
         Out::None | Out::UntilClose => Ok(false),
-    }
-}
-
-/// `stream`, with `prefix` (bytes already read from it) read first: how a connection is handed to
-/// hyper part-way.
-#[derive(Debug)]
-pub(crate) struct Prefixed {
-    prefix: Bytes,
-    stream: TcpStream,
-}
-
-impl Prefixed {
-    pub(crate) fn new(prefix: Bytes, stream: TcpStream) -> Self {
-        Self { prefix, stream }
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use http::uri::Authority;
 use sessionwatch_core::{BackendId, Timestamp};
 use sessionwatch_tower::BackendHealth;
 
 use crate::config::BackendConfig;
+use crate::upstream::Endpoint;
+
+pub mod health;
 
 /// One backend's live state.
 #[derive(Debug)]
@@ -16,8 +18,8 @@ pub struct Backend {
     pub id: BackendId,
     /// Its name.
     pub name: Arc<str>,
-    /// `host:port`.
-    pub authority: Authority,
+    /// Where it is, for the upstream client.
+    pub endpoint: Endpoint,
     /// Relative share of new traffic.
     pub weight: u32,
     healthy: AtomicBool,
@@ -72,7 +74,10 @@ impl Backends {
             .map(|(i, c)| Backend {
                 id: BackendId(u16::try_from(i).unwrap_or(u16::MAX - 1)),
                 name: Arc::from(c.name.as_str()),
-                authority: c.authority.clone(),
+                endpoint: Endpoint {
+                    slot: i,
+                    authority: c.authority.clone(),
+                },
                 weight: c.weight,
                 healthy: AtomicBool::new(true),
                 in_flight: AtomicUsize::new(0),

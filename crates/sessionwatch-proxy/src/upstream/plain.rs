@@ -23,14 +23,12 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::Home;
+pub(crate) use super::chunked::{Chunked, Decoded};
+use super::pool::Home;
 use crate::wire::{
     self, INITIAL_BUF, MAX_HEAD, MAX_HEADERS, READ_GROW, has_token, make_room, parse_decimal,
     push_decimal,
 };
-pub(crate) use chunked::{Chunked, Decoded};
-
-mod chunked;
 
 /// What went wrong in an exchange with a backend.
 #[derive(Debug, thiserror::Error)]

@@ -1,84 +1,36 @@
 //! What a client's request must satisfy before it goes to the farm, and what the proxy does to
 //! its head: the `Host` rules (RFC 9112 3.2), hop-by-hop headers (RFC 9110 7.6.1), `Cookie`
-//! fields joined (RFC 9113 8.2.3), a bounded request id, and the de facto X-Forwarded-*.
+//! fields joined (RFC 9113 8.2.3), a bounded request id, and the de facto X-Forwarded-*; and
+//! [`Prepare`], the step that does it to every request of a connection, outermost in the stack.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use futures_util::future::Either;
+use http::Response;
+use http::header::Entry;
+use tower::{Service, ServiceExt};
 
 use http::header::{
-    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TE, TRAILER, TRANSFER_ENCODING,
-    UPGRADE,
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Version};
 
-use crate::errors::ForwardError;
+use crate::extensions::FirstOnConnection;
+use crate::hop_by_hop::{HOP_BY_HOP, is_upgrade, strip_hop_by_hop};
+use crate::listen::{Handler, Peer};
+use crate::respond::ForwardError;
+use crate::upstream::body::{RequestBody, ResponseBody};
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-const PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authenticate");
-const PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
 /// Client address chain.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Client scheme.
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Host the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-const HOP_BY_HOP: [HeaderName; 8] = [
-    CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    TE,
-    TRAILER,
-    TRANSFER_ENCODING,
-];
-
-/// Whether the request asks to switch protocols (WebSocket): `Connection: upgrade` and an
-/// `Upgrade` header.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE) && crate::wire::has_token(headers, "upgrade")
-}
-
-fn tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
-    std::str::from_utf8(v.as_bytes())
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
-
-/// Remove hop-by-hop headers, including any named in `Connection`. With `keep_upgrade`, the
-/// `Upgrade` header and a `Connection: upgrade` survive so a protocol switch can pass through.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of them: one pass over the names (no hashing) says so.
-    let any = headers
-        .keys()
-        .any(|k| k == CONNECTION || k == UPGRADE || HOP_BY_HOP.contains(k));
-    if !any && !keep_upgrade {
-        return;
-    }
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(tokens)
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == UPGRADE))
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if keep_upgrade {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
-    }
-}
 
 /// The header that carries a request's id.
 pub use sessionwatch_tower::X_REQUEST_ID;
@@ -135,16 +87,6 @@ pub fn acceptable_request_id(id: &HeaderValue) -> bool {
         && b.len() <= MAX_REQUEST_ID
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b':' | b'-'))
-}
-
-/// The connection a request came in on, as the request's preparation needs it.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// The client's address as a header value, for `X-Forwarded-For` (formatted once per
-    /// connection).
-    pub client_ip: Option<HeaderValue>,
-    /// The listener's own address: the `Host` of an HTTP/1.0 request that names none.
-    pub local: SocketAddr,
 }
 
 /// Ready a client's request for the farm, before anything reads it; an `Err` is the answer the
@@ -323,38 +265,116 @@ pub fn add_forwarded(
     }
 }
 
+/// Request ids for one worker: its prefix and a counter, formatted without allocating a
+/// `String`; cheap enough for every request, unique across workers and, in practice, restarts.
+#[derive(Clone)]
+pub(crate) struct RequestIds {
+    prefix: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    /// Ids `<prefix>-<counter>`, in hex, the counter from 1.
+    pub(crate) fn new(prefix: u32) -> Self {
+        Self {
+            prefix,
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut buf = [0u8; 25];
+        let hex = b"0123456789abcdef";
+        for (i, slot) in buf[..8].iter_mut().enumerate() {
+            *slot = hex[((self.prefix >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        buf[8] = b'-';
+        for (i, slot) in buf[9..].iter_mut().enumerate() {
+            *slot = hex[((n >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        // Hex digits and '-' always make a valid value; the fallback is never taken.
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    }
+}
+
+/// The prepare step for one client connection, in front of the rest of the stack: every request
+/// is prepared (or refused) before any step reads it, and every answer carries the request id.
+pub(crate) struct Prepare<S> {
+    inner: S,
+    ids: RequestIds,
+    peer: Peer,
+    /// Whether a request of this connection has been sent on (see [`FirstOnConnection`]).
+    used: AtomicBool,
+}
+
+impl<S> Prepare<S> {
+    /// The step for the connection from `peer`, in front of `inner`.
+    pub(crate) fn new(inner: S, ids: RequestIds, peer: Peer) -> Self {
+        Self {
+            inner,
+            ids,
+            peer,
+            used: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<S> Handler for Prepare<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    fn handle(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static + use<S> {
+        // Before anything reads the request, so the session layer sees exactly what the backend
+        // will see (a `Connection: x` must not hide `x` from the backend alone).
+        let id = match prepare(&mut req, &self.peer, || self.ids.next()) {
+            Ok(Prepared { id, upgrade }) => {
+                if upgrade {
+                    req.extensions_mut().insert(self.peer.held.clone());
+                }
+                id
+            }
+            Err(refused) => {
+                tracing::debug!(status = %refused.status(), error = %refused, "refused");
+                let mut resp = refused.into_response();
+                resp.headers_mut().insert(X_REQUEST_ID, self.ids.next());
+                return Either::Left(std::future::ready(resp));
+            }
+        };
+        if !self.used.swap(true, Ordering::Relaxed) {
+            req.extensions_mut().insert(FirstOnConnection);
+        }
+        let answer = self.inner.clone().oneshot(req);
+        Either::Right(async move {
+            let mut resp = match answer.await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            if let Entry::Vacant(e) = resp.headers_mut().entry(X_REQUEST_ID) {
+                e.insert(id);
+            }
+            resp
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn strips_standard_and_connection_named_headers() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
-        );
-        h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert(KEEP_ALIVE, HeaderValue::from_static("timeout=5"));
-        h.insert(TE, HeaderValue::from_static("trailers"));
-        h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-        h.insert(PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
-        h.insert(UPGRADE, HeaderValue::from_static("h2c"));
-        h.insert("cookie", HeaderValue::from_static("a=1"));
-        strip_hop_by_hop(&mut h, false);
-        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, vec!["cookie"]);
-    }
-
-    #[test]
-    fn upgrade_survives_when_asked() {
-        let mut h = HeaderMap::new();
-        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-        assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h[UPGRADE], "websocket");
-        assert_eq!(h[CONNECTION], "upgrade");
+    fn peer() -> Peer {
+        Peer {
+            client_ip: None,
+            local: "127.0.0.1:8080".parse().unwrap(),
+            held: crate::extensions::ClientConnection(Arc::new(())),
+        }
     }
 
     fn prepared(uri: &str, hosts: &[&str]) -> Result<Request<()>, ForwardError> {
@@ -363,10 +383,7 @@ mod tests {
             b = b.header(HOST, *h);
         }
         let mut req = b.body(()).unwrap();
-        let peer = Peer {
-            client_ip: None,
-            local: "127.0.0.1:8080".parse().unwrap(),
-        };
+        let peer = peer();
         prepare(&mut req, &peer, || HeaderValue::from_static("id-1")).map(|_| req)
     }
 
@@ -379,10 +396,7 @@ mod tests {
             .header(UPGRADE, "h2c")
             .body(())
             .unwrap();
-        let peer = Peer {
-            client_ip: None,
-            local: "127.0.0.1:8080".parse().unwrap(),
-        };
+        let peer = peer();
         let prepared = prepare(&mut req, &peer, || HeaderValue::from_static("id-1")).unwrap();
         assert!(!prepared.upgrade);
         assert!(!req.headers().contains_key(UPGRADE));

@@ -12,10 +12,10 @@ use sessionwatch_core::{
 use sessionwatch_tower::{Observed, PinSwitch};
 use tokio::sync::watch;
 
-use crate::alert_log::{AlertLine, AlertLog};
 use crate::backends::Backends;
 use crate::metrics::Metrics;
-use crate::sinks::{IncidentNotice, NoticeKind, SinkHandle};
+use crate::report::alert_log::{AlertLine, AlertLog};
+use crate::report::sinks::{IncidentNotice, NoticeKind, SinkHandle};
 
 /// One cell of the issuer x server matrix, by name.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -312,7 +312,7 @@ impl IncidentWatch {
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.tick(),
-                _ = crate::server::stopped(&mut shutdown) => return,
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
             }
         }
     }

@@ -27,7 +27,7 @@ pin_project! {
             #[pin] body: Incoming,
         },
         /// Streamed from the client to a backend, each frame due within `timeout` of the last;
-        /// `watch` tells the forwarder whether the body ended, broke or stalled.
+        /// `watch` tells the upstream exchange whether the body ended, broke or stalled.
         Watched {
             #[pin] body: Incoming,
             idle: Pin<Box<tokio::time::Sleep>>,
@@ -73,7 +73,7 @@ impl From<Incoming> for RequestBody {
     }
 }
 
-/// How a client's streamed body stands, for the forwarder (see [`RequestBody::watched`]).
+/// How a client's streamed body stands, for the upstream exchange (see [`RequestBody::watched`]).
 #[derive(Debug)]
 pub struct BodyWatch {
     state: AtomicU8,

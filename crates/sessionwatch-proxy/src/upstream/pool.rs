@@ -19,20 +19,16 @@ use http::header::UPGRADE;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use metrics::Counter;
 use tokio::net::TcpStream;
 
-use crate::backends::Backend;
-use crate::body::{RequestBody, ResponseBody};
+use super::Endpoint;
 use crate::config::{ReusePolicy, UpstreamConfig};
 use crate::extensions::FirstOnConnection;
+use crate::upstream::body::{RequestBody, ResponseBody};
 
-pub(crate) mod h1;
-
-pub use h1::{Body as Http1Body, Error as Http1Error};
+use super::plain::{self, Error as Http1Error};
 
 /// An idle connection taken from the pool after this long asks its socket (one system call)
 /// whether the backend sent anything meanwhile, rather than trusting the event loop's view,
@@ -41,23 +37,6 @@ pub use h1::{Body as Http1Body, Error as Http1Error};
 /// is the one no check can close: bytes that arrive just before or after the next request goes
 /// out (see [`ReusePolicy`]).
 const ASK_THE_SOCKET_AFTER: Duration = Duration::from_millis(5);
-
-/// The client health probes go through.
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
-
-/// A client with the configured timeouts and pool limits, for health probes.
-pub fn client(cfg: &UpstreamConfig) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(cfg.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(cfg.pool_idle_timeout)
-        .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector)
-}
 
 /// Why a request did not get an answer from the backend.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +107,7 @@ struct Idle {
 }
 
 struct PlainIdle {
-    conn: h1::Conn,
+    conn: plain::Conn,
     since: Instant,
 }
 
@@ -139,7 +118,7 @@ pub(crate) struct Home {
 }
 
 impl Home {
-    fn settle(self, after: h1::AfterAnswer) {
+    pub(super) fn settle(self, after: plain::AfterAnswer) {
         self.pool.settle(self.slot, after);
     }
 }
@@ -174,7 +153,7 @@ impl Pool {
     /// one. A request that a pooled connection closed before taking is sent again on the next.
     pub fn send<'a>(
         &'a self,
-        backend: &'a Backend,
+        backend: &'a Endpoint,
         req: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + Send + 'a {
         let (parts, body) = req.into_parts();
@@ -200,15 +179,15 @@ impl Pool {
     /// The request is encoded before anything waits, so it is not part of the future.
     fn send_in_hand<'a>(
         &'a self,
-        backend: &'a Backend,
+        backend: &'a Endpoint,
         parts: &http::request::Parts,
         body: &[u8],
         may_reuse: bool,
     ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> + Send + use<'a> {
-        let slot = backend.id.index();
-        let idempotent = h1::is_idempotent(&parts.method);
+        let slot = backend.slot;
+        let idempotent = plain::is_idempotent(&parts.method);
         let head_request = parts.method == Method::HEAD;
-        let request = h1::Encoded::new(parts, body);
+        let request = plain::Encoded::new(parts, body);
         async move {
             // New connections are the rare case: their futures are boxed, as in `send`.
             let idle = if may_reuse {
@@ -241,17 +220,17 @@ impl Pool {
 
     /// The answer whose head has been read on `conn`: a body already whole frees the connection
     /// at once; one still arriving holds it until read.
-    fn answer(&self, slot: usize, conn: h1::Conn, head: h1::Head) -> Response<ResponseBody> {
+    fn answer(&self, slot: usize, conn: plain::Conn, head: plain::Head) -> Response<ResponseBody> {
         let home = || Home {
             pool: self.inner.clone(),
             slot,
         };
-        let body = match h1::Body::start(conn, head.framing, head.keep_alive, home) {
-            h1::Answer::Whole(data, after) => {
+        let body = match plain::Body::start(conn, head.framing, head.keep_alive, home) {
+            plain::Answer::Whole(data, after) => {
                 self.inner.settle(slot, after);
                 ResponseBody::full(data)
             }
-            h1::Answer::Streaming(body) => ResponseBody::Upstream { body },
+            plain::Answer::Streaming(body) => ResponseBody::Upstream { body },
         };
         let mut resp = Response::new(body);
         *resp.status_mut() = head.status;
@@ -263,11 +242,11 @@ impl Pool {
     /// Send `req` through hyper's client, on an idle connection or a new one.
     async fn send_streaming(
         &self,
-        backend: &Backend,
+        backend: &Endpoint,
         mut req: Request<RequestBody>,
         may_reuse: bool,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        let slot = backend.id.index();
+        let slot = backend.slot;
         while let Some(mut sender) = may_reuse.then(|| self.inner.checkout(slot)).flatten() {
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok(self.lease(slot, sender, resp)),
@@ -317,11 +296,11 @@ impl Pool {
                 .sum::<usize>()
     }
 
-    async fn connect_plain(&self, backend: &Backend) -> Result<h1::Conn, UpstreamError> {
-        Ok(h1::Conn::new(self.connect_stream(backend).await?))
+    async fn connect_plain(&self, backend: &Endpoint) -> Result<plain::Conn, UpstreamError> {
+        Ok(plain::Conn::new(self.connect_stream(backend).await?))
     }
 
-    async fn connect_stream(&self, backend: &Backend) -> Result<TcpStream, UpstreamError> {
+    async fn connect_stream(&self, backend: &Endpoint) -> Result<TcpStream, UpstreamError> {
         let host = backend.authority.host();
         // An IPv6 literal comes with its brackets.
         let host = host
@@ -338,7 +317,7 @@ impl Pool {
         Ok(stream)
     }
 
-    async fn connect(&self, backend: &Backend) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    async fn connect(&self, backend: &Endpoint) -> Result<SendRequest<RequestBody>, UpstreamError> {
         let stream = self.connect_stream(backend).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -401,7 +380,7 @@ impl PoolInner {
     }
 
     /// The most recently used plain connection still open.
-    fn checkout_plain(&self, slot: usize) -> Option<h1::Conn> {
+    fn checkout_plain(&self, slot: usize) -> Option<plain::Conn> {
         let mut idle = self
             .plain
             .get(slot)?
@@ -429,11 +408,11 @@ impl PoolInner {
 
     /// Whether an idle connection in `state` can take a request; one the backend wrote to while
     /// idle is counted as poisoned (and, like a closed one, dropped by the caller).
-    fn still_usable(&self, slot: usize, state: h1::IdleState) -> bool {
+    fn still_usable(&self, slot: usize, state: plain::IdleState) -> bool {
         match state {
-            h1::IdleState::Usable => true,
-            h1::IdleState::Closed => false,
-            h1::IdleState::Stray => {
+            plain::IdleState::Usable => true,
+            plain::IdleState::Closed => false,
+            plain::IdleState::Stray => {
                 self.count_poisoned(slot);
                 false
             }
@@ -451,15 +430,15 @@ impl PoolInner {
     }
 
     /// A connection whose answer has been read: back to the pool, or closed.
-    fn settle(&self, slot: usize, after: h1::AfterAnswer) {
+    fn settle(&self, slot: usize, after: plain::AfterAnswer) {
         match after {
-            h1::AfterAnswer::Reuse(conn) => self.put_back_plain(slot, conn),
-            h1::AfterAnswer::Close => {}
-            h1::AfterAnswer::Poisoned => self.count_poisoned(slot),
+            plain::AfterAnswer::Reuse(conn) => self.put_back_plain(slot, conn),
+            plain::AfterAnswer::Close => {}
+            plain::AfterAnswer::Poisoned => self.count_poisoned(slot),
         }
     }
 
-    fn put_back_plain(&self, slot: usize, conn: h1::Conn) {
+    fn put_back_plain(&self, slot: usize, conn: plain::Conn) {
         let Some(idle) = self.plain.get(slot) else {
             return;
         };
@@ -526,12 +505,10 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::backends::Backends;
-    use crate::config::BackendConfig;
 
     /// A backend on 127.0.0.1 that counts the connections it accepts and answers `body` to every
     /// request (`/close` answers with `Connection: close`).
-    async fn counting_backend(body: &'static str) -> (Backends, Arc<AtomicUsize>) {
+    async fn counting_backend(body: &'static str) -> (Endpoint, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -555,15 +532,14 @@ mod tests {
                 });
             }
         });
-        (backends_at(addr), accepted)
+        (endpoint_at(addr), accepted)
     }
 
-    fn backends_at(addr: std::net::SocketAddr) -> Backends {
-        Backends::new(&[BackendConfig {
-            name: "a".into(),
+    fn endpoint_at(addr: std::net::SocketAddr) -> Endpoint {
+        Endpoint {
+            slot: 0,
             authority: addr.to_string().parse().unwrap(),
-            weight: 1,
-        }])
+        }
     }
 
     fn config(idle_timeout: Duration, reuse: ReusePolicy) -> UpstreamConfig {
@@ -608,8 +584,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_read_to_its_end_serves_the_next_request() {
-        let (backends, accepted) = counting_backend("hello").await;
-        let backend = &backends.all()[0];
+        let (endpoint, accepted) = counting_backend("hello").await;
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         for _ in 0..5 {
             let resp = pool.send(backend, get("/")).await.unwrap();
@@ -623,8 +599,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_came_with_the_head_frees_its_connection_at_once() {
-        let (backends, accepted) = counting_backend("short").await;
-        let backend = &backends.all()[0];
+        let (endpoint, accepted) = counting_backend("short").await;
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         let first = pool.send(backend, get("/")).await.unwrap();
         // Back in the pool before anyone reads the body: the next request takes it.
@@ -638,8 +614,8 @@ mod tests {
     #[tokio::test]
     async fn an_abandoned_body_is_not_reused() {
         let big = "x".repeat(4 << 20);
-        let (backends, accepted) = counting_backend(big.leak()).await;
-        let backend = &backends.all()[0];
+        let (endpoint, accepted) = counting_backend(big.leak()).await;
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         let resp = pool.send(backend, get("/")).await.unwrap();
         assert!(matches!(resp.body(), ResponseBody::Upstream { .. }));
@@ -654,8 +630,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_backend_closes_is_replaced_without_an_error() {
-        let (backends, accepted) = counting_backend("ok").await;
-        let backend = &backends.all()[0];
+        let (endpoint, accepted) = counting_backend("ok").await;
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         for _ in 0..3 {
             let resp = pool.send(backend, get("/close")).await.unwrap();
@@ -667,8 +643,8 @@ mod tests {
 
     #[tokio::test]
     async fn idle_connections_past_the_timeout_are_swept() {
-        let (backends, accepted) = counting_backend("ok").await;
-        let backend = &backends.all()[0];
+        let (endpoint, accepted) = counting_backend("ok").await;
+        let backend = &endpoint;
         let pool = pool(Duration::from_millis(20));
         let resp = pool.send(backend, get("/")).await.unwrap();
         read_whole(resp).await;
@@ -698,9 +674,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let backends = backends_at(addr);
+        let endpoint = endpoint_at(addr);
         let err = pool(Duration::from_secs(60))
-            .send(&backends.all()[0], get("/"))
+            .send(&endpoint, get("/"))
             .await
             .unwrap_err();
         assert!(err.is_connect(), "{err:?}");
@@ -722,7 +698,7 @@ mod tests {
     /// from 0) says what to do. It returns the backends and the request heads it saw.
     async fn scripted(
         script: impl Fn(usize, usize) -> Act + Send + Sync + 'static,
-    ) -> (Backends, Arc<Mutex<Vec<String>>>) {
+    ) -> (Endpoint, Arc<Mutex<Vec<String>>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -783,7 +759,7 @@ mod tests {
                 });
             }
         });
-        (backends_at(addr), seen)
+        (endpoint_at(addr), seen)
     }
 
     const OK: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
@@ -801,14 +777,14 @@ mod tests {
 
     #[tokio::test]
     async fn chunked_answers_pass_through_and_keep_their_connection() {
-        let (backends, seen) = scripted(|_, _| {
+        let (endpoint, seen) = scripted(|_, _| {
             Act::Reply(
                 "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
                  5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n",
             )
         })
         .await;
-        let backend = &backends.all()[0];
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         for _ in 0..3 {
             let resp = pool.send(backend, get("/")).await.unwrap();
@@ -821,9 +797,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_delimited_by_close_is_read_to_the_end_and_not_reused() {
-        let (backends, _) =
+        let (endpoint, _) =
             scripted(|_, _| Act::ReplyClose("HTTP/1.1 200 OK\r\n\r\nuntil the end")).await;
-        let backend = &backends.all()[0];
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         for _ in 0..2 {
             let resp = pool.send(backend, get("/")).await.unwrap();
@@ -834,7 +810,7 @@ mod tests {
 
     #[tokio::test]
     async fn interim_answers_are_skipped() {
-        let (backends, _) = scripted(|_, _| {
+        let (endpoint, _) = scripted(|_, _| {
             Act::Reply(
                 "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n\
                  HTTP/1.1 201 Created\r\ncontent-length: 4\r\n\r\ndone",
@@ -842,7 +818,7 @@ mod tests {
         })
         .await;
         let resp = pool(Duration::from_secs(60))
-            .send(&backends.all()[0], request(Method::POST, "/", "x=1"))
+            .send(&endpoint, request(Method::POST, "/", "x=1"))
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::CREATED);
@@ -852,7 +828,7 @@ mod tests {
     #[tokio::test]
     async fn a_pooled_connection_the_backend_closed_while_idle_is_not_used() {
         // The first connection's second request finds it closed: it never gets there.
-        let (backends, seen) = scripted(|conn, _| {
+        let (endpoint, seen) = scripted(|conn, _| {
             if conn == 0 {
                 Act::ReplyClose(OK)
             } else {
@@ -860,7 +836,7 @@ mod tests {
             }
         })
         .await;
-        let backend = &backends.all()[0];
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         // `OK` does not say `Connection: close`, so the pool keeps the connection...
         read_whole(pool.send(backend, get("/1")).await.unwrap()).await;
@@ -886,13 +862,13 @@ mod tests {
     #[tokio::test]
     async fn an_idempotent_request_a_reused_connection_dropped_is_sent_again() {
         // The first connection answers once, then closes on the next request unanswered.
-        let (backends, seen) = scripted(|conn, req| match (conn, req) {
+        let (endpoint, seen) = scripted(|conn, req| match (conn, req) {
             (0, 0) => Act::Reply(OK),
             (0, _) => Act::Close,
             _ => Act::Reply(OK),
         })
         .await;
-        let backend = &backends.all()[0];
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         read_whole(pool.send(backend, get("/first")).await.unwrap()).await;
         let resp = pool.send(backend, get("/again")).await.unwrap();
@@ -907,13 +883,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_post_a_reused_connection_dropped_is_not_sent_again() {
-        let (backends, seen) = scripted(|conn, req| match (conn, req) {
+        let (endpoint, seen) = scripted(|conn, req| match (conn, req) {
             (0, 0) => Act::Reply(OK),
             (0, _) => Act::Close,
             _ => Act::Reply(OK),
         })
         .await;
-        let backend = &backends.all()[0];
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         read_whole(pool.send(backend, get("/first")).await.unwrap()).await;
         let err = pool
@@ -935,7 +911,7 @@ mod tests {
 
     #[tokio::test]
     async fn broken_answers_are_errors_and_their_connections_are_dropped() {
-        let (backends, _) = scripted(|conn, _| match conn {
+        let (endpoint, _) = scripted(|conn, _| match conn {
             0 => Act::Reply("HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok"),
             1 => Act::Reply("this is not http\r\n\r\n"),
             2 => Act::ReplyClose("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort"),
@@ -943,7 +919,7 @@ mod tests {
             _ => Act::Reply(OK),
         })
         .await;
-        let backend = &backends.all()[0];
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         for _ in 0..2 {
             let err = pool.send(backend, get("/")).await.unwrap_err();
@@ -963,8 +939,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_request_is_written_with_its_framing() {
-        let (backends, seen) = scripted(|_, _| Act::Reply(OK)).await;
-        let backend = &backends.all()[0];
+        let (endpoint, seen) = scripted(|_, _| Act::Reply(OK)).await;
+        let backend = &endpoint;
         let pool = pool(Duration::from_secs(60));
         let mut post = request(Method::POST, "/login?next=%2F", "user=a");
         post.headers_mut()
@@ -981,12 +957,12 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_past_the_end_of_an_answer_poison_its_connection() {
-        let (backends, seen) = scripted(|conn, _| match conn {
+        let (endpoint, seen) = scripted(|conn, _| match conn {
             0 => Act::Reply("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n"),
             _ => Act::Reply(OK),
         })
         .await;
-        let backend = &backends.all()[0];
+        let backend = &endpoint;
         let (pool, poisoned) = counted_pool(ReusePolicy::Always);
         let resp = pool.send(backend, get("/")).await.unwrap();
         assert_eq!(read_whole(resp).await, "ok");
@@ -1006,12 +982,12 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_sent_to_an_idle_connection_poison_it() {
-        let (backends, _) = scripted(|conn, _| match conn {
+        let (endpoint, _) = scripted(|conn, _| match conn {
             0 => Act::ReplyThenStray(OK, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nPWND"),
             _ => Act::Reply(OK),
         })
         .await;
-        let backend = &backends.all()[0];
+        let backend = &endpoint;
         let (pool, poisoned) = counted_pool(ReusePolicy::Always);
         read_whole(pool.send(backend, get("/")).await.unwrap()).await;
         assert_eq!(pool.idle_count(), 1);
@@ -1024,11 +1000,11 @@ mod tests {
 
     #[tokio::test]
     async fn the_sweep_closes_a_poisoned_idle_connection() {
-        let (backends, _) = scripted(|_, _| {
+        let (endpoint, _) = scripted(|_, _| {
             Act::ReplyThenStray(OK, "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nPWND")
         })
         .await;
-        let backend = &backends.all()[0];
+        let backend = &endpoint;
         let (pool, poisoned) = counted_pool(ReusePolicy::Always);
         read_whole(pool.send(backend, get("/")).await.unwrap()).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1040,8 +1016,8 @@ mod tests {
 
     #[tokio::test]
     async fn under_safe_reuse_a_first_request_never_takes_an_idle_connection() {
-        let (backends, accepted) = counting_backend("ok").await;
-        let backend = &backends.all()[0];
+        let (endpoint, accepted) = counting_backend("ok").await;
+        let backend = &endpoint;
         let (pool, _) = counted_pool(ReusePolicy::Safe);
         let first = || {
             let mut req = get("/");
@@ -1095,8 +1071,8 @@ mod tests {
 
     #[tokio::test]
     async fn stray_bytes_the_event_loop_has_not_seen_yet_are_still_caught() {
-        let backends = backends_at(thread_backend());
-        let backend = &backends.all()[0];
+        let endpoint = endpoint_at(thread_backend());
+        let backend = &endpoint;
         let (pool, poisoned) = counted_pool(ReusePolicy::Always);
         read_whole(pool.send(backend, get("/a")).await.unwrap()).await;
         // The worker is busy for 100 ms with no turn of its event loop: the stray answer sits

@@ -1,0 +1,62 @@
+//! The request stack, assembled here and nowhere else. Every request, on the plain HTTP/1.1
+//! path and on hyper's path alike, goes through these steps in this order (outermost first):
+//!
+//! 1. prepare (`prepare.rs`): refuse what may not pass, strip hop-by-hop fields, set
+//!    `X-Forwarded-*` and the request id;
+//! 2. respond (`respond.rs`): the steps below fail with an error, or panic; here that becomes
+//!    the client's answer, logged once;
+//! 3. session (`sessionwatch-tower`): read the session cookies, attach a pin, classify the
+//!    answer, learn, report, and maybe rescue;
+//! 4. route (`route/`): choose the backend (rescue, pin, balancer) and judge its answer;
+//! 5. upstream (`upstream/`): send to that backend on the worker's pool.
+
+use std::sync::Arc;
+
+use sessionwatch_tower::{SessionLayer, SessionService};
+use tower::ServiceBuilder;
+
+use crate::backends::Backends;
+use crate::backends::health::Health;
+use crate::config::PinConfig;
+use crate::listen::Peer;
+use crate::metrics::Metrics;
+use crate::prepare::{Prepare, RequestIds};
+use crate::respond::{ClientFaults, Respond, RespondLayer};
+use crate::route::Route;
+use crate::route::balancer::Balancer;
+use crate::upstream::Upstream;
+
+/// What one worker's stack is built from.
+pub(super) struct Parts {
+    pub(super) session: SessionLayer,
+    pub(super) backends: Arc<Backends>,
+    pub(super) balancer: Arc<Balancer>,
+    pub(super) pin: PinConfig,
+    pub(super) health: Arc<Health>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) upstream: Upstream,
+    pub(super) request_ids: RequestIds,
+}
+
+/// The steps below prepare, shared by every connection of a worker.
+type Shared = Respond<SessionService<Route>>;
+
+/// One worker's stack: given a connection's peer, the handler its requests go through.
+pub(super) fn build(p: Parts) -> impl Fn(Peer) -> Prepare<Shared> {
+    let faults = ClientFaults {
+        body_timeout: p.metrics.client_body_timeout.clone(),
+        body_invalid: p.metrics.client_body_invalid.clone(),
+    };
+    let shared = ServiceBuilder::new()
+        // Errors and panics below become answers here, and nowhere else.
+        .layer(RespondLayer::new(faults))
+        // Sessions are read from what the backend will see, and judged from what it answered.
+        .layer(p.session)
+        // The backend is chosen last, so a rescue replay can choose again.
+        .service(Route::new(
+            p.backends, p.balancer, p.pin, p.health, p.metrics, p.upstream,
+        ));
+    let ids = p.request_ids;
+    // Prepared first, so that nothing below sees what the backend will not.
+    move |peer| Prepare::new(shared.clone(), ids.clone(), peer)
+}

@@ -1,0 +1,180 @@
+//! Which backend serves a request, and what its answer says about that backend.
+//!
+//! In order: a rescue replay goes to the backend that issued its session; a pinned session goes
+//! to its backend while that one is up (and, when it is down, `pin.when_unhealthy` says whether
+//! to fail or to redistribute); anything else goes to the [`balancer`]. The chosen backend's
+//! answer is marked [`ServedBy`] for the session layer, and its failures count against it
+//! (passive health, per-backend metrics) unless they are the client's.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use sessionwatch_core::{BackendId, RouteDecision};
+use sessionwatch_tower::{RescueAttempt, ServedBy, SessionRoute};
+use tower::Service;
+
+use crate::backends::Backends;
+use crate::backends::health::Health;
+use crate::config::{PinConfig, WhenUnhealthy};
+use crate::metrics::Metrics;
+use crate::respond::ForwardError;
+use crate::upstream::body::{RequestBody, ResponseBody};
+use crate::upstream::{self, Upstream};
+use balancer::Balancer;
+
+pub mod balancer;
+
+/// Routes requests to the farm; a request that cannot be served fails with a [`ForwardError`]
+/// (the respond step makes the answer).
+#[derive(Clone)]
+pub struct Route {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backends: Arc<Backends>,
+    balancer: Arc<Balancer>,
+    pin: PinConfig,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    upstream: Upstream,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route").finish_non_exhaustive()
+    }
+}
+
+impl Route {
+    /// Routing over `backends`, sending through `upstream`.
+    pub fn new(
+        backends: Arc<Backends>,
+        balancer: Arc<Balancer>,
+        pin: PinConfig,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        upstream: Upstream,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                backends,
+                balancer,
+                pin,
+                health,
+                metrics,
+                upstream,
+            }),
+        }
+    }
+}
+
+impl Service<Request<RequestBody>> for Route {
+    type Response = Response<ResponseBody>;
+    type Error = ForwardError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ForwardError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ForwardError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.route(req).await })
+    }
+}
+
+impl Inner {
+    fn choose(&self, req: &Request<RequestBody>) -> Result<BackendId, ForwardError> {
+        if let Some(RescueAttempt(id)) = req.extensions().get::<RescueAttempt>() {
+            return Ok(*id);
+        }
+        if let Some(SessionRoute {
+            decision: RouteDecision::Pin(id),
+        }) = req.extensions().get::<SessionRoute>()
+        {
+            if self.backends.is_up(*id) {
+                self.metrics.pins.increment(1);
+                return Ok(*id);
+            }
+            match self.pin.when_unhealthy {
+                WhenUnhealthy::Fail => {
+                    self.metrics.pin_failed.increment(1);
+                    return Err(ForwardError::PinnedBackendDown {
+                        backend: self.backends.name(*id).to_owned(),
+                        retry_after: self.pin.retry_after,
+                    });
+                }
+                WhenUnhealthy::Redistribute => {
+                    self.metrics.pin_broken.increment(1);
+                    tracing::debug!(
+                        backend = self.backends.name(*id),
+                        "pinned backend down; redistributing (pin_broken)"
+                    );
+                }
+            }
+        }
+        self.balancer.pick().ok_or_else(|| {
+            self.metrics.no_backend.increment(1);
+            ForwardError::NoHealthyBackend
+        })
+    }
+
+    async fn route(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<ResponseBody>, ForwardError> {
+        let id = self.choose(&req)?;
+        let backend = self
+            .backends
+            .get(id)
+            .ok_or(ForwardError::NoHealthyBackend)?;
+        let metrics = self.metrics.backends.get(id.index());
+        if let Some(m) = metrics {
+            m.requests.increment(1);
+        }
+        let _in_flight = self.backends.start_request(id);
+        let started = Instant::now();
+        let failure = match self.upstream.send(&backend.endpoint, req).await {
+            Ok(mut resp) => {
+                if let Some(m) = metrics {
+                    m.duration.record(started.elapsed().as_secs_f64());
+                }
+                self.health.passive_success(id);
+                resp.extensions_mut().insert(ServedBy(id));
+                return Ok(resp);
+            }
+            Err(e) => e,
+        };
+        let backend = backend.name.to_string();
+        Err(match failure {
+            upstream::Error::ClientBody { stalled } => {
+                ForwardError::RequestBody { timed_out: stalled }
+            }
+            // Out of descriptors or local ports: nothing the backend did, so it is neither
+            // counted nor ejected for it.
+            upstream::Error::Exchange(source) if source.is_local_exhaustion() => {
+                ForwardError::Overloaded(source)
+            }
+            upstream::Error::Exchange(source) if source.is_connect() => {
+                if let Some(m) = metrics {
+                    m.connect_errors.increment(1);
+                }
+                self.health.passive_failure(id);
+                ForwardError::Connect { backend, source }
+            }
+            upstream::Error::Exchange(source) => ForwardError::Upstream { backend, source },
+            upstream::Error::Timeout(timeout) => {
+                if let Some(m) = metrics {
+                    m.timeouts.increment(1);
+                }
+                self.health.passive_failure(id);
+                ForwardError::Timeout { backend, timeout }
+            }
+        })
+    }
+}
