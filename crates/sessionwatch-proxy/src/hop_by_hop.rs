@@ -23,7 +23,7 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
 /// Whether the request asks to switch protocols (WebSocket): `Connection: upgrade` and an
 /// `Upgrade` header.
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE) && crate::wire::has_token(headers, "upgrade")
+    headers.contains_key(UPGRADE) && sessionwatch_h1::connection_lists(headers, "upgrade")
 }
 
 fn tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {

@@ -11,8 +11,6 @@ pub mod backends;
 pub mod config;
 pub mod demo;
 pub mod extensions;
-#[doc(hidden)]
-pub mod fuzzing;
 mod hop_by_hop;
 pub mod listen;
 pub mod metrics;
@@ -23,7 +21,6 @@ pub mod route;
 mod sensitive;
 mod shutdown;
 pub mod upstream;
-mod wire;
 
 pub use app::{RunningProxy, StartError, StartOptions, start};
 pub use config::{Config, ConfigError};

@@ -126,7 +126,7 @@ pub fn prepare<B>(
                 .headers()
                 .get_all(UPGRADE)
                 .iter()
-                .any(|v| crate::wire::lists(v.as_bytes(), "websocket"));
+                .any(|v| sessionwatch_h1::lists_token(v.as_bytes(), "websocket"));
         strip_hop_by_hop(req.headers_mut(), upgrade);
     }
     if found.cookies > 1 {

@@ -23,17 +23,13 @@ use crate::hop_by_hop::{is_upgrade, strip_hop_by_hop};
 use body::{BodyState, BodyWatch, RequestBody, ResponseBody};
 
 pub mod body;
-mod chunked;
 pub(crate) mod plain;
 mod pool;
 
 pub use plain::{Body as Http1Body, Error as Http1Error};
 pub use pool::{Lease, Pool, UpstreamError};
 
-/// A request body of at most this many bytes, with its length known up front, is read whole
-/// before the request goes to the farm (as NGINX buffers request bodies): the backend never
-/// waits on a slow client, and the request can be sent again if a pooled connection fails.
-pub const BUFFER_BODY_LIMIT: u64 = 64 * 1024;
+pub use sessionwatch_h1::BUFFER_BODY_LIMIT;
 
 /// Where a backend is, as the upstream client needs it.
 #[derive(Debug, Clone)]

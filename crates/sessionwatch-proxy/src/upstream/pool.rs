@@ -220,7 +220,12 @@ impl Pool {
 
     /// The answer whose head has been read on `conn`: a body already whole frees the connection
     /// at once; one still arriving holds it until read.
-    fn answer(&self, slot: usize, conn: plain::Conn, head: plain::Head) -> Response<ResponseBody> {
+    fn answer(
+        &self,
+        slot: usize,
+        conn: plain::Conn,
+        head: sessionwatch_h1::AnswerHead,
+    ) -> Response<ResponseBody> {
         let home = || Home {
             pool: self.inner.clone(),
             slot,
