@@ -14,7 +14,8 @@
 //! last coding; a connection delimited by its close is not reused; `Connection: close` is
 //! honoured); the body never yields more bytes than follow the head, and exactly those its
 //! framing delimits; and the answer written on for a client reads back with the same status and
-//! fields, the framing that was written for it and the connection's fate it was given.
+//! fields, the framing that was written for it (and no other framing field) and the
+//! connection's fate it was given.
 
 #![no_main]
 
@@ -227,6 +228,13 @@ fn write_on(head: &AnswerHead, head_request: bool) {
         written => written,
     };
     assert_eq!(back.framing, expected, "{wire:?}");
+    // Where a body goes out, the framing written is the only framing there is.
+    let count = |name| back.headers.get_all(name).iter().count();
+    match sent.framing {
+        Framing::Length(_) => assert_eq!((count(CONTENT_LENGTH), count(TRANSFER_ENCODING)), (1, 0)),
+        Framing::Chunked => assert_eq!((count(CONTENT_LENGTH), count(TRANSFER_ENCODING)), (0, 1)),
+        Framing::Empty | Framing::UntilClose => {}
+    }
     let added_date = !head.headers.contains_key(DATE);
     let fields = |h: &HeaderMap, skip_date: bool| -> Vec<(String, Vec<u8>)> {
         h.iter()
