@@ -6,13 +6,16 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 
 use futures_util::future::Either;
 use http::Response;
 use http::header::Entry;
-use tower::{Service, ServiceExt};
+use pin_project_lite::pin_project;
+use tower::Service;
 
 use http::header::{
     AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING, UPGRADE,
@@ -22,7 +25,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Version};
 use crate::extensions::FirstOnConnection;
 use crate::hop_by_hop::{HOP_BY_HOP, is_upgrade, strip_hop_by_hop};
 use crate::listen::{Handler, Peer};
-use crate::respond::ForwardError;
+use crate::respond::{ForwardError, Respond};
 use crate::upstream::body::{RequestBody, ResponseBody};
 
 /// Client address chain.
@@ -301,7 +304,7 @@ impl RequestIds {
 /// The prepare step for one client connection, in front of the rest of the stack: every request
 /// is prepared (or refused) before any step reads it, and every answer carries the request id.
 pub(crate) struct Prepare<S> {
-    inner: S,
+    inner: Respond<S>,
     ids: RequestIds,
     peer: Peer,
     /// Whether a request of this connection has been sent on (see [`FirstOnConnection`]).
@@ -310,7 +313,7 @@ pub(crate) struct Prepare<S> {
 
 impl<S> Prepare<S> {
     /// The step for the connection from `peer`, in front of `inner`.
-    pub(crate) fn new(inner: S, ids: RequestIds, peer: Peer) -> Self {
+    pub(crate) fn new(inner: Respond<S>, ids: RequestIds, peer: Peer) -> Self {
         Self {
             inner,
             ids,
@@ -322,7 +325,7 @@ impl<S> Prepare<S> {
 
 impl<S> Handler for Prepare<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = ForwardError>
         + Clone
         + Send
         + 'static,
@@ -351,17 +354,40 @@ where
         if !self.used.swap(true, Ordering::Relaxed) {
             req.extensions_mut().insert(FirstOnConnection);
         }
-        let answer = self.inner.clone().oneshot(req);
-        Either::Right(async move {
-            let mut resp = match answer.await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            };
-            if let Entry::Vacant(e) = resp.headers_mut().entry(X_REQUEST_ID) {
-                e.insert(id);
-            }
-            resp
+        Either::Right(WithId {
+            answer: self.inner.respond(req),
+            id: Some(id),
         })
+    }
+}
+
+pin_project! {
+    /// An answer that will carry its request's id (unless the backend set one).
+    struct WithId<F> {
+        #[pin]
+        answer: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F> Future for WithId<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    type Output = Response<ResponseBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = match ready!(this.answer.poll(cx)) {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+        if let (Entry::Vacant(e), Some(id)) =
+            (resp.headers_mut().entry(X_REQUEST_ID), this.id.take())
+        {
+            e.insert(id);
+        }
+        Poll::Ready(resp)
     }
 }
 

@@ -152,7 +152,13 @@ impl Inner {
         };
         let backend = backend.name.to_string();
         Err(match failure {
+            // The client's fault: counted as such, never against the backend.
             upstream::Error::ClientBody { stalled } => {
+                if stalled {
+                    self.metrics.client_body_timeout.increment(1);
+                } else {
+                    self.metrics.client_body_invalid.increment(1);
+                }
                 ForwardError::RequestBody { timed_out: stalled }
             }
             // Out of descriptors or local ports: nothing the backend did, so it is neither
