@@ -157,7 +157,7 @@ pub async fn run(opts: DemoOptions) -> std::io::Result<DemoSummary> {
         } else {
             "per-node"
         },
-        proxy.addr
+        proxy.addr()
     );
     println!(
         "alert log: {}   (follow it with: tail -F {} | jq .)",
@@ -169,17 +169,14 @@ pub async fn run(opts: DemoOptions) -> std::io::Result<DemoSummary> {
         opts.users, opts.requests_per_user
     );
     let report = drive_users(
-        proxy.addr,
+        proxy.addr(),
         farm.cookie_name(),
         DriveConfig::new(opts.users, opts.requests_per_user).with_concurrency(8),
     )
     .await;
     // Let the incident watch take one more look before summarising.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let incident = proxy
-        .incidents
-        .is_open()
-        .then(|| proxy.incidents.snapshot().summary);
+    let incident = proxy.incident_summary();
 
     let (session_requests, resets, pairs) = {
         let st = watch.state.lock().unwrap_or_else(|p| p.into_inner());
