@@ -1,15 +1,14 @@
 //! The sessionwatch reverse proxy: everything that wires the pieces together.
 //!
 //! Validated configuration, the backend set with its health, the balancer, the upstream client,
-//! the accept loop, the alert log and sinks, the admin listener and the demo. The detection rules
-//! live in `sessionwatch-core` and the per-request session handling in `sessionwatch-tower`; this
-//! crate decides where requests go and what operators see.
+//! the accept loop, the alert log and sinks, and the admin listener. The detection rules live in
+//! `sessionwatch-core` and the per-request session handling in `sessionwatch-tower`; this crate
+//! decides where requests go and what operators see.
 
 pub mod admin;
 pub mod app;
 pub mod backends;
 pub mod config;
-pub mod demo;
 pub mod extensions;
 #[doc(hidden)]
 pub mod fuzzing;

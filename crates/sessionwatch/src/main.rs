@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sessionwatch_core::PinPolicy;
-use sessionwatch_proxy::demo::{self, DemoOptions};
 use sessionwatch_proxy::{Config, StartOptions};
+
+use demo::DemoOptions;
+
+mod demo;
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
 const EX_USAGE: u8 = 64;
@@ -188,7 +191,7 @@ fn main() -> ExitCode {
                 ..DemoOptions::default()
             };
             match rt.block_on(demo::run(opts)) {
-                Ok(_) => ExitCode::SUCCESS,
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("demo failed: {e}");
                     ExitCode::FAILURE

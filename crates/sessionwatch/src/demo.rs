@@ -13,12 +13,11 @@ use sessionwatch_core::{Outcome, PinPolicy};
 use sessionwatch_test_support::{DriveConfig, Farm, FarmConfig, StoreMode, drive_users};
 use sessionwatch_tower::{Observed, SessionEvents};
 
-use crate::app::{StartOptions, start};
-use crate::config::Config;
+use sessionwatch_proxy::{Config, StartOptions, start};
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// Backends in the farm.
     pub nodes: usize,
     /// Simulated users.
@@ -47,23 +46,6 @@ impl Default for DemoOptions {
             max_printed: 12,
         }
     }
-}
-
-/// The demo's result.
-#[derive(Debug, Clone, Default)]
-pub struct DemoSummary {
-    /// `/me` requests the users made.
-    pub requests: u64,
-    /// Of those, answered "logged out".
-    pub logged_out: u64,
-    /// Resets the proxy detected.
-    pub resets: u64,
-    /// Requests that carried a known session.
-    pub session_requests: u64,
-    /// Resets per (issuer, server).
-    pub pairs: BTreeMap<(String, String), u64>,
-    /// Whether an incident opened, and its summary.
-    pub incident: Option<String>,
 }
 
 /// Known-session requests, resets, and resets per (issuer, server).
@@ -111,8 +93,8 @@ impl SessionEvents for Watch {
     }
 }
 
-/// Run the demo, printing as it goes.
-pub async fn run(opts: DemoOptions) -> std::io::Result<DemoSummary> {
+/// Run the demo, printing as it goes and a summary at the end.
+pub(crate) async fn run(opts: DemoOptions) -> std::io::Result<()> {
     let store = if opts.shared_store {
         StoreMode::Shared
     } else {
@@ -207,12 +189,5 @@ pub async fn run(opts: DemoOptions) -> std::io::Result<DemoSummary> {
     drop(out);
     proxy.shutdown().await;
     farm.shutdown().await;
-    Ok(DemoSummary {
-        requests: report.requests,
-        logged_out: report.logged_out,
-        resets,
-        session_requests,
-        pairs,
-        incident,
-    })
+    Ok(())
 }
