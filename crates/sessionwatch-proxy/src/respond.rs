@@ -26,7 +26,7 @@ const ALLOWED: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     /// Every backend is down.
     #[error("no healthy backend")]
     NoHealthyBackend,
@@ -90,7 +90,7 @@ pub enum ForwardError {
 
 impl ForwardError {
     /// The status the client gets.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ForwardError::NoHealthyBackend
             | ForwardError::PinnedBackendDown { .. }
@@ -109,7 +109,7 @@ impl ForwardError {
 
     /// Whether the client broke the protocol or stalled: the connection is closed after the
     /// answer, since what the client sends next cannot be trusted to be framed right.
-    pub fn is_client_fault(&self) -> bool {
+    pub(crate) fn is_client_fault(&self) -> bool {
         matches!(
             self,
             ForwardError::RequestBody { .. }
@@ -121,7 +121,7 @@ impl ForwardError {
 
     /// The answer for the client: the status, a short body, and `Retry-After` where a retry makes
     /// sense. Backend names and error details stay in the proxy's log.
-    pub fn into_response(self) -> Response<ResponseBody> {
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
         let status = self.status();
         let text = match &self {
             ForwardError::NoHealthyBackend => "no healthy backend\n",
@@ -170,7 +170,7 @@ impl ForwardError {
 
 /// What the respond step counts: the client's faults, never the backend's.
 #[derive(Debug, Clone)]
-pub struct ClientFaults {
+pub(crate) struct ClientFaults {
     /// Request bodies the client stopped sending.
     pub body_timeout: Counter,
     /// Request bodies that broke off or were malformed.
@@ -179,13 +179,13 @@ pub struct ClientFaults {
 
 /// The respond step as a layer.
 #[derive(Debug, Clone)]
-pub struct RespondLayer {
+pub(crate) struct RespondLayer {
     faults: ClientFaults,
 }
 
 impl RespondLayer {
     /// Errors become answers, client faults counted in `faults`.
-    pub fn new(faults: ClientFaults) -> Self {
+    pub(crate) fn new(faults: ClientFaults) -> Self {
         Self { faults }
     }
 }
@@ -203,7 +203,7 @@ impl<S> Layer<S> for RespondLayer {
 
 /// Turns the inner steps' errors (and panics) into answers; never fails itself.
 #[derive(Debug, Clone)]
-pub struct Respond<S> {
+pub(crate) struct Respond<S> {
     inner: S,
     faults: ClientFaults,
 }
