@@ -29,14 +29,14 @@ use crate::respond::{ForwardError, Respond};
 use crate::upstream::body::{RequestBody, ResponseBody};
 
 /// Client address chain.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Client scheme.
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Host the client asked for.
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The header that carries a request's id.
-pub use sessionwatch_tower::X_REQUEST_ID;
+pub(crate) use sessionwatch_tower::X_REQUEST_ID;
 
 /// Fields a `Connection` header may not name: removing them would change what the request is
 /// (its target host, its session, its credentials, its framing), and attackers name them to
@@ -84,7 +84,7 @@ fn scan(headers: &HeaderMap) -> Scan {
 
 /// Whether a client's request id is one to keep: short, and only characters that cannot break
 /// a log line or a header.
-pub fn acceptable_request_id(id: &HeaderValue) -> bool {
+pub(crate) fn acceptable_request_id(id: &HeaderValue) -> bool {
     let b = id.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_REQUEST_ID
@@ -100,7 +100,7 @@ pub fn acceptable_request_id(id: &HeaderValue) -> bool {
 /// make the request a bad one); several `Cookie` fields become one; then the proxy's own
 /// headers are set, after the removal, so a client cannot strip them; last the request id,
 /// the client's kept only if [`acceptable_request_id`].
-pub fn prepare<B>(
+pub(crate) fn prepare<B>(
     req: &mut Request<B>,
     peer: &Peer,
     new_id: impl FnOnce() -> HeaderValue,
@@ -157,7 +157,7 @@ pub fn prepare<B>(
 
 /// What [`prepare`] found out about a request it let through.
 #[derive(Debug)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The request id.
     pub id: HeaderValue,
     /// Whether the request asks to switch protocols.
@@ -240,7 +240,7 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 /// Append the client (its IP as a header value) to `X-Forwarded-For` and set
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(
+pub(crate) fn add_forwarded(
     headers: &mut HeaderMap,
     client_ip: Option<HeaderValue>,
     proto: &'static str,

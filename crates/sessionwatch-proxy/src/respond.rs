@@ -25,7 +25,7 @@ const ALLOWED: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     /// Every backend is down.
     #[error("no healthy backend")]
     NoHealthyBackend,
@@ -89,7 +89,7 @@ pub enum ForwardError {
 
 impl ForwardError {
     /// The status the client gets.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ForwardError::NoHealthyBackend
             | ForwardError::PinnedBackendDown { .. }
@@ -108,7 +108,7 @@ impl ForwardError {
 
     /// Whether the client broke the protocol or stalled: the connection is closed after the
     /// answer, since what the client sends next cannot be trusted to be framed right.
-    pub fn is_client_fault(&self) -> bool {
+    pub(crate) fn is_client_fault(&self) -> bool {
         matches!(
             self,
             ForwardError::RequestBody { .. }
@@ -120,7 +120,7 @@ impl ForwardError {
 
     /// The answer for the client: the status, a short body, and `Retry-After` where a retry makes
     /// sense. Backend names and error details stay in the proxy's log.
-    pub fn into_response(self) -> Response<ResponseBody> {
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
         let status = self.status();
         let text = match &self {
             ForwardError::NoHealthyBackend => "no healthy backend\n",
@@ -169,7 +169,7 @@ impl ForwardError {
 
 /// The respond step as a layer.
 #[derive(Debug, Clone, Default)]
-pub struct RespondLayer;
+pub(crate) struct RespondLayer;
 
 impl<S> Layer<S> for RespondLayer {
     type Service = Respond<S>;
@@ -181,7 +181,7 @@ impl<S> Layer<S> for RespondLayer {
 
 /// Turns the inner steps' errors (and panics) into answers; never fails itself.
 #[derive(Debug, Clone)]
-pub struct Respond<S> {
+pub(crate) struct Respond<S> {
     inner: S,
 }
 
@@ -226,7 +226,7 @@ where
 
 pin_project! {
     /// The answer of the steps inside, or the one their error or panic stands for.
-    pub struct RespondFuture<S: Service<Request<RequestBody>>> {
+    pub(crate) struct RespondFuture<S: Service<Request<RequestBody>>> {
         #[pin]
         state: State<S>,
         uri: Uri,
