@@ -231,7 +231,7 @@ impl Harness {
         concurrency: usize,
     ) -> sessionwatch_test_support::DriveReport {
         sessionwatch_test_support::drive_users(
-            self.proxy.addr,
+            self.proxy.addr(),
             self.farm.cookie_name(),
             sessionwatch_test_support::DriveConfig::new(users, requests)
                 .with_concurrency(concurrency),
@@ -241,12 +241,12 @@ impl Harness {
 
     /// A user talking to the proxy.
     pub fn user(&self) -> sessionwatch_test_support::UserClient {
-        sessionwatch_test_support::UserClient::new(self.proxy.addr, self.farm.cookie_name())
+        sessionwatch_test_support::UserClient::new(self.proxy.addr(), self.farm.cookie_name())
     }
 
     /// The proxy's metrics exposition.
     pub fn metrics(&self) -> String {
-        self.proxy.metrics.render()
+        self.proxy.metrics_text()
     }
 
     /// Stop the proxy (writing out every alert line) and the farm; the scratch directory lives

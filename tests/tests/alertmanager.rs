@@ -183,7 +183,7 @@ async fn incident_fires_and_resolves_in_a_real_alertmanager() {
     let driving = Arc::new(AtomicBool::new(true));
     let driver = {
         let driving = driving.clone();
-        let (target, cookie) = (proxy.addr, farm.cookie_name().to_owned());
+        let (target, cookie) = (proxy.addr(), farm.cookie_name().to_owned());
         tokio::spawn(async move {
             let mut cookie_values = Vec::new();
             while driving.load(Ordering::Relaxed) {
@@ -226,7 +226,7 @@ async fn incident_fires_and_resolves_in_a_real_alertmanager() {
         assert!(
             Instant::now() < test_deadline,
             "alert for incident {incident} never reached Alertmanager; it holds {alerts:?}\nproxy metrics:\n{}",
-            proxy.metrics.render()
+            proxy.metrics_text()
         );
         sleep(POLL).await;
     };
@@ -306,12 +306,11 @@ async fn incident_fires_and_resolves_in_a_real_alertmanager() {
     }
     assert!(
         proxy
-            .metrics
-            .render()
+            .metrics_text()
             .lines()
             .all(|l| !l.starts_with("sessionwatch_alert_sink_failures_total") || l.ends_with(" 0")),
         "deliveries to Alertmanager failed:\n{}",
-        proxy.metrics.render()
+        proxy.metrics_text()
     );
 
     proxy.shutdown().await;

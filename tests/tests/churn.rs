@@ -105,7 +105,7 @@ async fn users_browse_through_a_flood(name: &str, store: &str) {
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(FloodTally::default());
-    let mut flood = start_flood(proxy.addr, stop.clone(), tally.clone());
+    let mut flood = start_flood(proxy.addr(), stop.clone(), tally.clone());
 
     // The users arrive at a table the flood has already filled.
     let filled = tokio::time::timeout(FILL_WITHIN, async {
@@ -124,7 +124,7 @@ async fn users_browse_through_a_flood(name: &str, store: &str) {
 
     let users = DriveConfig::new(USERS, REQUESTS_PER_USER).with_concurrency(USER_CONCURRENCY);
     let report: DriveReport =
-        tokio::time::timeout(USERS_WITHIN, drive_users(proxy.addr, COOKIE, users))
+        tokio::time::timeout(USERS_WITHIN, drive_users(proxy.addr(), COOKIE, users))
             .await
             .unwrap_or_else(|_| {
                 panic!(
@@ -161,8 +161,8 @@ async fn users_browse_through_a_flood(name: &str, store: &str) {
 
     // Pending evictions applied now rather than at the next housekeeping tick, so the scrape
     // counts them all.
-    tokio::task::block_in_place(|| proxy.store.maintain());
-    let admin = proxy.admin_addr.expect("admin listener configured");
+    tokio::task::block_in_place(|| proxy.maintain_sessions());
+    let admin = proxy.admin_addr().expect("admin listener configured");
     let (status, metrics) = http_get(admin, "/metrics").await;
     assert_eq!(status, 200, "GET /metrics");
     let evicted = |kind: &str| {

@@ -67,13 +67,13 @@ impl Setup {
     }
 
     fn addr(&self) -> SocketAddr {
-        self.proxy.addr
+        self.proxy.addr()
     }
 
     /// `sessionwatch_upstream_errors_total`, every kind summed.
     fn upstream_errors(&self) -> f64 {
         metric_sum(
-            &self.proxy.metrics.render(),
+            &self.proxy.metrics_text(),
             "sessionwatch_upstream_errors_total",
             &[],
         )

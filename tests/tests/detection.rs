@@ -136,8 +136,7 @@ async fn a_backend_restart_with_an_in_memory_store_is_same_backend() {
     assert!(
         wait_until(Duration::from_secs(5), || h
             .proxy
-            .backends
-            .is_up(BackendId(0)))
+            .backend_is_up(BackendId(0)))
         .await
     );
     let mut lost = 0;
@@ -211,10 +210,10 @@ async fn logouts_and_made_up_cookies_are_not_resets() {
         assert!(u.cookie().is_some());
     }
     assert_eq!(h.lines("session_reset").len(), 0);
-    h.proxy.store.maintain();
+    h.proxy.maintain_sessions();
     // Only the anonymous sessions remain: logged-out ones were forgotten, made-up ones never
     // learned.
-    assert_eq!(h.proxy.store.len(), 5);
+    assert_eq!(h.proxy.session_count(), 5);
     h.stop().await;
 }
 

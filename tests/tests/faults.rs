@@ -92,7 +92,7 @@ async fn a_backend_that_dies_mid_body_gives_a_truncated_answer_and_its_connectio
 
         // The client asked for keep-alive, and still its connection is closed: the close is the
         // only way left to tell it the answer is not whole.
-        let mut c = ClientConn::connect(proxy.addr).await.unwrap();
+        let mut c = ClientConn::connect(proxy.addr()).await.unwrap();
         c.send(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
@@ -113,7 +113,7 @@ async fn a_backend_that_dies_mid_body_gives_a_truncated_answer_and_its_connectio
 
         // The dead connection is not pooled: the next request, a POST that the proxy would not
         // send twice, goes on a new connection and is answered whole.
-        let mut c = ClientConn::connect(proxy.addr).await.unwrap();
+        let mut c = ClientConn::connect(proxy.addr()).await.unwrap();
         c.send(b"POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nabcd")
             .await
             .unwrap();
@@ -161,7 +161,7 @@ async fn a_backend_that_never_answers_gives_504_and_holds_up_nobody_else() {
     let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..20 {
-        let (addr, done) = (proxy.addr, done.clone());
+        let (addr, done) = (proxy.addr(), done.clone());
         tasks.push(tokio::spawn(async move {
             let reply = one_request(
                 addr,
@@ -207,7 +207,7 @@ async fn a_backend_that_never_answers_gives_504_and_holds_up_nobody_else() {
     let mut again = 0;
     for _ in 0..4 {
         if let Reply::Complete { head, .. } = one_request(
-            proxy.addr,
+            proxy.addr(),
             b"GET /t HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         )
         .await
@@ -379,7 +379,7 @@ async fn random_resets_under_load_never_give_a_client_someone_elses_answer() {
     .await;
     let proxy = proxy_for(&[("flaky", backend.addr)], &scratch, "").await;
     let clients: Vec<_> = (0..24)
-        .map(|c| tokio::spawn(reset_test_client(proxy.addr, c, 50)))
+        .map(|c| tokio::spawn(reset_test_client(proxy.addr(), c, 50)))
         .collect();
     let mut total = Tally::default();
     for c in clients {
@@ -461,7 +461,8 @@ async fn with_alertmanager_down_detection_and_the_alert_log_go_on() {
             .await,
             "{case}: failed deliveries are counted, and retried"
         );
-        let (ready, _) = sessionwatch_tests::http_get(h.proxy.admin_addr.unwrap(), "/readyz").await;
+        let (ready, _) =
+            sessionwatch_tests::http_get(h.proxy.admin_addr().unwrap(), "/readyz").await;
         assert_eq!(ready, 200, "{case}");
         // The delivery under way when the shutdown starts may run to its timeout; no other
         // starts (each attempt at the black hole is a new connection, as the last one is busy).
@@ -585,13 +586,13 @@ async fn a_full_disk_drops_alert_lines_counts_them_and_never_leaves_half_a_line(
     .await;
     let dropped = || {
         metric_sum(
-            &proxy.metrics.render(),
+            &proxy.metrics_text(),
             "sessionwatch_alert_lines_dropped_total",
             &[],
         )
     };
 
-    lose_sessions(proxy.addr, &farm, 5).await;
+    lose_sessions(proxy.addr(), &farm, 5).await;
     proxy.flush_alerts();
     let written_first = alert_lines(&log).len();
     assert!(written_first > 0);
@@ -600,7 +601,7 @@ async fn a_full_disk_drops_alert_lines_counts_them_and_never_leaves_half_a_line(
     // The disk fills up: the lines that do not fit are dropped and counted, the proxy says so,
     // and requests go on as before.
     let filler = disk.fill();
-    lose_sessions(proxy.addr, &farm, 20).await;
+    lose_sessions(proxy.addr(), &farm, 20).await;
     proxy.flush_alerts();
     // Every line in the file is whole (this panics on one that is not).
     let while_full = alert_lines(&log);
@@ -614,7 +615,7 @@ async fn a_full_disk_drops_alert_lines_counts_them_and_never_leaves_half_a_line(
 
     // Room again: new lines are written whole after the old ones, and nothing is dropped.
     std::fs::remove_file(filler).unwrap();
-    lose_sessions(proxy.addr, &farm, 5).await;
+    lose_sessions(proxy.addr(), &farm, 5).await;
     proxy.flush_alerts();
     assert_eq!(dropped(), dropped_while_full, "nothing dropped with room");
     assert!(logged("the alert log is written again"));

@@ -132,11 +132,11 @@ async fn a_stray_answer_never_reaches_another_client(first_request: &str, first:
     let (backend, seen) = stray_backend(first, stray).await;
     let proxy = proxy_for(backend, &scratch, "").await;
     let head_only = first_request.starts_with("HEAD");
-    let answer = one_answer(proxy.addr, first_request, head_only).await;
+    let answer = one_answer(proxy.addr(), first_request, head_only).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     // Another client, its own connection and cookie, while the stray answer is on its way.
     let victim = one_answer(
-        proxy.addr,
+        proxy.addr(),
         "GET /victim HTTP/1.1\r\nHost: shop\r\nCookie: sid=victims-own\r\n\r\n",
         false,
     )
@@ -148,7 +148,7 @@ async fn a_stray_answer_never_reaches_another_client(first_request: &str, first:
     );
     // The poisoned connection is closed once its stray bytes are seen (at its next checkout
     // or the pool's sweep), and counted.
-    let admin = proxy.admin_addr.unwrap();
+    let admin = proxy.admin_addr().unwrap();
     let closed = async {
         loop {
             let first_conn_closed = seen.lock().unwrap()[0]
@@ -160,7 +160,7 @@ async fn a_stray_answer_never_reaches_another_client(first_request: &str, first:
             tokio::time::sleep(Duration::from_millis(50)).await;
             // A request of its own keeps the pool busy, as traffic would.
             let _ = one_answer(
-                proxy.addr,
+                proxy.addr(),
                 "GET /poke HTTP/1.1\r\nHost: shop\r\n\r\n",
                 false,
             )
@@ -257,15 +257,15 @@ async fn safe_reuse_gives_each_client_connection_its_own_first_upstream_connecti
     let proxy = proxy_for(backend, &scratch, "").await;
     // Two clients, one after the other, three requests each: each client's first request
     // opens a connection; its later ones reuse.
-    keep_alive_requests(proxy.addr, 3).await;
-    keep_alive_requests(proxy.addr, 3).await;
+    keep_alive_requests(proxy.addr(), 3).await;
+    keep_alive_requests(proxy.addr(), 3).await;
     assert_eq!(*accepted.lock().unwrap(), 2);
     proxy.shutdown().await;
 
     let (backend, accepted) = counting_backend().await;
     let proxy = proxy_for(backend, &scratch, "[upstream]\nreuse = \"always\"").await;
-    keep_alive_requests(proxy.addr, 3).await;
-    keep_alive_requests(proxy.addr, 3).await;
+    keep_alive_requests(proxy.addr(), 3).await;
+    keep_alive_requests(proxy.addr(), 3).await;
     assert_eq!(
         *accepted.lock().unwrap(),
         1,
@@ -281,15 +281,15 @@ async fn at_the_connection_cap_new_clients_wait_until_one_leaves() {
     let proxy = proxy_with(backend, &scratch, "max_connections = 2\n", "").await;
     let mut held = Vec::new();
     for i in 0..2 {
-        let mut c = RawClient::connect(proxy.addr).await;
+        let mut c = RawClient::connect(proxy.addr()).await;
         c.send(format!("GET /held{i} HTTP/1.1\r\nHost: shop\r\n\r\n").as_bytes())
             .await;
         c.final_answer(false).await;
         held.push(c);
     }
     // The third connection is made (the kernel's backlog takes it) but not served...
-    let third = waiting_client(proxy.addr).await;
-    let text = metrics(proxy.admin_addr.unwrap()).await;
+    let third = waiting_client(proxy.addr()).await;
+    let text = metrics(proxy.admin_addr().unwrap()).await;
     assert_eq!(
         metric_sum(&text, "sessionwatch_client_connections", &[]),
         2.0,
@@ -355,7 +355,7 @@ async fn a_websocket_tunnel_counts_under_the_connection_cap_while_it_lasts() {
     let proxy = proxy_with(backend, &scratch, "max_connections = 2\n", "").await;
     let mut tunnels = Vec::new();
     for i in 0..2 {
-        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
         c.write_all(
             format!(
                 "GET /ws{i} HTTP/1.1\r\nHost: shop\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
@@ -370,14 +370,14 @@ async fn a_websocket_tunnel_counts_under_the_connection_cap_while_it_lasts() {
         assert!(head.is_some_and(|h| h.starts_with("HTTP/1.1 101")));
         tunnels.push(c);
     }
-    let text = metrics(proxy.admin_addr.unwrap()).await;
+    let text = metrics(proxy.admin_addr().unwrap()).await;
     assert_eq!(
         metric_sum(&text, "sessionwatch_client_connections", &[]),
         2.0,
         "{text}"
     );
     // Two tunnels fill the cap: a third client waits...
-    let third = waiting_client(proxy.addr).await;
+    let third = waiting_client(proxy.addr()).await;
     // ...until a tunnel closes.
     drop(tunnels.pop());
     let mut third = RawClient::from_stream(third);
@@ -411,7 +411,7 @@ async fn a_backend_that_stops_reading_an_upload_gets_504() {
         "[upstream]\nresponse_timeout = \"1s\"\nrequest_body_timeout = \"1s\"",
     )
     .await;
-    let c = TcpStream::connect(proxy.addr).await.unwrap();
+    let c = TcpStream::connect(proxy.addr()).await.unwrap();
     let (mut r, mut w) = c.into_split();
     // The client keeps sending as fast as the proxy takes it: it never stalls.
     let writer = tokio::spawn(async move {
@@ -435,7 +435,7 @@ async fn a_backend_that_stops_reading_an_upload_gets_504() {
     let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
     writer.abort();
-    let text = metrics(proxy.admin_addr.unwrap()).await;
+    let text = metrics(proxy.admin_addr().unwrap()).await;
     assert_eq!(
         metric_sum(
             &text,

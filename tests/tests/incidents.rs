@@ -59,7 +59,7 @@ async fn a_shared_store_under_the_same_load_never_opens_an_incident() {
     // Give the watch a few ticks to be sure.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(h.lines("incident_opened").is_empty());
-    assert!(!h.proxy.incidents.is_open());
+    assert!(!h.proxy.incident_open());
     assert!(h.metrics().contains("sessionwatch_incident_open 0"));
     h.stop().await;
 }

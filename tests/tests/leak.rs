@@ -56,28 +56,28 @@ async fn no_raw_session_value_reaches_any_output() {
         ))
         .await;
         let report = drive_users(
-            proxy.addr,
+            proxy.addr(),
             farm.cookie_name(),
             DriveConfig::new(20, 10).with_concurrency(5),
         )
         .await;
         values.extend(report.cookie_values);
         for _ in 0..5 {
-            let mut u = UserClient::new(proxy.addr, farm.cookie_name());
+            let mut u = UserClient::new(proxy.addr(), farm.cookie_name());
             u.login().await.unwrap();
             u.logout().await.unwrap();
             values.extend(u.all_cookie_values().iter().cloned());
         }
         // Errors too: a stopped node gives connect errors while a session is carried.
-        let mut u = UserClient::new(proxy.addr, farm.cookie_name());
+        let mut u = UserClient::new(proxy.addr(), farm.cookie_name());
         u.login().await.unwrap();
         farm.stop_node(0).await;
         farm.stop_node(1).await;
         let _ = u.me().await;
         values.extend(u.all_cookie_values().iter().cloned());
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let metrics = http_get(proxy.admin_addr.unwrap(), "/metrics").await.1;
-        let status = http_get(proxy.admin_addr.unwrap(), "/status").await.1;
+        let metrics = http_get(proxy.admin_addr().unwrap(), "/metrics").await.1;
+        let status = http_get(proxy.admin_addr().unwrap(), "/status").await.1;
         capture.clone().write_all(metrics.as_bytes()).unwrap();
         capture.clone().write_all(status.as_bytes()).unwrap();
         proxy.shutdown().await;

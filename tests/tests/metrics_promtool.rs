@@ -95,9 +95,9 @@ async fn scrape_passes_promtool_and_holds_no_session_values() {
         ),
     );
     let proxy = start_proxy(&toml).await;
-    let admin = proxy.admin_addr.expect("admin listener configured");
+    let admin = proxy.admin_addr().expect("admin listener configured");
 
-    let report = drive_users(proxy.addr, farm.cookie_name(), DriveConfig::new(12, 15)).await;
+    let report = drive_users(proxy.addr(), farm.cookie_name(), DriveConfig::new(12, 15)).await;
     assert!(
         !report.cookie_values.is_empty(),
         "the users got no session at all: {report:?}"

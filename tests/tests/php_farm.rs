@@ -36,7 +36,7 @@ fn assert_no_raw_values(proxy: &RunningProxy, alert_log: &Path, values: &[String
         "the users held no session values at all"
     );
     let log = std::fs::read_to_string(alert_log).unwrap_or_default();
-    let metrics = proxy.metrics.render();
+    let metrics = proxy.metrics_text();
     for value in values {
         assert!(
             !log.contains(value.as_str()),
@@ -130,7 +130,7 @@ async fn broken_farm_without_pinning(strict: bool, expected_signal: &str) {
     let proxy = proxy_for(&farm, &alert_log, "off").await;
 
     let report = drive_users(
-        proxy.addr,
+        proxy.addr(),
         COOKIE,
         DriveConfig::new(30, 20).with_concurrency(12),
     )
@@ -191,11 +191,11 @@ async fn broken_farm_without_pinning(strict: bool, expected_signal: &str) {
             assert_eq!(cell["resets"], cell["requests"], "{cell}");
         }
     }
-    assert!(proxy.incidents.is_open());
+    assert!(proxy.incident_open());
 
     // One loss followed closely: the line names the node that issued the session and the one
     // that lost it, as the nodes themselves said.
-    let scripted = scripted_loss(proxy.addr, &farm).await;
+    let scripted = scripted_loss(proxy.addr(), &farm).await;
     flush(&proxy);
     let line = lines_of(&alert_log, "session_reset")
         .into_iter()
@@ -233,7 +233,7 @@ async fn broken_php_farm_with_learned_pins_logs_nobody_out() {
     let proxy = proxy_for(&farm, &alert_log, "learn").await;
 
     let report = drive_users(
-        proxy.addr,
+        proxy.addr(),
         COOKIE,
         DriveConfig::new(50, 20).with_concurrency(12),
     )
@@ -261,7 +261,7 @@ async fn healthy_farm(strict: bool) {
     let proxy = proxy_for(&farm, &alert_log, "off").await;
 
     let report: DriveReport = drive_users(
-        proxy.addr,
+        proxy.addr(),
         COOKIE,
         DriveConfig::new(30, 10).with_concurrency(12),
     )
@@ -273,7 +273,7 @@ async fn healthy_farm(strict: bool) {
     // Users sign in, use the app, sign out through the proxy (PHP answers with
     // `PHPSESSID=deleted; expires=...1970...; Max-Age=0`), and come back anonymously.
     for i in 0..10 {
-        let mut user = UserClient::new(proxy.addr, COOKIE).with_user(format!("leaver{i}"));
+        let mut user = UserClient::new(proxy.addr(), COOKIE).with_user(format!("leaver{i}"));
         user.login().await.expect("login");
         for _ in 0..3 {
             assert_eq!(user.me().await.expect("me"), MeOutcome::LoggedIn);
@@ -300,7 +300,7 @@ async fn healthy_farm(strict: bool) {
 
     // Anonymous visitors: each first request gets a fresh PHPSESSID; later ones keep it.
     for _ in 0..10 {
-        let mut visitor = UserClient::new(proxy.addr, COOKIE);
+        let mut visitor = UserClient::new(proxy.addr(), COOKIE);
         let (status, headers, _) = visitor.get("/anon").await.expect("anon");
         assert_eq!(status, 200);
         assert!(
@@ -323,7 +323,7 @@ async fn healthy_farm(strict: bool) {
     let resets = lines_of(&alert_log, "session_reset");
     assert!(resets.is_empty(), "resets on a healthy farm: {resets:?}");
     assert!(lines_of(&alert_log, "incident_opened").is_empty());
-    assert!(!proxy.incidents.is_open());
+    assert!(!proxy.incident_open());
     assert_no_raw_values(&proxy, &alert_log, &values);
     proxy.shutdown().await;
 }

@@ -125,8 +125,7 @@ async fn a_killed_pinned_backend_redistributes_once_then_comes_back() {
     assert!(
         wait_until(Duration::from_secs(5), || !h
             .proxy
-            .backends
-            .is_up(BackendId(0)))
+            .backend_is_up(BackendId(0)))
         .await
     );
     let mut losses = vec![0u32; users.len()];
@@ -157,8 +156,7 @@ async fn a_killed_pinned_backend_redistributes_once_then_comes_back() {
     assert!(
         wait_until(Duration::from_secs(5), || h
             .proxy
-            .backends
-            .is_up(BackendId(0)))
+            .backend_is_up(BackendId(0)))
         .await
     );
     let before = h.farm.served(0);
@@ -182,8 +180,7 @@ async fn a_killed_pinned_backend_fails_with_503_when_configured() {
     assert!(
         wait_until(Duration::from_secs(5), || !h
             .proxy
-            .backends
-            .is_up(BackendId(0)))
+            .backend_is_up(BackendId(0)))
         .await
     );
     for (u, node) in users.iter_mut() {
@@ -199,8 +196,7 @@ async fn a_killed_pinned_backend_fails_with_503_when_configured() {
     assert!(
         wait_until(Duration::from_secs(5), || h
             .proxy
-            .backends
-            .is_up(BackendId(0)))
+            .backend_is_up(BackendId(0)))
         .await
     );
     // The node restarted with an empty store, so its users must sign in again, but they reach it.
@@ -218,15 +214,14 @@ async fn health_checks_eject_and_readmit_within_thresholds() {
     let extra = "[health]\ninterval = \"20ms\"\ntimeout = \"100ms\"\nrise = 3\nfall = 4\n";
     let h = Harness::start(FarmConfig::new(2, StoreMode::Shared), extra).await;
     let (farm, proxy) = (&h.farm, &h.proxy);
-    let admin = proxy.admin_addr.unwrap();
+    let admin = proxy.admin_addr().unwrap();
     assert!(wait_until(Duration::from_secs(2), || farm.node(1).health_checks() >= 2).await);
 
     farm.set_healthy(1, false);
     let failing_from = farm.node(1).health_checks();
     assert!(
         wait_until(Duration::from_secs(5), || !proxy
-            .backends
-            .is_up(BackendId(1)))
+            .backend_is_up(BackendId(1)))
         .await
     );
     let failed = farm.node(1).health_checks() - failing_from;
@@ -237,7 +232,7 @@ async fn health_checks_eject_and_readmit_within_thresholds() {
     // Ejected: no new traffic reaches it.
     let before = farm.served(1);
     for _ in 0..10 {
-        assert_eq!(http_get(proxy.addr, "/anon").await.0, 200);
+        assert_eq!(http_get(proxy.addr(), "/anon").await.0, 200);
     }
     assert_eq!(farm.served(1), before);
     assert_eq!(
@@ -248,19 +243,14 @@ async fn health_checks_eject_and_readmit_within_thresholds() {
 
     farm.set_healthy(1, true);
     let passing_from = farm.node(1).health_checks();
-    assert!(
-        wait_until(Duration::from_secs(5), || proxy
-            .backends
-            .is_up(BackendId(1)))
-        .await
-    );
+    assert!(wait_until(Duration::from_secs(5), || proxy.backend_is_up(BackendId(1))).await);
     let passed = farm.node(1).health_checks() - passing_from;
     assert!(
         (3..=4).contains(&passed),
         "re-admitted after rise=3 passing checks, saw {passed}"
     );
     for _ in 0..10 {
-        http_get(proxy.addr, "/anon").await;
+        http_get(proxy.addr(), "/anon").await;
     }
     assert!(
         farm.served(1) > before,
@@ -269,7 +259,7 @@ async fn health_checks_eject_and_readmit_within_thresholds() {
 
     farm.set_healthy(0, false);
     farm.set_healthy(1, false);
-    assert!(wait_until(Duration::from_secs(5), || !proxy.backends.any_healthy()).await);
+    assert!(wait_until(Duration::from_secs(5), || !proxy.any_backend_up()).await);
     assert_eq!(http_get(admin, "/readyz").await.0, 503);
     h.stop().await;
 }

@@ -33,7 +33,7 @@ async fn raw(addr: SocketAddr, request: &str) -> String {
 async fn a_client_request_id_is_kept_and_a_request_without_host_never_gets_the_backends() {
     let h = setup("").await;
     let resp = raw(
-        h.proxy.addr,
+        h.proxy.addr(),
         "GET /headers HTTP/1.1\r\nHost: shop.example\r\nx-request-id: ticket-42\r\n\
          Connection: close\r\n\r\n",
     )
@@ -49,11 +49,11 @@ async fn a_client_request_id_is_kept_and_a_request_without_host_never_gets_the_b
 
     // HTTP/1.0 allows a request without Host; the backend gets the proxy's own address,
     // never its own (an internal address the application must not learn).
-    let resp = raw(h.proxy.addr, "GET /headers HTTP/1.0\r\n\r\n").await;
+    let resp = raw(h.proxy.addr(), "GET /headers HTTP/1.0\r\n\r\n").await;
     let (head, body) = resp.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1."), "{head}");
     assert!(
-        body.contains(&format!("host: {}", h.proxy.addr)),
+        body.contains(&format!("host: {}", h.proxy.addr())),
         "expected the listener's address in {body}"
     );
     for (_, addr) in sessionwatch_tests::farm_backends(&h.farm) {
@@ -61,7 +61,7 @@ async fn a_client_request_id_is_kept_and_a_request_without_host_never_gets_the_b
     }
     // HTTP/1.1 requires Host (RFC 9112 3.2): refused, not forwarded.
     let resp = raw(
-        h.proxy.addr,
+        h.proxy.addr(),
         "GET /headers HTTP/1.1\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -74,7 +74,7 @@ async fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
     let h = setup("").await;
     let proxy = &h.proxy;
     let resp = raw(
-        proxy.addr,
+        proxy.addr(),
         "GET /headers HTTP/1.1\r\nHost: shop.example\r\nConnection: close, x-hop\r\nx-hop: secret\r\n\
          Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n\
          X-Forwarded-For: 203.0.113.9\r\nx-app: kept\r\n\r\n",
@@ -116,7 +116,7 @@ async fn forwarding_headers_are_added_and_hop_by_hop_headers_removed() {
 async fn bodies_stream_both_ways_without_being_buffered_whole() {
     let h = setup("").await;
     let proxy = &h.proxy;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nfirst\r\n")
         .await
         .unwrap();
@@ -150,7 +150,7 @@ async fn bodies_stream_both_ways_without_being_buffered_whole() {
     assert!(String::from_utf8_lossy(&seen).contains("second"));
 
     // A large download passes through whole.
-    let (status, body) = http_get(proxy.addr, "/big?bytes=5000000").await;
+    let (status, body) = http_get(proxy.addr(), "/big?bytes=5000000").await;
     assert_eq!(status, 200);
     assert_eq!(body.len(), 5_000_000);
     h.stop().await;
@@ -163,7 +163,7 @@ async fn http2_clients_are_served() {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();
-    let login = http::Request::post(format!("http://{}/login", proxy.addr))
+    let login = http::Request::post(format!("http://{}/login", proxy.addr()))
         .body(Full::new(Bytes::new()))
         .unwrap();
     let resp = client.request(login).await.unwrap();
@@ -177,7 +177,7 @@ async fn http2_clients_are_served() {
         .unwrap()
         .to_owned();
     // HTTP/2 may split cookies over several headers; send it that way.
-    let me = http::Request::get(format!("http://{}/me", proxy.addr))
+    let me = http::Request::get(format!("http://{}/me", proxy.addr()))
         .header("cookie", "theme=dark")
         .header("cookie", cookie)
         .body(Full::new(Bytes::new()))
@@ -193,7 +193,7 @@ async fn http2_clients_are_served() {
 async fn websocket_upgrades_pass_through() {
     let h = setup("").await;
     let proxy = &h.proxy;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -238,16 +238,16 @@ async fn a_dead_backend_gives_502_then_503_once_ejected() {
         "[health]\nactive = false\npassive_fall = 2\neject_for = \"60s\"\n",
     ))
     .await;
-    let (status, body) = http_get(proxy.addr, "/me").await;
+    let (status, body) = http_get(proxy.addr(), "/me").await;
     assert_eq!(status, 502);
     assert_eq!(body, "bad gateway\n");
-    let (status, _) = http_get(proxy.addr, "/me").await;
+    let (status, _) = http_get(proxy.addr(), "/me").await;
     assert_eq!(status, 502);
     // Two connect errors in a row eject it; with no backend left the answer is 503.
-    let (status, body) = http_get(proxy.addr, "/me").await;
+    let (status, body) = http_get(proxy.addr(), "/me").await;
     assert_eq!(status, 503);
     assert_eq!(body, "no healthy backend\n");
-    let (ready, _) = http_get(proxy.admin_addr.unwrap(), "/readyz").await;
+    let (ready, _) = http_get(proxy.admin_addr().unwrap(), "/readyz").await;
     assert_eq!(ready, 503);
     proxy.shutdown().await;
 }
@@ -261,7 +261,7 @@ async fn a_short_body_is_read_whole_before_it_is_forwarded() {
     let proxy = &h.proxy;
     // Sent whole: it reaches the backend and comes back.
     let resp = raw(
-        proxy.addr,
+        proxy.addr(),
         "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello world",
     )
     .await;
@@ -269,7 +269,7 @@ async fn a_short_body_is_read_whole_before_it_is_forwarded() {
     assert!(resp.ends_with("hello world"), "{resp}");
     // A client that stops part-way gets 408 once the body timeout has passed; no backend
     // was held meanwhile, and none is blamed.
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly a part")
         .await
         .unwrap();
@@ -281,7 +281,7 @@ async fn a_short_body_is_read_whole_before_it_is_forwarded() {
     let answer = String::from_utf8_lossy(&out[..n]).into_owned();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.ends_with("request timeout\n"), "{answer}");
-    let (ready, _) = http_get(proxy.admin_addr.unwrap(), "/readyz").await;
+    let (ready, _) = http_get(proxy.admin_addr().unwrap(), "/readyz").await;
     assert_eq!(ready, 200);
     h.stop().await;
 }
@@ -295,7 +295,7 @@ async fn a_slow_backend_gives_504() {
     let (farm, proxy) = (&h.farm, &h.proxy);
     farm.set_delay(0, Duration::from_secs(3));
     farm.set_delay(1, Duration::from_secs(3));
-    let (status, body) = http_get(proxy.addr, "/me").await;
+    let (status, body) = http_get(proxy.addr(), "/me").await;
     assert_eq!(status, 504);
     assert_eq!(body, "gateway timeout\n");
     h.stop().await;
@@ -313,7 +313,7 @@ async fn a_connection_header_naming_the_cookie_is_refused() {
     let before = h.farm.served_total();
     for _ in 0..4 {
         let resp = raw(
-            h.proxy.addr,
+            h.proxy.addr(),
             &format!("GET /me HTTP/1.1\r\nHost: x\r\nConnection: close, Cookie\r\nCookie: SID={cookie}\r\n\r\n"),
         )
         .await;
@@ -334,7 +334,7 @@ async fn a_connection_header_naming_the_cookie_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_request_id_is_kept_or_made_on_hyper_s_path_too() {
     let h = setup("").await;
-    let addr = h.proxy.addr;
+    let addr = h.proxy.addr();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http();

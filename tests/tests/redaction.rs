@@ -60,7 +60,7 @@ async fn no_raw_session_value_reaches_trace_output() {
         "[incident]\nmax_reset_lines_per_sec = 1000000\n",
     )
     .await;
-    let addr = h.proxy.addr;
+    let addr = h.proxy.addr();
     let mut values: Vec<String> = Vec::new();
 
     // Plain HTTP/1.1: sign in, use the session, lose it, sign out.
@@ -125,7 +125,7 @@ async fn no_raw_session_value_reaches_trace_output() {
     let _ = user.me().await;
 
     // The admin listener.
-    if let Some(admin) = h.proxy.admin_addr {
+    if let Some(admin) = h.proxy.admin_addr() {
         let _ = http_get(admin, "/metrics").await;
         let _ = http_get(admin, "/status").await;
     }

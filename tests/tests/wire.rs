@@ -59,7 +59,7 @@ async fn read_answer(s: &mut TcpStream) -> String {
 async fn pipelined_requests_are_answered_in_order() {
     let h = setup().await;
     let out = exchange(
-        h.proxy.addr,
+        h.proxy.addr(),
         b"GET /login HTTP/1.1\r\nHost: x\r\n\r\nHEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n\
           GET /headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
@@ -81,12 +81,12 @@ async fn pipelined_requests_are_answered_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_1_0_clients_get_keep_alive_only_when_they_ask() {
     let h = setup().await;
-    let out = exchange(h.proxy.addr, b"GET /login HTTP/1.0\r\n\r\n").await;
+    let out = exchange(h.proxy.addr(), b"GET /login HTTP/1.0\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
     assert!(out.contains("connection: close\r\n"), "{out}");
     assert!(out.ends_with("login form"), "{out}");
 
-    let mut s = TcpStream::connect(h.proxy.addr).await.unwrap();
+    let mut s = TcpStream::connect(h.proxy.addr()).await.unwrap();
     for _ in 0..2 {
         s.write_all(b"GET /login HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
             .await
@@ -103,7 +103,7 @@ async fn a_connection_can_turn_to_hyper_after_plain_requests() {
     let h = setup().await;
     // A plain request, then a chunked upload on the same connection, sent in one go.
     let out = exchange(
-        h.proxy.addr,
+        h.proxy.addr(),
         b"GET /login HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\n\
           Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
     )
@@ -116,7 +116,7 @@ async fn a_connection_can_turn_to_hyper_after_plain_requests() {
         "{out}"
     );
     // A request line hyper will not take either: 400, and the connection closes.
-    let out = exchange(h.proxy.addr, b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n").await;
+    let out = exchange(h.proxy.addr(), b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     h.stop().await;
 }
@@ -170,7 +170,7 @@ async fn answers_of_unknown_length_are_chunked_or_closed() {
         ))
         .await;
         // An HTTP/1.1 client gets chunks, and keeps its connection.
-        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
@@ -202,7 +202,7 @@ async fn answers_of_unknown_length_are_chunked_or_closed() {
             &b"GET / HTTP/1.0\r\n\r\n"[..],
             b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
         ] {
-            let out = exchange(proxy.addr, request).await;
+            let out = exchange(proxy.addr(), request).await;
             assert!(out.contains("connection: close\r\n"), "{out}");
             assert!(!out.contains("transfer-encoding"), "{out}");
             assert!(out.ends_with(body), "{out}");
@@ -218,7 +218,7 @@ async fn shutdown_finishes_the_answer_in_progress_and_closes_idle_connections() 
         farm,
         proxy,
     } = setup().await;
-    let addr = proxy.addr;
+    let addr = proxy.addr();
     // An idle keep-alive connection, after one answer.
     let mut idle = TcpStream::connect(addr).await.unwrap();
     idle.write_all(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -265,7 +265,7 @@ async fn a_request_for_hyper_that_arrives_during_shutdown_is_still_answered() {
         farm,
         proxy,
     } = setup().await;
-    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
     // Part of a head: the connection is not idle when the shutdown starts.
     s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -358,7 +358,7 @@ async fn an_answer_that_stops_moving_is_cut_after_the_send_timeout() {
         )
         .replace("[listen]\n", "[listen]\nsend_timeout = \"300ms\"\n");
         let proxy = start_proxy(&toml).await;
-        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut s = TcpStream::connect(proxy.addr()).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
@@ -372,7 +372,7 @@ async fn an_answer_that_stops_moving_is_cut_after_the_send_timeout() {
             assert!(got < 256 << 20, "the whole answer arrived: {got} bytes");
         }
         // The proxy still serves.
-        let mut again = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut again = TcpStream::connect(proxy.addr()).await.unwrap();
         again
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await

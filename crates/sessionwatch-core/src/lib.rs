@@ -42,7 +42,7 @@ pub use incident::{
     Direction, Hint, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PairCounts,
 };
 pub use paths::loggable_path;
-pub use pin::{PinPolicy, RouteDecision, route};
+pub use pin::{PinPolicy, RouteDecision, UnknownPinPolicy, route};
 pub use profile::{CookieSpec, Framework, MAX_COOKIES, Marker, ProfileError, SessionProfile};
 pub use record::{BackendId, SessionRecord};
 pub use time::Timestamp;

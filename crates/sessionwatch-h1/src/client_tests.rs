@@ -1,5 +1,5 @@
 use super::*;
-use crate::{ChunkedDecoder, Decoded, Parsed, parse_request};
+use crate::{ChunkedDecoder, Decoded};
 use http::Method;
 
 fn head(raw: &str, head_request: bool) -> Result<Option<AnswerHead>, Error> {
@@ -206,30 +206,6 @@ fn requests_are_encoded_with_a_length_from_the_body_in_hand() {
     let empty_post = request(Method::POST, "/", &[]);
     encode_request(&empty_post, b"", &mut out);
     assert_eq!(out, b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
-}
-
-#[test]
-fn a_request_as_written_reads_back_as_the_same_request() {
-    let sent = request(
-        Method::PUT,
-        "http://farm/cart/1?x=%20",
-        &[
-            ("host", "farm"),
-            ("cookie", "s=1"),
-            ("transfer-encoding", "chunked"),
-        ],
-    );
-    let mut out = Vec::new();
-    encode_request(&sent, b"{}", &mut out);
-    let mut buf = BytesMut::from(&out[..]);
-    let Parsed::Plain(read) = parse_request(&mut buf, MAX_HEAD) else {
-        panic!("not plain: {out:?}");
-    };
-    assert_eq!(read.parts.method, Method::PUT);
-    assert_eq!(read.parts.uri, "/cart/1?x=%20");
-    assert_eq!(read.parts.headers["cookie"], "s=1");
-    assert!(!read.parts.headers.contains_key(TRANSFER_ENCODING));
-    assert_eq!((read.body_len, &buf[..]), (2, &b"{}"[..]));
 }
 
 #[test]

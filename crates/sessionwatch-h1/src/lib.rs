@@ -37,7 +37,6 @@ pub mod client;
 pub mod server;
 
 mod body;
-mod chunked;
 mod date;
 mod error;
 mod fields;
@@ -46,8 +45,11 @@ mod head;
 mod limits;
 mod number;
 
+#[cfg(test)]
+mod round_trip_tests;
+
+pub use body::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
 pub use body::{BodyDecoder, Decoded};
-pub use chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
 pub use client::{AnswerHead, encode_request, parse_answer};
 pub use error::Error;
 pub use fields::{connection_lists, lists_token};

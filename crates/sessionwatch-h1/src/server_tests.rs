@@ -1,5 +1,4 @@
 use super::*;
-use crate::{AnswerHead, BodyDecoder, Decoded, parse_answer};
 use http::HeaderValue;
 
 fn parse(raw: &[u8]) -> (Parsed, BytesMut) {
@@ -311,53 +310,4 @@ fn a_date_is_added_only_when_the_answer_has_none() {
     let (text, _) = encode(200, &HeaderMap::new(), Some(0), AnswerTo::default(), false);
     let line = text.lines().find_map(|l| l.strip_prefix("date: ")).unwrap();
     assert!(httpdate::parse_http_date(line).is_ok(), "{line}");
-}
-
-/// What a client reads from the answer head and body written for it.
-fn read_back(wire: &[u8], head_request: bool) -> (AnswerHead, Vec<u8>, bool) {
-    let mut buf = BytesMut::from(wire);
-    let head = parse_answer(&mut buf, head_request).unwrap().unwrap();
-    let mut body = BodyDecoder::new(head.framing);
-    let mut data = Vec::new();
-    let ended = loop {
-        match body.decode(&mut buf).unwrap() {
-            Decoded::Data(d) => data.extend_from_slice(&d),
-            Decoded::End => break true,
-            Decoded::NeedMore => break false,
-        }
-    };
-    (head, data, ended)
-}
-
-#[test]
-fn answers_read_back_with_the_framing_they_were_written_with() {
-    let headers = answer(&[("x-a", "1"), ("content-length", "99")]);
-    for (len, to) in [
-        (Some(5), AnswerTo::default()),
-        (None, AnswerTo::default()),
-        (Some(0), AnswerTo::default()),
-        (Some(5), HEAD),
-        (None, HTTP10),
-    ] {
-        let mut wire = Vec::new();
-        let sent = encode_answer(StatusCode::OK, &headers, len, to, false, &mut wire);
-        match sent.framing {
-            Framing::Length(5) | Framing::UntilClose => wire.extend_from_slice(b"hello"),
-            Framing::Chunked => {
-                crate::encode_chunk(b"hello", &mut wire);
-                wire.extend_from_slice(crate::LAST_CHUNK);
-            }
-            Framing::Empty | Framing::Length(_) => {}
-        }
-        let (head, data, ended) = read_back(&wire, to.head_request);
-        assert_eq!(head.headers["x-a"], "1");
-        assert_eq!(head.keep_alive, !sent.close, "{len:?} {to:?}");
-        let expect: &[u8] = match (to.head_request, len) {
-            (true, _) | (_, Some(0)) => b"",
-            _ => b"hello",
-        };
-        assert_eq!(data, expect, "{len:?} {to:?}");
-        // Only a body delimited by the close is left open: it ends when the connection does.
-        assert_eq!(ended, sent.framing != Framing::UntilClose, "{len:?} {to:?}");
-    }
 }

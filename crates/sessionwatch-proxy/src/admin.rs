@@ -23,7 +23,7 @@ use sessionwatch_tower::SessionStore;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// Backend health.
     pub backends: Arc<Backends>,
     /// The registry.
@@ -47,7 +47,7 @@ fn text(
 }
 
 /// Answer one admin request.
-pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ResponseBody> {
+pub(crate) fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ResponseBody> {
     match req.uri().path() {
         "/metrics" => {
             state.metrics.sessions_tracked.set(state.store.len() as f64);
@@ -96,7 +96,11 @@ pub fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ResponseB
 }
 
 /// Serve the admin endpoints until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, state: AdminState, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let stream = tokio::select! {
             a = listener.accept() => match a {

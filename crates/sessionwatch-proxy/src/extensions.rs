@@ -8,13 +8,16 @@ use std::sync::Arc;
 /// [`ReusePolicy::Safe`](crate::config::ReusePolicy::Safe)
 /// it goes on a new upstream connection, never on one another client's request used.
 #[derive(Debug, Clone, Copy)]
-pub struct FirstOnConnection;
+pub(crate) struct FirstOnConnection;
 
 /// Held by a request whose connection may turn into a tunnel: kept alive by the tunnel for as
 /// long as it lasts, so that the client connection it came from still counts as open (under
 /// `listen.max_connections`, in the connection gauge).
 #[derive(Clone)]
-pub struct ClientConnection(pub Arc<dyn std::any::Any + Send + Sync>);
+pub(crate) struct ClientConnection(
+    // Never read: holding it is the point, its last drop is the connection's end.
+    #[allow(dead_code)] pub(crate) Arc<dyn std::any::Any + Send + Sync>,
+);
 
 impl std::fmt::Debug for ClientConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

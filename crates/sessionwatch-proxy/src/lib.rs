@@ -1,26 +1,43 @@
 //! The sessionwatch reverse proxy: everything that wires the pieces together.
 //!
 //! Validated configuration, the backend set with its health, the balancer, the upstream client,
-//! the accept loop, the alert log and sinks, the admin listener and the demo. The detection rules
-//! live in `sessionwatch-core` and the per-request session handling in `sessionwatch-tower`; this
-//! crate decides where requests go and what operators see.
+//! the accept loop, the alert log and sinks, and the admin listener. The detection rules live in
+//! `sessionwatch-core` and the per-request session handling in `sessionwatch-tower`; this crate
+//! decides where requests go and what operators see.
+//!
+//! The public API is small: [`Config::load`] or [`Config::parse`] validate a configuration
+//! (a [`ConfigError`] lists every problem with its place), [`start`] binds and runs the proxy
+//! with [`StartOptions`] for embedding (an extra event hook, the incident tick) or fails with a
+//! [`StartError`], and the [`RunningProxy`] it returns says where it listens, answers a few
+//! questions about its state (metrics, backend health, incidents, the session count) and shuts
+//! down. Every module is private (the fuzz targets aim at the codec crate, `sessionwatch-h1`).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use sessionwatch_proxy::{Config, StartOptions};
+//! let config = Config::load(std::path::Path::new("sessionwatch.toml"))?;
+//! let proxy = sessionwatch_proxy::start(config, StartOptions::default()).await?;
+//! println!("listening on {}", proxy.addr());
+//! proxy.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
-pub mod admin;
-pub mod app;
-pub mod backends;
-pub mod config;
-pub mod demo;
-pub mod extensions;
+mod admin;
+mod app;
+mod backends;
+mod config;
+mod extensions;
 mod hop_by_hop;
-pub mod listen;
-pub mod metrics;
-pub mod prepare;
-pub mod report;
-pub mod respond;
-pub mod route;
+mod listen;
+mod metrics;
+mod prepare;
+mod report;
+mod respond;
+mod route;
 mod sensitive;
 mod shutdown;
-pub mod upstream;
+mod upstream;
 
 pub use app::{RunningProxy, StartError, StartOptions, start};
 pub use config::{Config, ConfigError};

@@ -20,7 +20,7 @@ const META: Metadata<'static> = Metadata::new("sessionwatch", metrics::Level::IN
 
 /// Per-backend handles.
 #[derive(Debug)]
-pub struct BackendMetrics {
+pub(crate) struct BackendMetrics {
     /// Requests sent to the backend.
     pub requests: Counter,
     /// Time to the response head.
@@ -37,7 +37,7 @@ pub struct BackendMetrics {
 }
 
 /// The proxy's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     /// Per backend, indexed by backend id.
@@ -96,7 +96,7 @@ const DURATION_BUCKETS: &[f64] = &[
 impl Metrics {
     /// Register every metric, with one set of per-backend series for each of `backend_names`
     /// (in the backends' order: series `i` belong to backend `i`).
-    pub fn new<'a>(backend_names: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(backend_names: impl IntoIterator<Item = &'a str>) -> Self {
         let builder = PrometheusBuilder::new();
         let builder = match builder.set_buckets_for_metric(
             Matcher::Full("sessionwatch_upstream_request_duration_seconds".into()),
@@ -214,7 +214,7 @@ impl Metrics {
     }
 
     /// Each backend's counter of poisoned upstream connections, for a worker's pool.
-    pub fn poisoned_counters(&self) -> Vec<Counter> {
+    pub(crate) fn poisoned_counters(&self) -> Vec<Counter> {
         self.backends.iter().map(|b| b.poisoned.clone()).collect()
     }
 
@@ -226,7 +226,13 @@ impl Metrics {
     }
 
     /// Count one reset.
-    pub fn reset(&self, signal: ResetSignal, attribution: Attribution, issuer: u16, server: u16) {
+    pub(crate) fn reset(
+        &self,
+        signal: ResetSignal,
+        attribution: Attribution,
+        issuer: u16,
+        server: u16,
+    ) {
         let mut map = self.resets.lock().unwrap_or_else(|e| e.into_inner());
         map.entry((signal, attribution, issuer, server))
             .or_insert_with(|| {
@@ -245,7 +251,7 @@ impl Metrics {
     }
 
     /// Count one failed delivery to an alert sink.
-    pub fn sink_failure(&self, sink: &'static str) {
+    pub(crate) fn sink_failure(&self, sink: &'static str) {
         let mut map = self.sink_failures.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(sink)
             .or_insert_with(|| {
@@ -259,12 +265,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         self.handle.render()
     }
 
     /// Drain histogram samples into their buckets (call periodically).
-    pub fn upkeep(&self) {
+    pub(crate) fn upkeep(&self) {
         self.handle.run_upkeep();
     }
 }

@@ -6,13 +6,16 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 
 use futures_util::future::Either;
 use http::Response;
 use http::header::Entry;
-use tower::{Service, ServiceExt};
+use pin_project_lite::pin_project;
+use tower::Service;
 
 use http::header::{
     AUTHORIZATION, CONNECTION, CONTENT_LENGTH, COOKIE, HOST, TRANSFER_ENCODING, UPGRADE,
@@ -22,18 +25,18 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Version};
 use crate::extensions::FirstOnConnection;
 use crate::hop_by_hop::{HOP_BY_HOP, is_upgrade, strip_hop_by_hop};
 use crate::listen::{Handler, Peer};
-use crate::respond::ForwardError;
+use crate::respond::{ForwardError, Respond};
 use crate::upstream::body::{RequestBody, ResponseBody};
 
 /// Client address chain.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Client scheme.
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// Host the client asked for.
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The header that carries a request's id.
-pub use sessionwatch_tower::X_REQUEST_ID;
+pub(crate) use sessionwatch_tower::X_REQUEST_ID;
 
 /// Fields a `Connection` header may not name: removing them would change what the request is
 /// (its target host, its session, its credentials, its framing), and attackers name them to
@@ -81,7 +84,7 @@ fn scan(headers: &HeaderMap) -> Scan {
 
 /// Whether a client's request id is one to keep: short, and only characters that cannot break
 /// a log line or a header.
-pub fn acceptable_request_id(id: &HeaderValue) -> bool {
+pub(crate) fn acceptable_request_id(id: &HeaderValue) -> bool {
     let b = id.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_REQUEST_ID
@@ -97,7 +100,7 @@ pub fn acceptable_request_id(id: &HeaderValue) -> bool {
 /// make the request a bad one); several `Cookie` fields become one; then the proxy's own
 /// headers are set, after the removal, so a client cannot strip them; last the request id,
 /// the client's kept only if [`acceptable_request_id`].
-pub fn prepare<B>(
+pub(crate) fn prepare<B>(
     req: &mut Request<B>,
     peer: &Peer,
     new_id: impl FnOnce() -> HeaderValue,
@@ -154,7 +157,7 @@ pub fn prepare<B>(
 
 /// What [`prepare`] found out about a request it let through.
 #[derive(Debug)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The request id.
     pub id: HeaderValue,
     /// Whether the request asks to switch protocols.
@@ -237,7 +240,7 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 /// Append the client (its IP as a header value) to `X-Forwarded-For` and set
 /// `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(
+pub(crate) fn add_forwarded(
     headers: &mut HeaderMap,
     client_ip: Option<HeaderValue>,
     proto: &'static str,
@@ -301,7 +304,7 @@ impl RequestIds {
 /// The prepare step for one client connection, in front of the rest of the stack: every request
 /// is prepared (or refused) before any step reads it, and every answer carries the request id.
 pub(crate) struct Prepare<S> {
-    inner: S,
+    inner: Respond<S>,
     ids: RequestIds,
     peer: Peer,
     /// Whether a request of this connection has been sent on (see [`FirstOnConnection`]).
@@ -310,7 +313,7 @@ pub(crate) struct Prepare<S> {
 
 impl<S> Prepare<S> {
     /// The step for the connection from `peer`, in front of `inner`.
-    pub(crate) fn new(inner: S, ids: RequestIds, peer: Peer) -> Self {
+    pub(crate) fn new(inner: Respond<S>, ids: RequestIds, peer: Peer) -> Self {
         Self {
             inner,
             ids,
@@ -322,7 +325,7 @@ impl<S> Prepare<S> {
 
 impl<S> Handler for Prepare<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = Infallible>
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = ForwardError>
         + Clone
         + Send
         + 'static,
@@ -351,17 +354,40 @@ where
         if !self.used.swap(true, Ordering::Relaxed) {
             req.extensions_mut().insert(FirstOnConnection);
         }
-        let answer = self.inner.clone().oneshot(req);
-        Either::Right(async move {
-            let mut resp = match answer.await {
-                Ok(resp) => resp,
-                Err(never) => match never {},
-            };
-            if let Entry::Vacant(e) = resp.headers_mut().entry(X_REQUEST_ID) {
-                e.insert(id);
-            }
-            resp
+        Either::Right(WithId {
+            answer: self.inner.respond(req),
+            id: Some(id),
         })
+    }
+}
+
+pin_project! {
+    /// An answer that will carry its request's id (unless the backend set one).
+    struct WithId<F> {
+        #[pin]
+        answer: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F> Future for WithId<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    type Output = Response<ResponseBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = match ready!(this.answer.poll(cx)) {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+        if let (Entry::Vacant(e), Some(id)) =
+            (resp.headers_mut().entry(X_REQUEST_ID), this.id.take())
+        {
+            e.insert(id);
+        }
+        Poll::Ready(resp)
     }
 }
 

@@ -11,10 +11,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::FutureExt as _;
 use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Request, Response, StatusCode};
-use metrics::Counter;
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use pin_project_lite::pin_project;
 use sessionwatch_core::loggable_path;
 use tower::{Layer, Service};
 
@@ -26,7 +25,7 @@ const ALLOWED: &str = "GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE";
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     /// Every backend is down.
     #[error("no healthy backend")]
     NoHealthyBackend,
@@ -90,7 +89,7 @@ pub enum ForwardError {
 
 impl ForwardError {
     /// The status the client gets.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ForwardError::NoHealthyBackend
             | ForwardError::PinnedBackendDown { .. }
@@ -109,7 +108,7 @@ impl ForwardError {
 
     /// Whether the client broke the protocol or stalled: the connection is closed after the
     /// answer, since what the client sends next cannot be trusted to be framed right.
-    pub fn is_client_fault(&self) -> bool {
+    pub(crate) fn is_client_fault(&self) -> bool {
         matches!(
             self,
             ForwardError::RequestBody { .. }
@@ -121,7 +120,7 @@ impl ForwardError {
 
     /// The answer for the client: the status, a short body, and `Retry-After` where a retry makes
     /// sense. Backend names and error details stay in the proxy's log.
-    pub fn into_response(self) -> Response<ResponseBody> {
+    pub(crate) fn into_response(self) -> Response<ResponseBody> {
         let status = self.status();
         let text = match &self {
             ForwardError::NoHealthyBackend => "no healthy backend\n",
@@ -168,103 +167,146 @@ impl ForwardError {
     }
 }
 
-/// What the respond step counts: the client's faults, never the backend's.
-#[derive(Debug, Clone)]
-pub struct ClientFaults {
-    /// Request bodies the client stopped sending.
-    pub body_timeout: Counter,
-    /// Request bodies that broke off or were malformed.
-    pub body_invalid: Counter,
-}
-
 /// The respond step as a layer.
-#[derive(Debug, Clone)]
-pub struct RespondLayer {
-    faults: ClientFaults,
-}
-
-impl RespondLayer {
-    /// Errors become answers, client faults counted in `faults`.
-    pub fn new(faults: ClientFaults) -> Self {
-        Self { faults }
-    }
-}
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RespondLayer;
 
 impl<S> Layer<S> for RespondLayer {
     type Service = Respond<S>;
 
     fn layer(&self, inner: S) -> Respond<S> {
-        Respond {
-            inner,
-            faults: self.faults.clone(),
-        }
+        Respond { inner }
     }
 }
 
 /// Turns the inner steps' errors (and panics) into answers; never fails itself.
 #[derive(Debug, Clone)]
-pub struct Respond<S> {
+pub(crate) struct Respond<S> {
     inner: S,
-    faults: ClientFaults,
+}
+
+impl<S> Respond<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = ForwardError>
+        + Clone,
+{
+    /// The answer to `req`: the steps inside are called when the future is first polled, so
+    /// that a panic while they build their future is caught with the rest, and the steps'
+    /// future is built in its place rather than moved there.
+    pub(crate) fn respond(&self, req: Request<RequestBody>) -> RespondFuture<S> {
+        RespondFuture {
+            // Kept for the log line of a failure; a clone of a `Uri` shares its bytes.
+            uri: req.uri().clone(),
+            state: State::Waiting {
+                svc: self.inner.clone(),
+                req: Some(req),
+            },
+        }
+    }
 }
 
 impl<S> Service<Request<RequestBody>> for Respond<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = ForwardError>,
-    S::Future: Send + 'static,
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = ForwardError>
+        + Clone,
 {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = RespondFuture<S>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The steps inside are always ready; an error here would have no request to answer.
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
-        }
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Each answer calls its own clone of the steps inside, when it is polled.
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
-        // Kept for the log line of a failure; a clone of a `Uri` shares its bytes.
-        let uri = req.uri().clone();
-        let faults = self.faults.clone();
-        // A panic while the steps build the future is caught as surely as one while it runs.
-        let answer = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
-        Box::pin(async move {
-            let result = match answer {
-                Ok(fut) => AssertUnwindSafe(fut)
-                    .catch_unwind()
-                    .await
-                    .unwrap_or(Err(ForwardError::Panicked)),
-                Err(_) => Err(ForwardError::Panicked),
-            };
-            let e = match result {
-                Ok(resp) => return Ok(resp),
-                Err(e) => e,
-            };
-            let status = e.status();
-            let path = loggable_path(uri.path());
-            match &e {
-                ForwardError::RequestBody { timed_out } => {
-                    if *timed_out {
-                        faults.body_timeout.increment(1);
-                    } else {
-                        faults.body_invalid.increment(1);
-                    }
-                    tracing::debug!(%status, path, error = %e, "refused");
-                }
-                ForwardError::PinnedBackendDown { .. } | ForwardError::NoHealthyBackend => {
-                    tracing::debug!(%status, path, error = %e, "refused");
-                }
-                ForwardError::Panicked => {
-                    tracing::error!(%status, path, "a request's handling panicked; answered 500");
-                }
-                _ => tracing::warn!(%status, path, error = %error_chain(&e), "upstream failure"),
-            }
-            Ok(e.into_response())
-        })
+        self.respond(req)
     }
+}
+
+pin_project! {
+    /// The answer of the steps inside, or the one their error or panic stands for.
+    pub(crate) struct RespondFuture<S: Service<Request<RequestBody>>> {
+        #[pin]
+        state: State<S>,
+        uri: Uri,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S: Service<Request<RequestBody>>> {
+        Waiting { svc: S, req: Option<Request<RequestBody>> },
+        Called { #[pin] fut: S::Future },
+    }
+}
+
+impl<S> Future for RespondFuture<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<ResponseBody>, Error = ForwardError>,
+{
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // The answer is written where it will be returned from, not passed back through the
+        // unwind guard: an answer is a few hundred bytes, and this runs for every request.
+        let mut answered = None;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            loop {
+                match this.state.as_mut().project() {
+                    StateProj::Waiting { svc, req } => {
+                        if svc.poll_ready(cx)?.is_pending() {
+                            return Ok(false);
+                        }
+                        let Some(req) = req.take() else {
+                            return Err(ForwardError::Panicked);
+                        };
+                        let fut = svc.call(req);
+                        this.state.set(State::Called { fut });
+                    }
+                    StateProj::Called { fut } => {
+                        return match fut.poll(cx) {
+                            Poll::Pending => Ok(false),
+                            Poll::Ready(Ok(resp)) => {
+                                answered = Some(resp);
+                                Ok(true)
+                            }
+                            Poll::Ready(Err(e)) => Err(e),
+                        };
+                    }
+                }
+            }
+        }));
+        let result = match (polled, answered) {
+            (Ok(Ok(true)), Some(resp)) => Ok(resp),
+            (Ok(Ok(false)), _) => return Poll::Pending,
+            (Ok(Err(e)), _) => Err(e),
+            (Ok(Ok(true)), None) | (Err(_), _) => Err(ForwardError::Panicked),
+        };
+        Poll::Ready(Ok(match result {
+            Ok(resp) => resp,
+            Err(e) => answer(e, this.uri),
+        }))
+    }
+}
+
+/// The answer for `e`, logged once.
+fn answer(e: ForwardError, uri: &Uri) -> Response<ResponseBody> {
+    let status = e.status();
+    let path = loggable_path(uri.path());
+    match &e {
+        ForwardError::RequestBody { .. }
+        | ForwardError::PinnedBackendDown { .. }
+        | ForwardError::NoHealthyBackend => {
+            tracing::debug!(%status, path, error = %e, "refused");
+        }
+        ForwardError::Panicked => {
+            tracing::error!(%status, path, "a request's handling panicked; answered 500");
+        }
+        _ => tracing::warn!(%status, path, error = %error_chain(&e), "upstream failure"),
+    }
+    e.into_response()
 }
 
 /// `e` and its sources, one after another.
@@ -304,11 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_in_a_request_is_answered_500_and_the_next_one_is_served() {
-        let svc = RespondLayer::new(ClientFaults {
-            body_timeout: Counter::noop(),
-            body_invalid: Counter::noop(),
-        })
-        .layer(buggy());
+        let svc = RespondLayer.layer(buggy());
         for path in ["/now", "/later"] {
             let resp = svc.clone().oneshot(get(path)).await.unwrap();
             assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR, "{path}");

@@ -16,8 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 use crate::body::{Body, BoxError, RepeatBody, empty, full};
-use crate::farm::LossStyle;
-use crate::node::NodeState;
+use crate::state::{LossStyle, NodeState};
 
 /// Names the node that answered; tests and the demo read it to see where a request landed.
 pub(crate) const X_SERVED_BY: HeaderName = HeaderName::from_static(crate::SERVED_BY_HEADER);

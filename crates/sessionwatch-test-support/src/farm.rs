@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use http::HeaderValue;
 
-use crate::node::{Node, NodeState};
+use crate::node::Node;
+use crate::state::{LossStyle, NodeState};
 use crate::store::{IdGenerator, SessionStore};
 
 /// Where a farm keeps its sessions.
@@ -18,24 +19,6 @@ pub enum StoreMode {
     /// Each node keeps its own in-memory store: the broken farm, where a request that lands on
     /// another node (or on a restarted one) loses its session.
     PerNode,
-}
-
-/// How a node answers a request whose session id it does not know. Each variant mimics a real
-/// framework so the detector can be tested against every shape of "you are logged out".
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LossStyle {
-    /// PHP with `use_strict_mode=0`, ASP.NET Core on a store miss: `302` to
-    /// `/login?return=%2Fme` and no `Set-Cookie`.
-    #[default]
-    LoginRedirect,
-    /// PHP strict mode, Java servlet containers: `302` to the login page and a `Set-Cookie` with a
-    /// fresh, anonymous session id.
-    Reissue,
-    /// Django: `302` to the login page and a `Set-Cookie` that clears the cookie
-    /// (`""`, `Max-Age=0`, expiry in 1970).
-    Clear,
-    /// An XHR/API endpoint: `401` and no `Set-Cookie`.
-    Unauthorized,
 }
 
 /// What to build: how many nodes, where sessions live, and how a lost session looks.

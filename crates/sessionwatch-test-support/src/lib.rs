@@ -21,6 +21,7 @@ mod body;
 mod drive;
 mod farm;
 mod node;
+mod state;
 mod store;
 mod user;
 
@@ -30,8 +31,9 @@ mod tests;
 use std::time::Duration;
 
 pub use drive::{DriveConfig, DriveReport, drive_users, drive_users_with_client};
-pub use farm::{Farm, FarmConfig, LossStyle, StoreMode};
+pub use farm::{Farm, FarmConfig, StoreMode};
 pub use node::Node;
+pub use state::LossStyle;
 pub use user::{
     DriveError, MeOutcome, REQUEST_TIMEOUT, Reply, SharedClient, UserClient, shared_client,
 };

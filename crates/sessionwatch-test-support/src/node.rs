@@ -4,10 +4,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::HeaderValue;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -15,68 +13,11 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Mutex, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::farm::LossStyle;
-use crate::store::{IdGenerator, SessionStore};
+use crate::state::NodeState;
 
 /// How long `start` keeps retrying a port the kernel still reports in use.
 const REBIND_ATTEMPTS: u32 = 100;
 const REBIND_STEP: Duration = Duration::from_millis(20);
-
-/// Everything a request handler needs; shared between the node handle and its connections.
-#[derive(Debug)]
-pub(crate) struct NodeState {
-    pub(crate) name: String,
-    pub(crate) served_by: HeaderValue,
-    pub(crate) cookie_name: String,
-    pub(crate) loss: LossStyle,
-    pub(crate) store: Arc<SessionStore>,
-    pub(crate) ids: Arc<IdGenerator>,
-    served: AtomicU64,
-    health_checks: AtomicU64,
-    healthy: AtomicBool,
-    delay_nanos: AtomicU64,
-}
-
-impl NodeState {
-    pub(crate) fn new(
-        name: String,
-        served_by: HeaderValue,
-        cookie_name: String,
-        loss: LossStyle,
-        store: Arc<SessionStore>,
-        ids: Arc<IdGenerator>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            name,
-            served_by,
-            cookie_name,
-            loss,
-            store,
-            ids,
-            served: AtomicU64::new(0),
-            health_checks: AtomicU64::new(0),
-            healthy: AtomicBool::new(true),
-            delay_nanos: AtomicU64::new(0),
-        })
-    }
-
-    pub(crate) fn count_request(&self, is_health_check: bool) {
-        let counter = if is_health_check {
-            &self.health_checks
-        } else {
-            &self.served
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn delay(&self) -> Duration {
-        Duration::from_nanos(self.delay_nanos.load(Ordering::Relaxed))
-    }
-}
 
 /// The tasks of a running node. Dropping the stop sender ends the accept loop, every connection
 /// and every upgraded (WebSocket) stream, so a dropped `Farm` leaves nothing behind.
@@ -119,12 +60,12 @@ impl Node {
 
     /// Requests served, not counting `GET /health`.
     pub fn served(&self) -> u64 {
-        self.state.served.load(Ordering::Relaxed)
+        self.state.served()
     }
 
     /// `GET /health` requests served.
     pub fn health_checks(&self) -> u64 {
-        self.state.health_checks.load(Ordering::Relaxed)
+        self.state.health_checks()
     }
 
     /// Sessions in this node's store (the whole shared store in a shared farm).
@@ -139,13 +80,12 @@ impl Node {
 
     /// Makes `GET /health` answer `200` (healthy) or `503`.
     pub fn set_healthy(&self, healthy: bool) {
-        self.state.healthy.store(healthy, Ordering::Relaxed);
+        self.state.set_healthy(healthy);
     }
 
     /// Delays every response by `d`; zero turns it off.
     pub fn set_delay(&self, d: Duration) {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.state.delay_nanos.store(nanos, Ordering::Relaxed);
+        self.state.set_delay(d);
     }
 
     /// Whether the node is accepting connections.

@@ -306,7 +306,7 @@ impl SessionStore for CompactStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::churn_tests::{self, Probe};
+    use crate::store::churn_tests::{self, Probe};
 
     impl Probe for CompactStore {
         fn settle(&self) {}

@@ -9,14 +9,46 @@ use http::header::{LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
 use sessionwatch_core::{
-    BackendId, Exchange, MAX_COOKIES, Outcome, RouteDecision, SetCookieEvent, StoreUpdate,
-    Timestamp, Verdict, classify, plan_updates, read_set_cookie,
+    BackendId, Carried, CookieId, Exchange, Fingerprint, MAX_COOKIES, Outcome, RouteDecision,
+    SetCookieEvent, StoreUpdate, Timestamp, Verdict, classify, plan_updates, read_set_cookie,
 };
 use tower::Service;
 
-use crate::layer::Shared;
-use crate::service::CarriedSet;
+use crate::shared::Shared;
 use crate::{Observed, RescueAttempt, Rescued, ServedBy, SessionRoute};
+
+/// The carried session cookies of one request, inline: at most one per configured cookie.
+#[derive(Clone, Copy)]
+pub(crate) struct CarriedSet {
+    items: [Carried; MAX_COOKIES],
+    len: usize,
+}
+
+impl CarriedSet {
+    const EMPTY: Carried = Carried {
+        cookie: CookieId(0),
+        fingerprint: Fingerprint(0),
+        record: None,
+    };
+
+    pub(crate) fn new() -> Self {
+        Self {
+            items: [Self::EMPTY; MAX_COOKIES],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn push(&mut self, c: Carried) {
+        if let Some(slot) = self.items.get_mut(self.len) {
+            *slot = c;
+            self.len += 1;
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[Carried] {
+        &self.items[..self.len]
+    }
+}
 
 /// What the replay of a rescued request needs from the original.
 pub(crate) struct ReplayParts {

@@ -1,61 +1,12 @@
-//! The layer and its shared state.
+//! The layer: builds the shared configuration and wraps services in [`crate::SessionService`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use sessionwatch_core::{BackendId, Fingerprinter, PinPolicy, SessionProfile};
 use tower::Layer;
 
+use crate::shared::{BackendHealth, PinSwitch, Shared};
 use crate::{SessionEvents, SessionService, SessionStore};
-
-/// Tells the layer whether a backend can take a rescue replay right now.
-pub trait BackendHealth: Send + Sync + 'static {
-    /// Whether `backend` is healthy.
-    fn is_healthy(&self, backend: BackendId) -> bool;
-}
-
-/// Turns "pin every known session" on and off for the `on_incident` policy, from whatever
-/// watches the reset rate.
-#[derive(Debug, Clone, Default)]
-pub struct PinSwitch(Arc<AtomicBool>);
-
-impl PinSwitch {
-    /// Pin every known session (`true`) or only those the policy pins anyway (`false`).
-    pub fn set(&self, on: bool) {
-        self.0.store(on, Ordering::Relaxed);
-    }
-
-    /// Whether every known session is pinned now.
-    pub fn is_on(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-pub(crate) struct Shared {
-    pub(crate) profile: SessionProfile,
-    pub(crate) fingerprinter: Fingerprinter,
-    pub(crate) store: Arc<dyn SessionStore>,
-    pub(crate) events: Arc<dyn SessionEvents>,
-    pub(crate) policy: PinPolicy,
-    pub(crate) pin_switch: PinSwitch,
-    pub(crate) rescue: Option<Arc<dyn BackendHealth>>,
-    pub(crate) default_server: BackendId,
-}
-
-impl Shared {
-    fn copy(&self) -> Self {
-        Shared {
-            profile: self.profile.clone(),
-            fingerprinter: self.fingerprinter.clone(),
-            store: self.store.clone(),
-            events: self.events.clone(),
-            policy: self.policy,
-            pin_switch: self.pin_switch.clone(),
-            rescue: self.rescue.clone(),
-            default_server: self.default_server,
-        }
-    }
-}
 
 /// Learns sessions and classifies responses for the service it wraps. See the crate docs.
 #[derive(Clone)]
@@ -157,10 +108,6 @@ impl<S> Layer<S> for SessionLayer {
     }
 }
 
-pub(crate) fn pinning_all(shared: &Shared) -> bool {
-    shared.pin_switch.is_on()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -169,6 +116,7 @@ mod tests {
 
     use super::*;
     use crate::MokaStore;
+    use crate::shared::pinning_all;
 
     #[test]
     fn a_layer_for_a_thread_shares_the_store_and_the_switch_but_not_its_counts() {

@@ -23,22 +23,22 @@
 //! # drop(svc);
 //! ```
 
-#[cfg(test)]
-mod churn_tests;
 mod compact;
 mod events;
 mod extensions;
 mod future;
 mod layer;
 mod service;
+mod shared;
 mod store;
 
 pub use compact::CompactStore;
 pub use events::{Observed, Rescued, SessionEvents};
 pub use extensions::{RescueAttempt, ServedBy, SessionRoute};
 pub use future::ResponseFuture;
-pub use layer::{BackendHealth, PinSwitch, SessionLayer};
+pub use layer::SessionLayer;
 pub use service::{SessionService, X_REQUEST_ID};
+pub use shared::{BackendHealth, PinSwitch};
 pub use store::{Evictions, MokaStore, SessionStore};
 
 #[cfg(test)]

@@ -4,45 +4,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
-use sessionwatch_core::{Carried, CookieId, Fingerprint, MAX_COOKIES, read_request_cookies, route};
+use sessionwatch_core::{Carried, read_request_cookies, route};
 use tower::Service;
 
 use crate::SessionRoute;
-use crate::future::{ReplayParts, RequestContext, ResponseFuture};
-use crate::layer::{Shared, pinning_all};
-
-/// The carried session cookies of one request, inline: at most one per configured cookie.
-#[derive(Clone, Copy)]
-pub(crate) struct CarriedSet {
-    items: [Carried; MAX_COOKIES],
-    len: usize,
-}
-
-impl CarriedSet {
-    const EMPTY: Carried = Carried {
-        cookie: CookieId(0),
-        fingerprint: Fingerprint(0),
-        record: None,
-    };
-
-    pub(crate) fn new() -> Self {
-        Self {
-            items: [Self::EMPTY; MAX_COOKIES],
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, c: Carried) {
-        if let Some(slot) = self.items.get_mut(self.len) {
-            *slot = c;
-            self.len += 1;
-        }
-    }
-
-    pub(crate) fn as_slice(&self) -> &[Carried] {
-        &self.items[..self.len]
-    }
-}
+use crate::future::{CarriedSet, ReplayParts, RequestContext, ResponseFuture};
+use crate::shared::{Shared, pinning_all};
 
 /// See [`crate::SessionLayer`].
 pub struct SessionService<S> {

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sessionwatch_core::PinPolicy;
-use sessionwatch_proxy::demo::{self, DemoOptions};
 use sessionwatch_proxy::{Config, StartOptions};
+
+use demo::DemoOptions;
+
+mod demo;
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
 const EX_USAGE: u8 = 64;
@@ -47,13 +50,19 @@ enum Command {
         /// Requests per user.
         #[arg(long, default_value_t = 20)]
         requests: usize,
-        /// Pin policy: off, learn, on_reset or on_incident.
-        #[arg(long, default_value = "off")]
+        /// Pin policy, as `[pin] policy` in the configuration.
+        #[arg(long, default_value = PinPolicy::default().as_str(), help = pin_help())]
         pin: String,
         /// Use a shared session store (the fixed farm).
         #[arg(long)]
         shared_store: bool,
     },
+}
+
+/// The `--pin` help, with the accepted names from the one table of them.
+fn pin_help() -> String {
+    let names: Vec<&str> = PinPolicy::ALL.iter().map(|p| p.as_str()).collect();
+    format!("Pin policy: {}", names.join(", "))
 }
 
 fn init_tracing() {
@@ -155,15 +164,10 @@ fn main() -> ExitCode {
             pin,
             shared_store,
         } => {
-            let pin = match pin.as_str() {
-                "off" => PinPolicy::Off,
-                "learn" => PinPolicy::Learn,
-                "on_reset" => PinPolicy::OnReset,
-                "on_incident" => PinPolicy::OnIncident,
-                other => {
-                    eprintln!(
-                        "unknown pin policy {other:?}; expected off, learn, on_reset or on_incident"
-                    );
+            let pin = match pin.parse::<PinPolicy>() {
+                Ok(pin) => pin,
+                Err(e) => {
+                    eprintln!("{e}");
                     return ExitCode::from(EX_USAGE);
                 }
             };
@@ -187,7 +191,7 @@ fn main() -> ExitCode {
                 ..DemoOptions::default()
             };
             match rt.block_on(demo::run(opts)) {
-                Ok(_) => ExitCode::SUCCESS,
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("demo failed: {e}");
                     ExitCode::FAILURE

@@ -1,7 +1,7 @@
 //! The `sessionwatch` binary as an operator runs it: `check-config` on the shipped examples and
 //! on a broken file, `serve` refusing a bad configuration before it binds and failing clearly on
-//! a taken port, and `demo` on a broken and a fixed farm. Every process runs under a deadline
-//! and is killed if it overruns.
+//! a taken port, and `demo` on a broken and a fixed farm, with pinning, and refusing a pin policy
+//! it does not know. Every process runs under a deadline and is killed if it overruns.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -486,4 +486,28 @@ fn demo_on_a_shared_store_shows_no_resets() {
     assert!(out.status.success(), "{:?}\n{}", out.status, out.stderr);
     assert!(out.stdout.contains("resets detected: 0"), "{}", out.stdout);
     assert!(!out.stdout.contains("issued by node-"), "{}", out.stdout);
+}
+
+#[test]
+fn demo_with_learned_pinning_logs_nobody_out_on_a_per_node_store() {
+    let scratch = Scratch::new("demo-learn");
+    let out = run(&mut command(
+        &["demo", "--pin", "learn", "--users", "4", "--requests", "6"],
+        &scratch.0,
+    ));
+    assert!(out.status.success(), "{:?}\n{}", out.status, out.stderr);
+    assert!(out.stdout.contains("logged out: 0 "), "{}", out.stdout);
+    assert!(out.stdout.contains("resets detected: 0"), "{}", out.stdout);
+}
+
+#[test]
+fn demo_refuses_an_unknown_pin_policy_naming_the_accepted_ones() {
+    let scratch = Scratch::new("demo-bad-pin");
+    let out = run(&mut command(&["demo", "--pin", "sometimes"], &scratch.0));
+    assert_eq!(out.status.code(), Some(64), "{}", out.stderr);
+    assert_eq!(
+        out.stderr.trim(),
+        "unknown pin policy \"sometimes\"; expected one of: off, learn, on_reset, on_incident"
+    );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
 }

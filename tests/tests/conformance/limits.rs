@@ -113,7 +113,7 @@ async fn stalled_upload(head: &str, sent: &[u8]) {
         s.backend.requests().is_empty(),
         "no whole request reached the backend"
     );
-    let metrics = s.proxy.metrics.render();
+    let metrics = s.proxy.metrics_text();
     assert_eq!(
         s.upstream_errors(),
         errors_before,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessionwatch_core::Fingerprinter;
+use sessionwatch_core::{BackendId, Fingerprinter};
 use sessionwatch_tower::{
     CompactStore, MokaStore, PinSwitch, SessionEvents, SessionLayer, SessionStore,
 };
@@ -84,20 +84,14 @@ pub struct StartOptions {
     pub incident_tick: Option<Duration>,
 }
 
-/// A running proxy.
+/// A running proxy: where it listens, a few questions about its state, and its shutdown.
 pub struct RunningProxy {
-    /// Where clients connect.
-    pub addr: SocketAddr,
-    /// The admin listener, if configured.
-    pub admin_addr: Option<SocketAddr>,
-    /// The session table.
-    pub store: Arc<dyn SessionStore>,
-    /// The metrics registry.
-    pub metrics: Arc<Metrics>,
-    /// Backend health.
-    pub backends: Arc<Backends>,
-    /// The incident watch.
-    pub incidents: Arc<IncidentWatch>,
+    addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    store: Arc<dyn SessionStore>,
+    metrics: Arc<Metrics>,
+    backends: Arc<Backends>,
+    incidents: Arc<IncidentWatch>,
     log: AlertLog,
     _writer: AlertLogWriter,
     shutdown: watch::Sender<bool>,
@@ -113,6 +107,56 @@ impl std::fmt::Debug for RunningProxy {
 }
 
 impl RunningProxy {
+    /// Where clients connect (the bound address, so port 0 in the configuration is resolved).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Where the admin listener (`/metrics`, `/healthz`, `/readyz`, `/status`) is bound, if
+    /// one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The Prometheus exposition that `/metrics` serves, without needing the admin listener.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render()
+    }
+
+    /// Whether backend `id` (its index in `[[backends]]`) takes traffic now.
+    pub fn backend_is_up(&self, id: BackendId) -> bool {
+        self.backends.is_up(id)
+    }
+
+    /// Whether any backend takes traffic (what `/readyz` answers).
+    pub fn any_backend_up(&self) -> bool {
+        self.backends.any_healthy()
+    }
+
+    /// Whether an incident is open.
+    pub fn incident_open(&self) -> bool {
+        self.incidents.is_open()
+    }
+
+    /// The open incident's one-line summary, or `None` when no incident is open.
+    pub fn incident_summary(&self) -> Option<String> {
+        self.incidents
+            .is_open()
+            .then(|| self.incidents.snapshot().summary)
+    }
+
+    /// How many sessions the table tracks (the store's count, which may lag behind evictions
+    /// until [`RunningProxy::maintain_sessions`] runs).
+    pub fn session_count(&self) -> u64 {
+        self.store.len()
+    }
+
+    /// Run the session table's housekeeping now (idle sweeps, pending evictions) instead of at
+    /// the next periodic tick. It blocks for as long as a sweep of the table takes.
+    pub fn maintain_sessions(&self) {
+        self.store.maintain();
+    }
+
     /// Wait until every alert line emitted so far is written.
     pub fn flush_alerts(&self) {
         self.log.flush();

@@ -21,7 +21,7 @@ use crate::config::PinConfig;
 use crate::listen::Peer;
 use crate::metrics::Metrics;
 use crate::prepare::{Prepare, RequestIds};
-use crate::respond::{ClientFaults, Respond, RespondLayer};
+use crate::respond::RespondLayer;
 use crate::route::Route;
 use crate::route::balancer::Balancer;
 use crate::upstream::Upstream;
@@ -38,18 +38,14 @@ pub(super) struct Parts {
     pub(super) request_ids: RequestIds,
 }
 
-/// The steps below prepare, shared by every connection of a worker.
-type Shared = Respond<SessionService<Route>>;
+/// The steps below respond, shared by every connection of a worker.
+type Shared = SessionService<Route>;
 
 /// One worker's stack: given a connection's peer, the handler its requests go through.
 pub(super) fn build(p: Parts) -> impl Fn(Peer) -> Prepare<Shared> {
-    let faults = ClientFaults {
-        body_timeout: p.metrics.client_body_timeout.clone(),
-        body_invalid: p.metrics.client_body_invalid.clone(),
-    };
     let shared = ServiceBuilder::new()
         // Errors and panics below become answers here, and nowhere else.
-        .layer(RespondLayer::new(faults))
+        .layer(RespondLayer)
         // Sessions are read from what the backend will see, and judged from what it answered.
         .layer(p.session)
         // The backend is chosen last, so a rescue replay can choose again.

@@ -18,10 +18,10 @@ use crate::upstream::body::RequestBody;
 use crate::upstream::{Endpoint, Upstream};
 
 /// Told of every health transition (the incident tracker uses "came back up" as a restart).
-pub type TransitionListener = Arc<dyn Fn(BackendId, Transition) + Send + Sync>;
+pub(crate) type TransitionListener = Arc<dyn Fn(BackendId, Transition) + Send + Sync>;
 
 /// Owns the health state changes of every backend.
-pub struct Health {
+pub(crate) struct Health {
     backends: Arc<Backends>,
     config: HealthConfig,
     metrics: Arc<Metrics>,
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Health {
 
 impl Health {
     /// Health for `backends`.
-    pub fn new(
+    pub(crate) fn new(
         backends: Arc<Backends>,
         config: HealthConfig,
         metrics: Arc<Metrics>,
@@ -72,7 +72,7 @@ impl Health {
     }
 
     /// A connect error or response timeout on live traffic.
-    pub fn passive_failure(self: &Arc<Self>, id: BackendId) {
+    pub(crate) fn passive_failure(self: &Arc<Self>, id: BackendId) {
         if !self.backends.is_up(id) {
             return;
         }
@@ -93,12 +93,12 @@ impl Health {
     }
 
     /// A successful exchange on live traffic.
-    pub fn passive_success(&self, id: BackendId) {
+    pub(crate) fn passive_success(&self, id: BackendId) {
         self.backends.passive_success(id);
     }
 
     /// Start one active checker per backend; they stop when `shutdown` turns true.
-    pub fn spawn_checks(
+    pub(crate) fn spawn_checks(
         self: &Arc<Self>,
         upstream: Upstream,
         shutdown: watch::Receiver<bool>,

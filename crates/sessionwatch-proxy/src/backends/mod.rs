@@ -1,19 +1,19 @@
 //! The farm as the proxy sees it: each backend's address, weight, load and health.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use sessionwatch_core::{BackendId, Timestamp};
+use sessionwatch_core::BackendId;
 use sessionwatch_tower::BackendHealth;
 
 use crate::config::BackendConfig;
 use crate::upstream::Endpoint;
 
-pub mod health;
+pub(crate) mod health;
 
 /// One backend's live state.
 #[derive(Debug)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// Its position in the list.
     pub id: BackendId,
     /// Its name.
@@ -25,33 +25,23 @@ pub struct Backend {
     healthy: AtomicBool,
     in_flight: AtomicUsize,
     passive_failures: AtomicU32,
-    /// When it last came back after being down (ms since the epoch, 0 = never).
-    recovered_at: AtomicU64,
 }
 
 impl Backend {
     /// Whether it takes traffic.
-    pub fn is_healthy(&self) -> bool {
+    pub(crate) fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
     /// Requests being served now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// When it last came back after being marked down.
-    pub fn recovered_at(&self) -> Option<Timestamp> {
-        match self.recovered_at.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Timestamp::from_millis(ms)),
-        }
     }
 }
 
 /// A health transition, for logs and incident hints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
+pub(crate) enum Transition {
     /// The backend was taken out.
     Down,
     /// The backend was brought back.
@@ -60,14 +50,14 @@ pub enum Transition {
 
 /// All backends, shared by the balancer, the health checker and the session layer.
 #[derive(Debug)]
-pub struct Backends {
+pub(crate) struct Backends {
     list: Vec<Backend>,
 }
 
 impl Backends {
     /// The backends of the configuration, all healthy to begin with (so that traffic flows
     /// before the first check completes; a dead one is ejected on its first failure).
-    pub fn new(configs: &[BackendConfig]) -> Self {
+    pub(crate) fn new(configs: &[BackendConfig]) -> Self {
         let list = configs
             .iter()
             .enumerate()
@@ -82,46 +72,43 @@ impl Backends {
                 healthy: AtomicBool::new(true),
                 in_flight: AtomicUsize::new(0),
                 passive_failures: AtomicU32::new(0),
-                recovered_at: AtomicU64::new(0),
             })
             .collect();
         Self { list }
     }
 
     /// Every backend, in configured order.
-    pub fn all(&self) -> &[Backend] {
+    pub(crate) fn all(&self) -> &[Backend] {
         &self.list
     }
 
     /// One backend.
-    pub fn get(&self, id: BackendId) -> Option<&Backend> {
+    pub(crate) fn get(&self, id: BackendId) -> Option<&Backend> {
         self.list.get(id.index())
     }
 
     /// The name of a backend, `"unknown"` when it cannot be told.
-    pub fn name(&self, id: BackendId) -> &str {
+    pub(crate) fn name(&self, id: BackendId) -> &str {
         self.get(id).map_or("unknown", |b| &b.name)
     }
 
     /// Whether backend `id` takes traffic.
-    pub fn is_up(&self, id: BackendId) -> bool {
+    pub(crate) fn is_up(&self, id: BackendId) -> bool {
         self.get(id).is_some_and(Backend::is_healthy)
     }
 
     /// Whether any backend takes traffic (`/readyz`).
-    pub fn any_healthy(&self) -> bool {
+    pub(crate) fn any_healthy(&self) -> bool {
         self.list.iter().any(Backend::is_healthy)
     }
 
     /// Mark a backend up or down; returns the transition if its state changed.
-    pub fn set_healthy(&self, id: BackendId, healthy: bool) -> Option<Transition> {
+    pub(crate) fn set_healthy(&self, id: BackendId, healthy: bool) -> Option<Transition> {
         let b = self.get(id)?;
         let was = b.healthy.swap(healthy, Ordering::Relaxed);
         match (was, healthy) {
             (false, true) => {
                 b.passive_failures.store(0, Ordering::Relaxed);
-                b.recovered_at
-                    .store(Timestamp::now().as_millis(), Ordering::Relaxed);
                 Some(Transition::Up)
             }
             (true, false) => Some(Transition::Down),
@@ -130,13 +117,13 @@ impl Backends {
     }
 
     /// Count a connect error or timeout on live traffic; true once `fall` have come in a row.
-    pub fn passive_failure(&self, id: BackendId, fall: u32) -> bool {
+    pub(crate) fn passive_failure(&self, id: BackendId, fall: u32) -> bool {
         self.get(id)
             .is_some_and(|b| b.passive_failures.fetch_add(1, Ordering::Relaxed) + 1 >= fall)
     }
 
     /// A success on live traffic resets the passive failure count.
-    pub fn passive_success(&self, id: BackendId) {
+    pub(crate) fn passive_success(&self, id: BackendId) {
         if let Some(b) = self.get(id)
             && b.passive_failures.load(Ordering::Relaxed) != 0
         {
@@ -145,7 +132,7 @@ impl Backends {
     }
 
     /// Count a request in flight on `id` until the guard drops.
-    pub fn start_request(self: &Arc<Self>, id: BackendId) -> InFlight {
+    pub(crate) fn start_request(self: &Arc<Self>, id: BackendId) -> InFlight {
         if let Some(b) = self.get(id) {
             b.in_flight.fetch_add(1, Ordering::Relaxed);
         }
@@ -164,7 +151,7 @@ impl BackendHealth for Backends {
 
 /// Counts one request in flight (for `least_requests`) until dropped.
 #[derive(Debug)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     backends: Arc<Backends>,
     id: BackendId,
 }

@@ -23,7 +23,7 @@ use locate::{FieldPath, line_col, span_of};
 
 /// One backend of the farm.
 #[derive(Debug, Clone, PartialEq)]
-pub struct BackendConfig {
+pub(crate) struct BackendConfig {
     /// Its name in alerts, logs and metric labels.
     pub name: String,
     /// `host:port` to connect to.
@@ -34,7 +34,7 @@ pub struct BackendConfig {
 
 /// How new (unpinned) requests are spread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BalancePolicy {
+pub(crate) enum BalancePolicy {
     /// In turn, by weight.
     RoundRobin,
     /// The less loaded of two backends picked at random, by in-flight requests over weight.
@@ -43,7 +43,7 @@ pub enum BalancePolicy {
 
 /// What to do with a pinned request whose backend is unhealthy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhenUnhealthy {
+pub(crate) enum WhenUnhealthy {
     /// Route by the balancer (the user is logged out once) and count `pin_broken`.
     Redistribute,
     /// Answer 503 with `Retry-After`.
@@ -52,7 +52,7 @@ pub enum WhenUnhealthy {
 
 /// Upstream connection settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UpstreamConfig {
+pub(crate) struct UpstreamConfig {
     /// Time allowed to establish a TCP connection; past it the answer is 502.
     pub connect_timeout: Duration,
     /// Time allowed for the response head once the request is sent; past it the answer is 504.
@@ -78,7 +78,7 @@ pub struct UpstreamConfig {
 /// answer. `Safe` keeps every client's first request off connections other clients used, so a
 /// backend cannot hand a new visitor another user's page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReusePolicy {
+pub(crate) enum ReusePolicy {
     /// The first request of a client connection goes on a new upstream connection; later ones
     /// may reuse any idle connection.
     Safe,
@@ -89,7 +89,7 @@ pub enum ReusePolicy {
 
 /// The cap on open client connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimit {
+pub(crate) struct ConnectionLimit {
     /// Connections open at once, over all workers.
     pub max: usize,
     /// Whether the file set it (an explicit cap the file-descriptor limit cannot honour is an
@@ -99,7 +99,7 @@ pub struct ConnectionLimit {
 
 /// Where the fingerprint key comes from.
 #[derive(Clone, PartialEq)]
-pub enum KeySource {
+pub(crate) enum KeySource {
     /// From the file or the environment.
     Configured(Vec<u8>),
     /// None configured: a random key for this process (fingerprints change on restart).
@@ -117,7 +117,7 @@ impl std::fmt::Debug for KeySource {
 
 /// Which table holds session records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreKind {
+pub(crate) enum StoreKind {
     /// moka: two LRU caches (probation and presented sessions), idle expiry (about 270 B a
     /// session).
     Moka,
@@ -128,7 +128,7 @@ pub enum StoreKind {
 
 /// Session learning settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SessionConfig {
+pub(crate) struct SessionConfig {
     /// Cookies, paths, markers and idle timeout.
     pub profile: SessionProfile,
     /// Most sessions tracked at once. A fifth is probation for sessions no client has sent back
@@ -145,7 +145,7 @@ pub struct SessionConfig {
 
 /// Pinning settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PinConfig {
+pub(crate) struct PinConfig {
     /// When sessions are pinned.
     pub policy: PinPolicy,
     /// What happens when the pinned backend is unhealthy.
@@ -156,7 +156,7 @@ pub struct PinConfig {
 
 /// Active health checks.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ActiveHealth {
+pub(crate) struct ActiveHealth {
     /// Path requested on each backend.
     pub path: String,
     /// Time between checks.
@@ -171,7 +171,7 @@ pub struct ActiveHealth {
 
 /// Health settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HealthConfig {
+pub(crate) struct HealthConfig {
     /// Active checks, if enabled.
     pub active: Option<ActiveHealth>,
     /// Consecutive connect errors or timeouts on live traffic that eject a backend.
@@ -182,7 +182,7 @@ pub struct HealthConfig {
 
 /// Alert log settings.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AlertsConfig {
+pub(crate) struct AlertsConfig {
     /// The JSON Lines file.
     pub log_file: Option<PathBuf>,
     /// Also write alert lines to standard output.
@@ -191,7 +191,7 @@ pub struct AlertsConfig {
 
 /// An HTTP alert sink.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SinkConfig {
+pub(crate) struct SinkConfig {
     /// Base URL (Alertmanager) or full URL (webhook).
     pub url: http::Uri,
     /// How often a firing alert is re-sent.
@@ -204,47 +204,47 @@ pub struct SinkConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Where clients connect.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// Threads serving clients, each with its own event loop, listening socket
     /// (`SO_REUSEPORT`) and upstream connection pool.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// How long an answer may wait for its next bytes to go out to the client (the client not
     /// reading, or the backend not sending); past it the connection is closed.
-    pub send_timeout: Duration,
+    pub(crate) send_timeout: Duration,
     /// The largest request head accepted, on every path (HTTP/1.1 and HTTP/2); larger heads
     /// are answered 431.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Client connections open at once, over all workers.
-    pub max_connections: ConnectionLimit,
+    pub(crate) max_connections: ConnectionLimit,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
-    pub admin: Option<SocketAddr>,
+    pub(crate) admin: Option<SocketAddr>,
     /// The farm.
-    pub backends: Vec<BackendConfig>,
+    pub(crate) backends: Vec<BackendConfig>,
     /// Balancing policy.
-    pub balance: BalancePolicy,
+    pub(crate) balance: BalancePolicy,
     /// Upstream connections.
-    pub upstream: UpstreamConfig,
+    pub(crate) upstream: UpstreamConfig,
     /// Session learning.
-    pub session: SessionConfig,
+    pub(crate) session: SessionConfig,
     /// Pinning.
-    pub pin: PinConfig,
+    pub(crate) pin: PinConfig,
     /// Replay lost GET/HEAD requests on the issuer.
-    pub rescue: bool,
+    pub(crate) rescue: bool,
     /// Health checks.
-    pub health: HealthConfig,
+    pub(crate) health: HealthConfig,
     /// Alert log.
-    pub alerts: AlertsConfig,
+    pub(crate) alerts: AlertsConfig,
     /// Incident detection.
-    pub incident: IncidentConfig,
+    pub(crate) incident: IncidentConfig,
     /// Alertmanager v2 sink.
-    pub alertmanager: Option<SinkConfig>,
+    pub(crate) alertmanager: Option<SinkConfig>,
     /// Generic JSON webhook sink.
-    pub webhook: Option<SinkConfig>,
+    pub(crate) webhook: Option<SinkConfig>,
 }
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
+pub(crate) struct ConfigIssue {
     /// 1-based line, if the problem has a place in the file.
     pub line: Option<usize>,
     /// 1-based column.
@@ -255,14 +255,15 @@ pub struct ConfigIssue {
     pub message: String,
 }
 
-/// A configuration that cannot be used: every problem found, each with its place.
+/// A configuration that cannot be used: every problem found, each with its place. It displays
+/// as one problem a line, `file:line:column: field: message`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.render())]
 pub struct ConfigError {
     /// The file, as given.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// The problems.
-    pub issues: Vec<ConfigIssue>,
+    pub(crate) issues: Vec<ConfigIssue>,
 }
 
 impl ConfigError {

@@ -68,12 +68,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             p("pin").key("policy"),
             pin_file.and_then(|x| x.policy.as_deref()),
             PinPolicy::Off,
-            &[
-                ("off", PinPolicy::Off),
-                ("learn", PinPolicy::Learn),
-                ("on_reset", PinPolicy::OnReset),
-                ("on_incident", PinPolicy::OnIncident),
-            ],
+            &PinPolicy::ALL.map(|policy| (policy.as_str(), policy)),
         ),
         when_unhealthy: one_of(
             &mut issues,

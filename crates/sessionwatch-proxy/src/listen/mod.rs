@@ -32,7 +32,7 @@ pub(crate) mod plain;
 
 /// The connection a request came in on, as the request's steps need it.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// The client's address as a header value, for `X-Forwarded-For` (formatted once per
     /// connection).
     pub client_ip: Option<HeaderValue>,
@@ -52,8 +52,6 @@ pub(crate) trait Handler: Send + 'static {
     ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static + use<Self>;
 }
 
-/// A slow client gets this long to send its request head (slowloris defence).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Streams one HTTP/2 connection may have open at once.
 const H2_MAX_STREAMS: u32 = 256;
 /// Reset streams an HTTP/2 connection may have waiting to be accepted (h2's default, set

@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 /// One alert line, before the writer adds `type`, `time`, `event_id` and `seq`.
 #[derive(Debug, Clone)]
-pub struct AlertLine {
+pub(crate) struct AlertLine {
     /// `session_reset`, `session_rescued`, `incident_opened`, ...
     pub kind: &'static str,
     /// When the event happened.
@@ -38,7 +38,7 @@ pub struct AlertLine {
 
 impl AlertLine {
     /// A line of `kind` at `time` whose fields are `body` (a struct serialising to an object).
-    pub fn new(kind: &'static str, time: SystemTime, body: &impl Serialize) -> Self {
+    pub(crate) fn new(kind: &'static str, time: SystemTime, body: &impl Serialize) -> Self {
         let fields = match serde_json::to_value(body) {
             Ok(Value::Object(map)) => map,
             // Bodies are plain structs of strings and numbers; anything else is a bug, and an
@@ -56,20 +56,24 @@ enum Command {
 
 /// Handle to the writer thread. Cloning shares the writer.
 #[derive(Clone, Debug)]
-pub struct AlertLog {
+pub(crate) struct AlertLog {
     tx: mpsc::Sender<Command>,
 }
 
 /// Owns the writer thread; dropping it after the last [`AlertLog`] lets the thread finish.
 #[derive(Debug)]
-pub struct AlertLogWriter {
+pub(crate) struct AlertLogWriter {
+    // Only the tests wait for the thread to end; the proxy flushes instead (see
+    // `RunningProxy::shutdown`), since a join waits for every `AlertLog` handle to go.
+    #[cfg_attr(not(test), allow(dead_code))]
     thread: Option<JoinHandle<()>>,
 }
 
 impl AlertLogWriter {
     /// Wait until every line sent so far is written and the thread has ended (all `AlertLog`
     /// handles must be dropped first, or this waits for them).
-    pub fn join(mut self) {
+    #[cfg(test)]
+    fn join(mut self) {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -78,7 +82,7 @@ impl AlertLogWriter {
 
 /// Where lines go.
 #[derive(Debug, Clone, Default)]
-pub struct AlertTargets {
+pub(crate) struct AlertTargets {
     /// The JSON Lines file.
     pub file: Option<PathBuf>,
     /// Standard output too.
@@ -89,7 +93,7 @@ impl AlertLog {
     /// Start the writer; lines the file could not take are counted in `dropped`. Fails only if
     /// the file cannot be opened at start, so a bad path is reported before the proxy takes
     /// traffic.
-    pub fn start(
+    pub(crate) fn start(
         targets: AlertTargets,
         dropped: Counter,
     ) -> std::io::Result<(AlertLog, AlertLogWriter)> {
@@ -110,12 +114,12 @@ impl AlertLog {
     }
 
     /// Queue a line. Never blocks.
-    pub fn emit(&self, line: AlertLine) {
+    pub(crate) fn emit(&self, line: AlertLine) {
         let _ = self.tx.send(Command::Line(Box::new(line)));
     }
 
     /// Wait until every line queued before this call is written.
-    pub fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let (tx, rx) = mpsc::channel();
         if self.tx.send(Command::Flush(tx)).is_ok() {
             let _ = rx.recv();

@@ -19,7 +19,7 @@ use crate::report::sinks::{IncidentNotice, NoticeKind, SinkHandle};
 
 /// One cell of the issuer x server matrix, by name.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MatrixCell {
+pub(crate) struct MatrixCell {
     /// The backend that issued the sessions.
     pub issuer: String,
     /// The backend that served the requests.
@@ -32,7 +32,7 @@ pub struct MatrixCell {
 
 /// The hint, for machines and for people.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct HintLine {
+pub(crate) struct HintLine {
     /// Stable identifier: `store_not_shared`, `backend_differs`, `lost_on_restart`,
     /// `timeout_too_short` or `unclear`.
     pub code: &'static str,
@@ -42,7 +42,7 @@ pub struct HintLine {
 
 /// The body of `incident_opened`, `incident_updated` and `incident_resolved` lines.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct IncidentLine {
+pub(crate) struct IncidentLine {
     /// Identifies the incident across its lines.
     pub incident_id: String,
     /// When it opened (RFC 3339 UTC).
@@ -86,7 +86,7 @@ struct State {
 }
 
 /// See the module docs.
-pub struct IncidentWatch {
+pub(crate) struct IncidentWatch {
     state: Mutex<State>,
     backends: Arc<Backends>,
     log: AlertLog,
@@ -108,7 +108,7 @@ fn rfc3339(t: Timestamp) -> String {
 
 impl IncidentWatch {
     /// A watch over `backends`.
-    pub fn new(
+    pub(crate) fn new(
         config: IncidentConfig,
         backends: Arc<Backends>,
         log: AlertLog,
@@ -140,7 +140,7 @@ impl IncidentWatch {
     }
 
     /// Count one observation; for a reset, whether its alert line may be written.
-    pub fn observe(&self, e: &Observed<'_>, reset: bool) -> bool {
+    pub(crate) fn observe(&self, e: &Observed<'_>, reset: bool) -> bool {
         let mut st = self.lock();
         st.tracker.record_request(e.record.issuer, e.server, e.at);
         if !reset {
@@ -157,22 +157,22 @@ impl IncidentWatch {
     }
 
     /// Whether one more per-event alert line may be written now (the incident rate limit).
-    pub fn allow_line(&self) -> bool {
+    pub(crate) fn allow_line(&self) -> bool {
         self.lock().tracker.allow_line(Timestamp::now())
     }
 
     /// A backend came back up.
-    pub fn note_restart(&self, backend: BackendId) {
+    pub(crate) fn note_restart(&self, backend: BackendId) {
         self.lock().tracker.note_restart(backend, Timestamp::now());
     }
 
     /// Whether an incident is open.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.lock().tracker.is_open()
     }
 
     /// The current picture (for the status page and tests).
-    pub fn snapshot(&self) -> IncidentLine {
+    pub(crate) fn snapshot(&self) -> IncidentLine {
         let st = self.lock();
         let snap = st.tracker.snapshot(Timestamp::now());
         self.line(&snap, st.incident_id.clone().unwrap_or_default())
@@ -221,7 +221,7 @@ impl IncidentWatch {
     }
 
     /// Advance the tracker and act on what changed.
-    pub fn tick(&self) {
+    pub(crate) fn tick(&self) {
         let now = Timestamp::now();
         let mut st = self.lock();
         let Some(event) = st.tracker.evaluate(now) else {
@@ -298,7 +298,6 @@ impl IncidentWatch {
             line,
             labels,
             hint_code,
-            at,
         });
         for sink in &self.sinks {
             sink.send(notice.clone());
@@ -306,7 +305,7 @@ impl IncidentWatch {
     }
 
     /// Tick every `every` until `shutdown` turns true.
-    pub async fn run(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    pub(crate) async fn run(self: Arc<Self>, every: Duration, mut shutdown: watch::Receiver<bool>) {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -1,7 +1,7 @@
 //! What operators see: the alert lines the session layer's observations become, the incident
 //! watch over them, the alert log, and the sinks that carry incidents out.
 
-pub mod alert_log;
-pub mod incidents;
-pub mod reporter;
-pub mod sinks;
+pub(crate) mod alert_log;
+pub(crate) mod incidents;
+pub(crate) mod reporter;
+pub(crate) mod sinks;

@@ -14,7 +14,7 @@ use crate::report::incidents::IncidentWatch;
 
 /// The `session_reset` alert line.
 #[derive(Debug, Serialize)]
-pub struct SessionResetLine<'a> {
+pub(crate) struct SessionResetLine<'a> {
     /// What showed the loss.
     pub signal: &'static str,
     /// `cross_backend`, `same_backend` or `unknown`.
@@ -43,7 +43,7 @@ pub struct SessionResetLine<'a> {
 
 /// The `session_rescued` alert line.
 #[derive(Debug, Serialize)]
-pub struct SessionRescuedLine<'a> {
+pub(crate) struct SessionRescuedLine<'a> {
     /// Short keyed fingerprint of the session.
     pub session: String,
     /// The backend that lost the session.
@@ -66,7 +66,7 @@ pub struct SessionRescuedLine<'a> {
 }
 
 /// Turns observations into metrics, alert lines and incident counts.
-pub struct Reporter {
+pub(crate) struct Reporter {
     backends: Arc<Backends>,
     metrics: Arc<Metrics>,
     log: AlertLog,
@@ -82,7 +82,7 @@ impl std::fmt::Debug for Reporter {
 
 impl Reporter {
     /// A reporter writing to `log`; `extra` also receives every observation (the demo uses it).
-    pub fn new(
+    pub(crate) fn new(
         backends: Arc<Backends>,
         metrics: Arc<Metrics>,
         log: AlertLog,

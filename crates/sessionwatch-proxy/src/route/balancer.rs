@@ -10,7 +10,7 @@ use crate::config::BalancePolicy;
 
 /// Picks healthy backends under a balancing policy.
 #[derive(Debug)]
-pub struct Balancer {
+pub(crate) struct Balancer {
     policy: BalancePolicy,
     backends: Arc<Backends>,
     /// Weighted round-robin order, precomputed with the smooth weighted algorithm so heavy
@@ -22,7 +22,7 @@ pub struct Balancer {
 
 impl Balancer {
     /// A balancer over `backends`.
-    pub fn new(policy: BalancePolicy, backends: Arc<Backends>) -> Self {
+    pub(crate) fn new(policy: BalancePolicy, backends: Arc<Backends>) -> Self {
         let wheel = smooth_wheel(&backends);
         Self {
             policy,
@@ -34,7 +34,7 @@ impl Balancer {
     }
 
     /// A healthy backend, or `None` when every backend is down.
-    pub fn pick(&self) -> Option<BackendId> {
+    pub(crate) fn pick(&self) -> Option<BackendId> {
         if self.wheel.is_empty() {
             return None;
         }

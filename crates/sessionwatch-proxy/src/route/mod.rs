@@ -26,12 +26,12 @@ use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::upstream::{self, Upstream};
 use balancer::Balancer;
 
-pub mod balancer;
+pub(crate) mod balancer;
 
 /// Routes requests to the farm; a request that cannot be served fails with a [`ForwardError`]
 /// (the respond step makes the answer).
 #[derive(Clone)]
-pub struct Route {
+pub(crate) struct Route {
     inner: Arc<Inner>,
 }
 
@@ -52,7 +52,7 @@ impl std::fmt::Debug for Route {
 
 impl Route {
     /// Routing over `backends`, sending through `upstream`.
-    pub fn new(
+    pub(crate) fn new(
         backends: Arc<Backends>,
         balancer: Arc<Balancer>,
         pin: PinConfig,
@@ -152,7 +152,13 @@ impl Inner {
         };
         let backend = backend.name.to_string();
         Err(match failure {
+            // The client's fault: counted as such, never against the backend.
             upstream::Error::ClientBody { stalled } => {
+                if stalled {
+                    self.metrics.client_body_timeout.increment(1);
+                } else {
+                    self.metrics.client_body_invalid.increment(1);
+                }
                 ForwardError::RequestBody { timed_out: stalled }
             }
             // Out of descriptors or local ports: nothing the backend did, so it is neither

@@ -21,7 +21,7 @@ pin_project! {
     // Variant fields cannot carry docs inside pin_project_lite; the variants say what they hold.
     #[allow(missing_docs)]
     #[derive(Debug)]
-    pub enum RequestBody {
+    pub(crate) enum RequestBody {
         /// Streamed from the client.
         Incoming {
             #[pin] body: Incoming,
@@ -45,7 +45,7 @@ pin_project! {
 
 impl RequestBody {
     /// The whole body when it is in hand (none, or read whole), `None` while it streams.
-    pub fn in_hand(&self) -> Option<&[u8]> {
+    pub(crate) fn in_hand(&self) -> Option<&[u8]> {
         match self {
             RequestBody::Incoming { .. } | RequestBody::Watched { .. } => None,
             RequestBody::Buffered { data } => Some(data.as_deref().unwrap_or_default()),
@@ -75,7 +75,7 @@ impl From<Incoming> for RequestBody {
 
 /// How a client's streamed body stands, for the upstream exchange (see [`RequestBody::watched`]).
 #[derive(Debug)]
-pub struct BodyWatch {
+pub(crate) struct BodyWatch {
     state: AtomicU8,
     ended: tokio::sync::Notify,
     started: tokio::time::Instant,
@@ -97,7 +97,7 @@ impl Default for BodyWatch {
 
 /// Where a watched body stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyState {
+pub(crate) enum BodyState {
     /// Still arriving.
     Streaming,
     /// Read to its end.
@@ -110,7 +110,7 @@ pub enum BodyState {
 
 impl BodyWatch {
     /// Where the body stands.
-    pub fn state(&self) -> BodyState {
+    pub(crate) fn state(&self) -> BodyState {
         match self.state.load(Ordering::Acquire) {
             0 => BodyState::Streaming,
             1 => BodyState::Ended,
@@ -143,14 +143,14 @@ impl BodyWatch {
     }
 
     /// How long since the sender last asked for more of the body.
-    pub fn since_asked(&self) -> Duration {
+    pub(crate) fn since_asked(&self) -> Duration {
         let at = self.started + Duration::from_millis(self.last_asked.load(Ordering::Relaxed));
         tokio::time::Instant::now().saturating_duration_since(at)
     }
 
     /// Resolves once the body is no longer streaming. (One waiter: `notify_one` keeps a
     /// permit for a waiter that comes late.)
-    pub async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         while self.state() == BodyState::Streaming {
             self.ended.notified().await;
         }
@@ -159,7 +159,7 @@ impl BodyWatch {
 
 /// Why a client's streamed body could not be passed on.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestBodyError {
+pub(crate) enum RequestBodyError {
     /// What hyper found wrong with it (bad chunk framing, the client gone).
     #[error(transparent)]
     Client(#[from] hyper::Error),
@@ -170,7 +170,7 @@ pub enum RequestBodyError {
 
 impl RequestBody {
     /// `body` streamed under a watch: each frame due within `timeout` of the last.
-    pub fn watched(body: Incoming, timeout: Duration) -> (Self, Arc<BodyWatch>) {
+    pub(crate) fn watched(body: Incoming, timeout: Duration) -> (Self, Arc<BodyWatch>) {
         let watch = Arc::new(BodyWatch::default());
         let body = RequestBody::Watched {
             body,
@@ -263,7 +263,7 @@ pin_project! {
     #[project = ResponseBodyProj]
     #[allow(missing_docs)]
     #[derive(Debug)]
-    pub enum ResponseBody {
+    pub(crate) enum ResponseBody {
         /// Streamed from the backend through hyper's client, with the pooled connection it
         /// arrives on (if it can be reused) until it has been read whole.
         Incoming {
@@ -283,7 +283,7 @@ pin_project! {
 
 impl ResponseBody {
     /// A body of these bytes.
-    pub fn full(data: impl Into<Bytes>) -> Self {
+    pub(crate) fn full(data: impl Into<Bytes>) -> Self {
         let data: Bytes = data.into();
         ResponseBody::Full {
             data: (!data.is_empty()).then_some(data),
@@ -292,7 +292,7 @@ impl ResponseBody {
 
     /// A backend's body, holding `lease` until it has been read whole; a body that is already
     /// complete (empty) gives the connection back at once.
-    pub fn upstream(body: Incoming, lease: Option<Lease>) -> Self {
+    pub(crate) fn upstream(body: Incoming, lease: Option<Lease>) -> Self {
         let lease = match lease {
             Some(l) if body.is_end_stream() => {
                 l.release();
@@ -306,7 +306,7 @@ impl ResponseBody {
 
 /// Why a backend's body stopped short.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Through hyper's client.
     #[error(transparent)]
     Hyper(#[from] hyper::Error),

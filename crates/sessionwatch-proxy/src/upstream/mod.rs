@@ -22,18 +22,19 @@ use crate::extensions::ClientConnection;
 use crate::hop_by_hop::{is_upgrade, strip_hop_by_hop};
 use body::{BodyState, BodyWatch, RequestBody, ResponseBody};
 
-pub mod body;
+pub(crate) mod body;
 pub(crate) mod plain;
 mod pool;
 
-pub use plain::{Body as Http1Body, Error as Http1Error};
-pub use pool::{Lease, Pool, UpstreamError};
+pub(crate) use plain::Body as Http1Body;
+pub(crate) use plain::Error as Http1Error;
+pub(crate) use pool::{Lease, Pool, UpstreamError};
 
-pub use sessionwatch_h1::BUFFER_BODY_LIMIT;
+pub(crate) use sessionwatch_h1::BUFFER_BODY_LIMIT;
 
 /// Where a backend is, as the upstream client needs it.
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// Its slot in each worker's pool (the backend's index).
     pub slot: usize,
     /// `host:port`.
@@ -42,7 +43,7 @@ pub struct Endpoint {
 
 /// Why an exchange gave no answer.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The client's body, streamed or read whole first, broke off (`stalled`: the client
     /// stopped sending for `upstream.request_body_timeout`): the client's fault, not the
     /// backend's.
@@ -65,7 +66,7 @@ struct Elapsed;
 
 /// One worker's way to the farm: its pool and the upstream settings.
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     pool: Pool,
     config: UpstreamConfig,
 }
@@ -78,14 +79,14 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     /// An upstream over `pool`.
-    pub fn new(pool: Pool, config: UpstreamConfig) -> Self {
+    pub(crate) fn new(pool: Pool, config: UpstreamConfig) -> Self {
         Self { pool, config }
     }
 
     /// Send `req` (prepared: hop-by-hop fields gone, forwarding fields set) to `endpoint` and
     /// hand back its answer, with the answer's own hop-by-hop fields removed. A WebSocket
     /// switch the backend accepts is tunnelled from here on.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         endpoint: &Endpoint,
         mut req: Request<RequestBody>,

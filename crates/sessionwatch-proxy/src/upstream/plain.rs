@@ -28,7 +28,7 @@ use super::pool::Home;
 
 /// What went wrong in an exchange with a backend.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The request could not be written; `partly` when some of it had gone out.
     #[error("writing the request failed")]
     Write {
@@ -251,7 +251,7 @@ impl Conn {
 /// An answer's body read from its connection as it arrives. When it has been read to its end
 /// the connection goes back to its pool; a body dropped before its end, or failing, closes the
 /// connection.
-pub struct Body {
+pub(crate) struct Body {
     conn: Option<Conn>,
     left: BodyDecoder,
     reuse: bool,

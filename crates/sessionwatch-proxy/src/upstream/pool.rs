@@ -40,7 +40,7 @@ const ASK_THE_SOCKET_AFTER: Duration = Duration::from_millis(5);
 
 /// Why a request did not get an answer from the backend.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// The TCP connection could not be made.
     #[error("connect failed")]
     Connect(#[source] std::io::Error),
@@ -58,7 +58,7 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// Whether the connection could not be made for want of the proxy's own resources (file
     /// descriptors, local ports, memory): the proxy's trouble, not the backend's.
-    pub fn is_local_exhaustion(&self) -> bool {
+    pub(crate) fn is_local_exhaustion(&self) -> bool {
         use rustix::io::Errno;
         let UpstreamError::Connect(e) = self else {
             return false;
@@ -75,7 +75,7 @@ impl UpstreamError {
     }
 
     /// Whether no connection to the backend could be made (the backend looks down).
-    pub fn is_connect(&self) -> bool {
+    pub(crate) fn is_connect(&self) -> bool {
         matches!(
             self,
             UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_)
@@ -85,7 +85,7 @@ impl UpstreamError {
 
 /// Keep-alive connections to every backend, for the tasks of one worker thread.
 #[derive(Clone)]
-pub struct Pool {
+pub(crate) struct Pool {
     inner: Arc<PoolInner>,
 }
 
@@ -134,7 +134,7 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// An empty pool with the configured limits, for as many backends as `poisoned` has
     /// counters (each counts that backend's connections closed for bytes sent unasked).
-    pub fn new(cfg: &UpstreamConfig, poisoned: Vec<Counter>) -> Self {
+    pub(crate) fn new(cfg: &UpstreamConfig, poisoned: Vec<Counter>) -> Self {
         let backends = poisoned.len();
         Self {
             inner: Arc::new(PoolInner {
@@ -151,7 +151,7 @@ impl Pool {
 
     /// Send `req` (origin-form target, `Host` set) to `backend` on an idle connection, or a new
     /// one. A request that a pooled connection closed before taking is sent again on the next.
-    pub fn send<'a>(
+    pub(crate) fn send<'a>(
         &'a self,
         backend: &'a Endpoint,
         req: Request<RequestBody>,
@@ -270,7 +270,7 @@ impl Pool {
     }
 
     /// Drop idle connections that are closed or idle past the idle timeout.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         for slot in self.inner.idle.iter() {
             let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -287,7 +287,7 @@ impl Pool {
     }
 
     /// Idle connections held, over all backends.
-    pub fn idle_count(&self) -> usize {
+    pub(crate) fn idle_count(&self) -> usize {
         self.inner
             .idle
             .iter()
@@ -479,7 +479,7 @@ impl PoolInner {
 
 /// A connection lent to one answer: back to the pool once the answer's body has been read to its
 /// end; dropped (and so closed) if the body is abandoned or fails.
-pub struct Lease {
+pub(crate) struct Lease {
     pool: Arc<PoolInner>,
     slot: usize,
     sender: SendRequest<RequestBody>,
@@ -493,7 +493,7 @@ impl std::fmt::Debug for Lease {
 
 impl Lease {
     /// The body was read whole: the connection can take the next request.
-    pub fn release(self) {
+    pub(crate) fn release(self) {
         self.pool.put_back(self.slot, self.sender);
     }
 }

@@ -24,7 +24,7 @@ use crate::report::incidents::IncidentLine;
 
 /// Which transition a notice reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoticeKind {
+pub(crate) enum NoticeKind {
     /// The incident opened.
     Opened,
     /// Periodic update while open.
@@ -35,7 +35,7 @@ pub enum NoticeKind {
 
 /// What a sink is told.
 #[derive(Debug, Clone)]
-pub struct IncidentNotice {
+pub(crate) struct IncidentNotice {
     /// The transition.
     pub kind: NoticeKind,
     /// The incident, as in the alert log.
@@ -45,13 +45,11 @@ pub struct IncidentNotice {
     /// The hint's code when the incident opened. Alertmanager tells alerts apart by their labels,
     /// so this label stays fixed for the incident's life while `line.hint` follows the window.
     pub hint_code: &'static str,
-    /// When it happened.
-    pub at: SystemTime,
 }
 
 /// The kinds of sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkKind {
+pub(crate) enum SinkKind {
     /// Alertmanager v2 (`POST {url}/api/v2/alerts`).
     Alertmanager,
     /// `POST {url}` with the incident line as JSON.
@@ -69,13 +67,13 @@ impl SinkKind {
 
 /// Sends notices to a sink task.
 #[derive(Debug, Clone)]
-pub struct SinkHandle {
+pub(crate) struct SinkHandle {
     tx: mpsc::UnboundedSender<Arc<IncidentNotice>>,
 }
 
 impl SinkHandle {
     /// Queue a notice; never blocks.
-    pub fn send(&self, notice: Arc<IncidentNotice>) {
+    pub(crate) fn send(&self, notice: Arc<IncidentNotice>) {
         let _ = self.tx.send(notice);
     }
 }
@@ -83,7 +81,7 @@ impl SinkHandle {
 type SinkClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Start a sink task.
-pub fn spawn(
+pub(crate) fn spawn(
     kind: SinkKind,
     config: SinkConfig,
     metrics: Arc<Metrics>,

@@ -3,7 +3,10 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::{ChunkedDecoder, Error, Framing};
+use crate::{Error, Framing};
+use chunked::ChunkedDecoder;
+
+pub(crate) mod chunked;
 
 /// One step of reading a body from a buffer.
 #[derive(Debug, PartialEq, Eq)]

@@ -13,12 +13,11 @@ use sessionwatch_core::{Outcome, PinPolicy};
 use sessionwatch_test_support::{DriveConfig, Farm, FarmConfig, StoreMode, drive_users};
 use sessionwatch_tower::{Observed, SessionEvents};
 
-use crate::app::{StartOptions, start};
-use crate::config::Config;
+use sessionwatch_proxy::{Config, StartOptions, start};
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
-pub struct DemoOptions {
+pub(crate) struct DemoOptions {
     /// Backends in the farm.
     pub nodes: usize,
     /// Simulated users.
@@ -47,23 +46,6 @@ impl Default for DemoOptions {
             max_printed: 12,
         }
     }
-}
-
-/// The demo's result.
-#[derive(Debug, Clone, Default)]
-pub struct DemoSummary {
-    /// `/me` requests the users made.
-    pub requests: u64,
-    /// Of those, answered "logged out".
-    pub logged_out: u64,
-    /// Resets the proxy detected.
-    pub resets: u64,
-    /// Requests that carried a known session.
-    pub session_requests: u64,
-    /// Resets per (issuer, server).
-    pub pairs: BTreeMap<(String, String), u64>,
-    /// Whether an incident opened, and its summary.
-    pub incident: Option<String>,
 }
 
 /// Known-session requests, resets, and resets per (issuer, server).
@@ -111,8 +93,8 @@ impl SessionEvents for Watch {
     }
 }
 
-/// Run the demo, printing as it goes.
-pub async fn run(opts: DemoOptions) -> std::io::Result<DemoSummary> {
+/// Run the demo, printing as it goes and a summary at the end.
+pub(crate) async fn run(opts: DemoOptions) -> std::io::Result<()> {
     let store = if opts.shared_store {
         StoreMode::Shared
     } else {
@@ -157,7 +139,7 @@ pub async fn run(opts: DemoOptions) -> std::io::Result<DemoSummary> {
         } else {
             "per-node"
         },
-        proxy.addr
+        proxy.addr()
     );
     println!(
         "alert log: {}   (follow it with: tail -F {} | jq .)",
@@ -169,17 +151,14 @@ pub async fn run(opts: DemoOptions) -> std::io::Result<DemoSummary> {
         opts.users, opts.requests_per_user
     );
     let report = drive_users(
-        proxy.addr,
+        proxy.addr(),
         farm.cookie_name(),
         DriveConfig::new(opts.users, opts.requests_per_user).with_concurrency(8),
     )
     .await;
     // Let the incident watch take one more look before summarising.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let incident = proxy
-        .incidents
-        .is_open()
-        .then(|| proxy.incidents.snapshot().summary);
+    let incident = proxy.incident_summary();
 
     let (session_requests, resets, pairs) = {
         let st = watch.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -210,12 +189,5 @@ pub async fn run(opts: DemoOptions) -> std::io::Result<DemoSummary> {
     drop(out);
     proxy.shutdown().await;
     farm.shutdown().await;
-    Ok(DemoSummary {
-        requests: report.requests,
-        logged_out: report.logged_out,
-        resets,
-        session_requests,
-        pairs,
-        incident,
-    })
+    Ok(())
 }

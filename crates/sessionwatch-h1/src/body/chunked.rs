@@ -4,7 +4,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::Decoded;
+use super::Decoded;
 use crate::error::{Error, Kind};
 use crate::number::{parse_hex, push_hex};
 

@@ -1,0 +1,65 @@
+//! What a layer shares with every service it makes and every response future: its
+//! configuration, and the two handles its owner keeps to steer it at run time (the pin switch,
+//! the backends' health). A leaf, so the layer, the service and the future all read it without
+//! reading each other.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sessionwatch_core::{BackendId, Fingerprinter, PinPolicy, SessionProfile};
+
+use crate::{SessionEvents, SessionStore};
+
+/// Tells the layer whether a backend can take a rescue replay right now.
+pub trait BackendHealth: Send + Sync + 'static {
+    /// Whether `backend` is healthy.
+    fn is_healthy(&self, backend: BackendId) -> bool;
+}
+
+/// Turns "pin every known session" on and off for the `on_incident` policy, from whatever
+/// watches the reset rate.
+#[derive(Debug, Clone, Default)]
+pub struct PinSwitch(Arc<AtomicBool>);
+
+impl PinSwitch {
+    /// Pin every known session (`true`) or only those the policy pins anyway (`false`).
+    pub fn set(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether every known session is pinned now.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) profile: SessionProfile,
+    pub(crate) fingerprinter: Fingerprinter,
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) events: Arc<dyn SessionEvents>,
+    pub(crate) policy: PinPolicy,
+    pub(crate) pin_switch: PinSwitch,
+    pub(crate) rescue: Option<Arc<dyn BackendHealth>>,
+    pub(crate) default_server: BackendId,
+}
+
+impl Shared {
+    /// A copy of the configuration with the same store, events, switch and health.
+    pub(crate) fn copy(&self) -> Self {
+        Shared {
+            profile: self.profile.clone(),
+            fingerprinter: self.fingerprinter.clone(),
+            store: self.store.clone(),
+            events: self.events.clone(),
+            policy: self.policy,
+            pin_switch: self.pin_switch.clone(),
+            rescue: self.rescue.clone(),
+            default_server: self.default_server,
+        }
+    }
+}
+
+pub(crate) fn pinning_all(shared: &Shared) -> bool {
+    shared.pin_switch.is_on()
+}
