@@ -1,4 +1,5 @@
 use super::*;
+use crate::testing::request;
 use crate::{ChunkedDecoder, Decoded};
 use http::Method;
 
@@ -166,14 +167,6 @@ fn an_http_1_0_answer_with_a_transfer_coding_closes_its_connection() {
     let h =
         complete("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n");
     assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, false));
-}
-
-fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
-    let mut b = http::Request::builder().method(method).uri(uri);
-    for (n, v) in headers {
-        b = b.header(*n, *v);
-    }
-    b.body(()).unwrap().into_parts().0
 }
 
 #[test]

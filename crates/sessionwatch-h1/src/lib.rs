@@ -47,6 +47,8 @@ mod number;
 
 #[cfg(test)]
 mod round_trip_tests;
+#[cfg(test)]
+mod testing;
 
 pub use body::chunked::{ChunkedDecoder, LAST_CHUNK, encode_chunk};
 pub use body::{BodyDecoder, Decoded};

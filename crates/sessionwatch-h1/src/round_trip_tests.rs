@@ -3,20 +3,13 @@
 
 use bytes::BytesMut;
 use http::header::TRANSFER_ENCODING;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 
+use crate::testing::{answer, request};
 use crate::{
     AnswerHead, AnswerTo, BodyDecoder, Decoded, Framing, MAX_HEAD, Parsed, encode_answer,
     encode_request, parse_answer, parse_request,
 };
-
-fn request(method: Method, uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
-    let mut b = http::Request::builder().method(method).uri(uri);
-    for (n, v) in headers {
-        b = b.header(*n, *v);
-    }
-    b.body(()).unwrap().into_parts().0
-}
 
 #[test]
 fn a_request_as_written_reads_back_as_the_same_request() {
@@ -42,26 +35,6 @@ fn a_request_as_written_reads_back_as_the_same_request() {
     assert_eq!((read.body_len, &buf[..]), (2, &b"{}"[..]));
 }
 
-fn answer(headers: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (n, v) in headers {
-        map.append(
-            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    map
-}
-
-const HEAD: AnswerTo = AnswerTo {
-    head_request: true,
-    http10: false,
-};
-const HTTP10: AnswerTo = AnswerTo {
-    head_request: false,
-    http10: true,
-};
-
 /// What a client reads from the answer head and body written for it.
 fn read_back(wire: &[u8], head_request: bool) -> (AnswerHead, Vec<u8>, bool) {
     let mut buf = BytesMut::from(wire);
@@ -85,8 +58,8 @@ fn answers_read_back_with_the_framing_they_were_written_with() {
         (Some(5), AnswerTo::default()),
         (None, AnswerTo::default()),
         (Some(0), AnswerTo::default()),
-        (Some(5), HEAD),
-        (None, HTTP10),
+        (Some(5), AnswerTo::HEAD),
+        (None, AnswerTo::HTTP10),
     ] {
         let mut wire = Vec::new();
         let sent = encode_answer(StatusCode::OK, &headers, len, to, false, &mut wire);

@@ -147,6 +147,20 @@ impl AnswerTo {
     }
 }
 
+#[cfg(test)]
+impl AnswerTo {
+    /// The answer to a HEAD request from an HTTP/1.1 client.
+    pub(crate) const HEAD: Self = Self {
+        head_request: true,
+        http10: false,
+    };
+    /// The answer to a GET from an HTTP/1.0 client.
+    pub(crate) const HTTP10: Self = Self {
+        head_request: false,
+        http10: true,
+    };
+}
+
 /// How an answer encoded by [`encode_answer`] goes on: how its body is to be written, and
 /// whether the connection closes after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 use super::*;
-use http::HeaderValue;
+use crate::testing::answer;
 
 fn parse(raw: &[u8]) -> (Parsed, BytesMut) {
     let mut buf = BytesMut::from(raw);
@@ -153,17 +153,6 @@ fn header_values_share_the_bytes_of_the_head() {
     assert_eq!(value - start, 24);
 }
 
-fn answer(headers: &[(&str, &str)]) -> HeaderMap {
-    let mut map = HeaderMap::new();
-    for (n, v) in headers {
-        map.append(
-            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    map
-}
-
 fn encode(
     status: u16,
     headers: &HeaderMap,
@@ -178,14 +167,6 @@ fn encode(
 }
 
 const DATED: (&str, &str) = ("date", "Tue, 24 Nov 2026 10:00:00 GMT");
-const HEAD: AnswerTo = AnswerTo {
-    head_request: true,
-    http10: false,
-};
-const HTTP10: AnswerTo = AnswerTo {
-    head_request: false,
-    http10: true,
-};
 
 #[test]
 fn answer_heads_carry_their_framing() {
@@ -235,15 +216,15 @@ fn answers_without_a_body_keep_or_drop_their_framing_as_rfc_9112_says() {
         }
     );
     assert!(text.contains("content-length: 10\r\n"), "{text}");
-    let (text, _) = encode(200, &length, Some(0), HEAD, false);
+    let (text, _) = encode(200, &length, Some(0), AnswerTo::HEAD, false);
     assert!(
         text.contains("content-length: 10\r\n") && !text.contains(": 0\r\n"),
         "{text}"
     );
     // An answer to HEAD with no length of its own says the one its body has.
-    let (text, _) = encode(200, &answer(&[DATED]), Some(42), HEAD, false);
+    let (text, _) = encode(200, &answer(&[DATED]), Some(42), AnswerTo::HEAD, false);
     assert!(text.ends_with("content-length: 42\r\n\r\n"), "{text}");
-    let (text, _) = encode(200, &answer(&[DATED]), None, HEAD, false);
+    let (text, _) = encode(200, &answer(&[DATED]), None, AnswerTo::HEAD, false);
     assert!(
         !text.contains("content-length") && !text.contains("chunked"),
         "{text}"
@@ -279,7 +260,7 @@ fn an_answer_s_own_framing_fields_give_way_to_the_framing_written() {
 fn the_connection_s_fate_is_written_and_returned() {
     let dated = answer(&[DATED]);
     // An HTTP/1.0 client with no length to go by: until the close, said so.
-    let (text, sent) = encode(200, &dated, None, HTTP10, false);
+    let (text, sent) = encode(200, &dated, None, AnswerTo::HTTP10, false);
     assert_eq!(
         sent,
         AnswerSent {
@@ -289,7 +270,7 @@ fn the_connection_s_fate_is_written_and_returned() {
     );
     assert!(text.ends_with("connection: close\r\n\r\n"), "{text}");
     // An HTTP/1.0 client kept alive is told so; an HTTP/1.1 one need not be.
-    let (text, sent) = encode(200, &dated, Some(1), HTTP10, false);
+    let (text, sent) = encode(200, &dated, Some(1), AnswerTo::HTTP10, false);
     assert!(
         !sent.close && text.ends_with("connection: keep-alive\r\n\r\n"),
         "{text}"
@@ -298,7 +279,7 @@ fn the_connection_s_fate_is_written_and_returned() {
     assert!(!sent.close && !text.contains("connection"), "{text}");
     // A `Connection` field of the answer's own closes, and is written once.
     let own = answer(&[DATED, ("connection", "close")]);
-    let (text, sent) = encode(400, &own, Some(0), HTTP10, false);
+    let (text, sent) = encode(400, &own, Some(0), AnswerTo::HTTP10, false);
     assert!(sent.close, "{text}");
     assert_eq!(text.matches("connection").count(), 1, "{text}");
 }
