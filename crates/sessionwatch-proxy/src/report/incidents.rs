@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use sessionwatch_core::{
     BackendId, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PinPolicy,
     Timestamp,
@@ -14,69 +13,9 @@ use tokio::sync::watch;
 
 use crate::backends::Backends;
 use crate::metrics::Metrics;
-use crate::report::alert_log::{AlertLine, AlertLog};
+use crate::report::alert_log::AlertLog;
+use crate::report::lines::{AlertLine, HintLine, IncidentLine, LineKind, MatrixCell, PinningLine};
 use crate::report::sinks::{IncidentNotice, NoticeKind, SinkHandle};
-
-/// One cell of the issuer x server matrix, by name.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MatrixCell {
-    /// The backend that issued the sessions.
-    pub issuer: String,
-    /// The backend that served the requests.
-    pub server: String,
-    /// Requests with a known session in the window.
-    pub requests: u64,
-    /// Of those, the ones where the session was lost.
-    pub resets: u64,
-}
-
-/// The hint, for machines and for people.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct HintLine {
-    /// Stable identifier: `store_not_shared`, `backend_differs`, `lost_on_restart`,
-    /// `timeout_too_short` or `unclear`.
-    pub code: &'static str,
-    /// The sentence.
-    pub text: String,
-}
-
-/// The body of `incident_opened`, `incident_updated` and `incident_resolved` lines.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct IncidentLine {
-    /// Identifies the incident across its lines.
-    pub incident_id: String,
-    /// When it opened (RFC 3339 UTC).
-    pub started: String,
-    /// One sentence for the on-call engineer.
-    pub summary: String,
-    /// Share of requests with a live session that were logged out, in the window.
-    pub share: f64,
-    /// Requests with a known session in the window.
-    pub requests: u64,
-    /// Resets in the window.
-    pub resets: u64,
-    /// Resets since the incident opened.
-    pub total_resets: u64,
-    /// Per-reset lines not written since it opened (rate limit).
-    pub suppressed: u64,
-    /// The issuer x server matrix.
-    pub matrix: Vec<MatrixCell>,
-    /// The likely cause.
-    pub hint: HintLine,
-    /// The pair with most of the losses, if one has most.
-    pub dominant_issuer: Option<String>,
-    /// See `dominant_issuer`.
-    pub dominant_server: Option<String>,
-    /// A few fingerprints of lost sessions.
-    pub samples: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct PinningLine<'a> {
-    policy: &'static str,
-    reason: &'a str,
-    incident_id: &'a str,
-}
 
 struct State {
     tracker: IncidentTracker,
@@ -248,12 +187,7 @@ impl IncidentWatch {
 
         let line = self.line(snap, id.clone());
         let at = SystemTime::from(now);
-        let type_name = match kind {
-            NoticeKind::Opened => "incident_opened",
-            NoticeKind::Updated => "incident_updated",
-            NoticeKind::Resolved => "incident_resolved",
-        };
-        self.log.emit(AlertLine::new(type_name, at, &line));
+        self.log.emit(AlertLine::new(kind.line_kind(), at, &line));
         match kind {
             NoticeKind::Opened => {
                 tracing::warn!(
@@ -265,11 +199,11 @@ impl IncidentWatch {
                 if self.policy == PinPolicy::OnIncident {
                     self.pin_switch.set(true);
                     self.log.emit(AlertLine::new(
-                        "pinning_started",
+                        LineKind::PinningStarted,
                         at,
                         &PinningLine {
                             policy: self.policy.as_str(),
-                            reason: "incident_opened",
+                            reason: LineKind::IncidentOpened.as_str(),
                             incident_id: &id,
                         },
                     ));
@@ -281,11 +215,11 @@ impl IncidentWatch {
                 if self.policy == PinPolicy::OnIncident && self.pin_switch.is_on() {
                     self.pin_switch.set(false);
                     self.log.emit(AlertLine::new(
-                        "pinning_stopped",
+                        LineKind::PinningStopped,
                         at,
                         &PinningLine {
                             policy: self.policy.as_str(),
-                            reason: "incident_resolved",
+                            reason: LineKind::IncidentResolved.as_str(),
                             incident_id: &id,
                         },
                     ));

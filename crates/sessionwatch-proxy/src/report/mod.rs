@@ -3,5 +3,6 @@
 
 pub mod alert_log;
 pub mod incidents;
+pub mod lines;
 pub mod reporter;
 pub mod sinks;
