@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sessionwatch_core::{EndReason, Outcome, Renewal, Timestamp, loggable_path};
+use sessionwatch_core::{EndReason, Outcome, Renewal, loggable_path};
 use sessionwatch_tower::{Observed, Rescued, SessionEvents};
 
 use crate::backends::Backends;
@@ -111,7 +111,7 @@ impl SessionEvents for Reporter {
             (true, true) => self.metrics.rescues_still_lost.increment(1),
             (true, false) => self.metrics.rescues_ok.increment(1),
         }
-        if !self.incidents.allow_line() {
+        if !self.incidents.allow_line(e.at) {
             self.metrics.resets_suppressed.increment(1);
             return;
         }
@@ -128,7 +128,7 @@ impl SessionEvents for Reporter {
         };
         self.log.emit(AlertLine::new(
             LineKind::SessionRescued,
-            SystemTime::from(Timestamp::now()),
+            SystemTime::from(e.at),
             &line,
         ));
     }

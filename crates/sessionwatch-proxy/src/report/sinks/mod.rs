@@ -95,6 +95,13 @@ impl SinkHandle {
     pub fn send(&self, notice: Arc<IncidentNotice>) {
         let _ = self.tx.send(notice);
     }
+
+    /// A handle whose notices the test reads itself, in place of a sink task.
+    #[cfg(test)]
+    pub(crate) fn capture() -> (Self, mpsc::UnboundedReceiver<Arc<IncidentNotice>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
 }
 
 type SinkClient = Client<HttpConnector, Full<Bytes>>;
