@@ -21,7 +21,7 @@ use crate::config::{Config, KeySource, StoreKind};
 use crate::metrics::Metrics;
 use crate::prepare::RequestIds;
 use crate::report::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
-use crate::report::incidents::IncidentWatch;
+use crate::report::incidents::{Clock, IncidentWatch};
 use crate::report::reporter::Reporter;
 use crate::report::sinks::{self, SinkKind};
 use crate::route::balancer::Balancer;
@@ -311,6 +311,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         config.pin.policy,
         pin_switch.clone(),
         sink_handles,
+        Clock::system(),
     ));
     tasks.push(tokio::spawn(incidents.clone().run(
         options.incident_tick.unwrap_or(Duration::from_millis(500)),

@@ -175,3 +175,111 @@ async fn probe(upstream: &Upstream, endpoint: &Endpoint, active: &ActiveHealth) 
         Ok(Some(true))
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tokio::time::{Instant, sleep};
+
+    use super::*;
+    use crate::config::BackendConfig;
+
+    const A: BackendId = BackendId(0);
+    const B: BackendId = BackendId(1);
+
+    /// The transitions a [`Health`] reported, each with the (paused) time it came.
+    type Seen = Arc<Mutex<Vec<(BackendId, Transition, Duration)>>>;
+
+    /// Health over node-a and node-b, without active checks unless `active`, and what it
+    /// reports.
+    fn health(active: Option<ActiveHealth>) -> (Arc<Health>, Seen) {
+        let backends = Arc::new(Backends::new(&[
+            BackendConfig {
+                name: "node-a".into(),
+                authority: "127.0.0.1:1".parse().unwrap(),
+                weight: 1,
+            },
+            BackendConfig {
+                name: "node-b".into(),
+                authority: "127.0.0.1:2".parse().unwrap(),
+                weight: 1,
+            },
+        ]));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (log, start) = (seen.clone(), Instant::now());
+        let listener: TransitionListener = Arc::new(move |id, t| {
+            log.lock().unwrap().push((id, t, start.elapsed()));
+        });
+        let config = HealthConfig {
+            active,
+            passive_fall: 3,
+            eject_for: Duration::from_secs(10),
+        };
+        let metrics = Arc::new(Metrics::new(["node-a", "node-b"]));
+        (
+            Arc::new(Health::new(backends, config, metrics, Some(listener))),
+            seen,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn passive_ejection_takes_a_backend_out_for_eject_for_then_brings_it_back() {
+        let (h, seen) = health(None);
+        // Failures must come in a row: a success in between starts the count again.
+        h.passive_failure(A);
+        h.passive_failure(A);
+        h.passive_success(A);
+        h.passive_failure(A);
+        h.passive_failure(A);
+        assert!(h.backends.is_up(A), "two in a row are under passive_fall");
+        h.passive_failure(A);
+        assert!(!h.backends.is_up(A));
+        assert!(h.backends.is_up(B), "only the failing backend is ejected");
+        let up = |v: u8| format!("sessionwatch_backend_up{{backend=\"node-a\"}} {v}");
+        assert!(h.metrics.render().contains(&up(0)));
+        // More failures while it is out schedule no second return.
+        h.passive_failure(A);
+        sleep(Duration::from_millis(9_999)).await;
+        assert!(!h.backends.is_up(A), "still out just before eject_for");
+        sleep(Duration::from_millis(1)).await;
+        // The return runs on the next turn of the runtime.
+        tokio::task::yield_now().await;
+        assert!(h.backends.is_up(A), "back once eject_for has passed");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (A, Transition::Down, Duration::ZERO),
+                (A, Transition::Up, Duration::from_secs(10))
+            ]
+        );
+        assert!(h.metrics.render().contains(&up(1)));
+        // Back with a clean count: it takes passive_fall failures again to eject it.
+        h.passive_failure(A);
+        h.passive_failure(A);
+        assert!(h.backends.is_up(A));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_active_checks_an_ejected_backend_waits_for_them() {
+        let (h, seen) = health(Some(ActiveHealth {
+            path: "/health".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(200),
+            rise: 2,
+            fall: 2,
+        }));
+        for _ in 0..3 {
+            h.passive_failure(A);
+        }
+        assert!(!h.backends.is_up(A));
+        // No checker runs here, and the ejection period does not bring it back by itself.
+        sleep(Duration::from_secs(60)).await;
+        assert!(!h.backends.is_up(A));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [(A, Transition::Down, Duration::ZERO)]
+        );
+    }
+}

@@ -109,3 +109,36 @@ impl AsyncWrite for Prefixed {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::TcpListener;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// A connection to a client that never reads: the proxy's side, and the client's (kept
+    /// open so the connection stays up).
+    async fn deaf_client() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (proxy_side, _) = l.accept().await.unwrap();
+        (proxy_side, client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_takes_nothing_for_the_send_timeout_is_given_up_on() {
+        let (mut s, _client) = deaf_client().await;
+        let timeout = Duration::from_millis(300);
+        // Far more than the socket buffers on both sides hold.
+        let answer = vec![b'x'; 64 << 20];
+        let start = Instant::now();
+        let err = send(&mut s, &answer, timeout).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(
+            start.elapsed() >= timeout,
+            "gave up after {:?}",
+            start.elapsed()
+        );
+    }
+}

@@ -19,35 +19,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
 
 use metrics::Counter;
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// One alert line, before the writer adds `type`, `time`, `event_id` and `seq`.
-#[derive(Debug, Clone)]
-pub(crate) struct AlertLine {
-    /// `session_reset`, `session_rescued`, `incident_opened`, ...
-    pub kind: &'static str,
-    /// When the event happened.
-    pub time: SystemTime,
-    /// The event's own fields.
-    pub fields: Map<String, Value>,
-}
-
-impl AlertLine {
-    /// A line of `kind` at `time` whose fields are `body` (a struct serialising to an object).
-    pub(crate) fn new(kind: &'static str, time: SystemTime, body: &impl Serialize) -> Self {
-        let fields = match serde_json::to_value(body) {
-            Ok(Value::Object(map)) => map,
-            // Bodies are plain structs of strings and numbers; anything else is a bug, and an
-            // empty line of the right kind is better than none.
-            _ => Map::new(),
-        };
-        Self { kind, time, fields }
-    }
-}
+use crate::report::lines::AlertLine;
 
 enum Command {
     Line(Box<AlertLine>),
@@ -84,9 +60,9 @@ impl AlertLogWriter {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AlertTargets {
     /// The JSON Lines file.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Standard output too.
-    pub stdout: bool,
+    pub(crate) stdout: bool,
 }
 
 impl AlertLog {
@@ -288,7 +264,7 @@ fn writer(rx: mpsc::Receiver<Command>, mut file: Option<OpenFile>, stdout: bool,
 
 fn render(buf: &mut Vec<u8>, line: &AlertLine, seq: u64, process: &uuid::Uuid) {
     let mut obj = Map::with_capacity(line.fields.len() + 4);
-    obj.insert("type".into(), Value::from(line.kind));
+    obj.insert("type".into(), Value::from(line.kind.as_str()));
     obj.insert(
         "time".into(),
         Value::from(humantime::format_rfc3339_millis(line.time).to_string()),
@@ -309,7 +285,12 @@ fn render(buf: &mut Vec<u8>, line: &AlertLine, seq: u64, process: &uuid::Uuid) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
+    use serde::Serialize;
+
     use super::*;
+    use crate::report::lines::LineKind;
 
     #[derive(Serialize)]
     struct Body {
@@ -332,7 +313,7 @@ mod tests {
         .unwrap();
         for _ in 0..3 {
             log.emit(AlertLine::new(
-                "session_reset",
+                LineKind::SessionReset,
                 SystemTime::now(),
                 &Body { signal: "cleared" },
             ));
@@ -341,7 +322,7 @@ mod tests {
         std::fs::rename(&path, dir.join("alerts.jsonl.1")).unwrap();
         for _ in 0..2 {
             log.emit(AlertLine::new(
-                "session_reset",
+                LineKind::SessionReset,
                 SystemTime::now(),
                 &Body { signal: "reissued" },
             ));

@@ -1,10 +1,13 @@
 //! The incident watch: feeds the core tracker from live observations, writes incident and
 //! pinning lines, drives the `on_incident` pin switch and hands incidents to the sinks.
+//!
+//! The watch reads the time from the [`Clock`] it is given, never from the system itself:
+//! observations carry their own time, and its ticks and snapshots ask the clock, so a test can
+//! run an incident's whole life (opening, updates, resolving 30 s later) on paused time.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
 use sessionwatch_core::{
     BackendId, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PinPolicy,
     Timestamp,
@@ -14,68 +17,37 @@ use tokio::sync::watch;
 
 use crate::backends::Backends;
 use crate::metrics::Metrics;
-use crate::report::alert_log::{AlertLine, AlertLog};
+use crate::report::alert_log::AlertLog;
+use crate::report::lines::{AlertLine, HintLine, IncidentLine, LineKind, MatrixCell, PinningLine};
 use crate::report::sinks::{IncidentNotice, NoticeKind, SinkHandle};
 
-/// One cell of the issuer x server matrix, by name.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub(crate) struct MatrixCell {
-    /// The backend that issued the sessions.
-    pub issuer: String,
-    /// The backend that served the requests.
-    pub server: String,
-    /// Requests with a known session in the window.
-    pub requests: u64,
-    /// Of those, the ones where the session was lost.
-    pub resets: u64,
+/// Where the watch reads the time: [`Clock::system`] in the proxy; a test passes one that
+/// follows tokio's paused time, so that ticks and timestamps move together.
+#[derive(Clone)]
+pub(crate) struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
+
+impl Clock {
+    /// The system's wall clock (what the session layer stamps observations with).
+    pub(crate) fn system() -> Self {
+        Self(Arc::new(Timestamp::now))
+    }
+
+    /// A clock that reads `now` (the tests' paused time).
+    #[cfg(test)]
+    pub(crate) fn from_fn(now: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    /// The time now.
+    pub(crate) fn now(&self) -> Timestamp {
+        (self.0)()
+    }
 }
 
-/// The hint, for machines and for people.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub(crate) struct HintLine {
-    /// Stable identifier: `store_not_shared`, `backend_differs`, `lost_on_restart`,
-    /// `timeout_too_short` or `unclear`.
-    pub code: &'static str,
-    /// The sentence.
-    pub text: String,
-}
-
-/// The body of `incident_opened`, `incident_updated` and `incident_resolved` lines.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub(crate) struct IncidentLine {
-    /// Identifies the incident across its lines.
-    pub incident_id: String,
-    /// When it opened (RFC 3339 UTC).
-    pub started: String,
-    /// One sentence for the on-call engineer.
-    pub summary: String,
-    /// Share of requests with a live session that were logged out, in the window.
-    pub share: f64,
-    /// Requests with a known session in the window.
-    pub requests: u64,
-    /// Resets in the window.
-    pub resets: u64,
-    /// Resets since the incident opened.
-    pub total_resets: u64,
-    /// Per-reset lines not written since it opened (rate limit).
-    pub suppressed: u64,
-    /// The issuer x server matrix.
-    pub matrix: Vec<MatrixCell>,
-    /// The likely cause.
-    pub hint: HintLine,
-    /// The pair with most of the losses, if one has most.
-    pub dominant_issuer: Option<String>,
-    /// See `dominant_issuer`.
-    pub dominant_server: Option<String>,
-    /// A few fingerprints of lost sessions.
-    pub samples: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct PinningLine<'a> {
-    policy: &'static str,
-    reason: &'a str,
-    incident_id: &'a str,
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
 }
 
 struct State {
@@ -94,6 +66,7 @@ pub(crate) struct IncidentWatch {
     policy: PinPolicy,
     pin_switch: PinSwitch,
     sinks: Vec<SinkHandle>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for IncidentWatch {
@@ -107,7 +80,9 @@ fn rfc3339(t: Timestamp) -> String {
 }
 
 impl IncidentWatch {
-    /// A watch over `backends`.
+    /// A watch over `backends`, reading the time from `clock`.
+    // One argument per collaborator, each given once at start: a builder would only rename them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: IncidentConfig,
         backends: Arc<Backends>,
@@ -116,6 +91,7 @@ impl IncidentWatch {
         policy: PinPolicy,
         pin_switch: PinSwitch,
         sinks: Vec<SinkHandle>,
+        clock: Clock,
     ) -> Self {
         let tracker = IncidentTracker::new(config, backends.all().len());
         Self {
@@ -131,6 +107,7 @@ impl IncidentWatch {
             policy,
             pin_switch,
             sinks,
+            clock,
         }
     }
 
@@ -156,14 +133,16 @@ impl IncidentWatch {
         )
     }
 
-    /// Whether one more per-event alert line may be written now (the incident rate limit).
-    pub(crate) fn allow_line(&self) -> bool {
-        self.lock().tracker.allow_line(Timestamp::now())
+    /// Whether one more per-event alert line, for an event `at`, may be written (the incident
+    /// rate limit).
+    pub(crate) fn allow_line(&self, at: Timestamp) -> bool {
+        self.lock().tracker.allow_line(at)
     }
 
-    /// A backend came back up.
+    /// A backend came back up (now).
     pub(crate) fn note_restart(&self, backend: BackendId) {
-        self.lock().tracker.note_restart(backend, Timestamp::now());
+        let now = self.clock.now();
+        self.lock().tracker.note_restart(backend, now);
     }
 
     /// Whether an incident is open.
@@ -173,8 +152,9 @@ impl IncidentWatch {
 
     /// The current picture (for the status page and tests).
     pub(crate) fn snapshot(&self) -> IncidentLine {
+        let now = self.clock.now();
         let st = self.lock();
-        let snap = st.tracker.snapshot(Timestamp::now());
+        let snap = st.tracker.snapshot(now);
         self.line(&snap, st.incident_id.clone().unwrap_or_default())
     }
 
@@ -222,7 +202,7 @@ impl IncidentWatch {
 
     /// Advance the tracker and act on what changed.
     pub(crate) fn tick(&self) {
-        let now = Timestamp::now();
+        let now = self.clock.now();
         let mut st = self.lock();
         let Some(event) = st.tracker.evaluate(now) else {
             return;
@@ -248,12 +228,7 @@ impl IncidentWatch {
 
         let line = self.line(snap, id.clone());
         let at = SystemTime::from(now);
-        let type_name = match kind {
-            NoticeKind::Opened => "incident_opened",
-            NoticeKind::Updated => "incident_updated",
-            NoticeKind::Resolved => "incident_resolved",
-        };
-        self.log.emit(AlertLine::new(type_name, at, &line));
+        self.log.emit(AlertLine::new(kind.line_kind(), at, &line));
         match kind {
             NoticeKind::Opened => {
                 tracing::warn!(
@@ -265,11 +240,11 @@ impl IncidentWatch {
                 if self.policy == PinPolicy::OnIncident {
                     self.pin_switch.set(true);
                     self.log.emit(AlertLine::new(
-                        "pinning_started",
+                        LineKind::PinningStarted,
                         at,
                         &PinningLine {
                             policy: self.policy.as_str(),
-                            reason: "incident_opened",
+                            reason: LineKind::IncidentOpened.as_str(),
                             incident_id: &id,
                         },
                     ));
@@ -281,11 +256,11 @@ impl IncidentWatch {
                 if self.policy == PinPolicy::OnIncident && self.pin_switch.is_on() {
                     self.pin_switch.set(false);
                     self.log.emit(AlertLine::new(
-                        "pinning_stopped",
+                        LineKind::PinningStopped,
                         at,
                         &PinningLine {
                             policy: self.policy.as_str(),
-                            reason: "incident_resolved",
+                            reason: LineKind::IncidentResolved.as_str(),
                             incident_id: &id,
                         },
                     ));
@@ -314,5 +289,341 @@ impl IncidentWatch {
                 _ = crate::shutdown::stopped(&mut shutdown) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The watch's whole timing on paused tokio time: its clock follows the paused clock, so
+    //! ticks, windows and the timestamps in its lines all move with `sleep` and cost nothing.
+
+    use std::path::PathBuf;
+
+    use http::{Method, StatusCode, Uri};
+    use metrics::Counter;
+    use serde_json::Value;
+    use sessionwatch_core::{Attribution, Fingerprint, Outcome, ResetSignal, SessionRecord};
+    use tokio::sync::mpsc;
+    use tokio::task::JoinHandle;
+    use tokio::time::{Instant, sleep};
+
+    use super::*;
+    use crate::config::BackendConfig;
+    use crate::report::alert_log::{AlertLogWriter, AlertTargets};
+
+    const A: BackendId = BackendId(0);
+    const B: BackendId = BackendId(1);
+    /// 2100-01-01T00:00:00Z: a whole second, so the tracker's one-second buckets start with the
+    /// test, and later than any system clock, so a time read from the system shows.
+    const EPOCH_MS: u64 = 4_102_444_800_000;
+    /// The proxy's default tick.
+    const TICK: Duration = Duration::from_millis(500);
+
+    struct Watched {
+        watch: Arc<IncidentWatch>,
+        clock: Clock,
+        pin: PinSwitch,
+        notices: mpsc::UnboundedReceiver<Arc<IncidentNotice>>,
+        metrics: Arc<Metrics>,
+        log: AlertLog,
+        path: PathBuf,
+        shutdown: watch::Sender<bool>,
+        task: JoinHandle<()>,
+        _writer: AlertLogWriter,
+        requests: u128,
+    }
+
+    impl Watched {
+        /// A watch over node-a and node-b with the default incident settings, ticking as the
+        /// proxy does. Call on paused time.
+        fn start(name: &str, policy: PinPolicy) -> Self {
+            let path = std::env::temp_dir()
+                .join(format!("sw-incidents-{}-{name}.jsonl", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let (log, writer) = AlertLog::start(
+                AlertTargets {
+                    file: Some(path.clone()),
+                    stdout: false,
+                },
+                Counter::noop(),
+            )
+            .unwrap();
+            let backends = Arc::new(Backends::new(&[
+                BackendConfig {
+                    name: "node-a".into(),
+                    authority: "127.0.0.1:1".parse().unwrap(),
+                    weight: 1,
+                },
+                BackendConfig {
+                    name: "node-b".into(),
+                    authority: "127.0.0.1:2".parse().unwrap(),
+                    weight: 1,
+                },
+            ]));
+            let metrics = Arc::new(Metrics::new(["node-a", "node-b"]));
+            let start = Instant::now();
+            let clock =
+                Clock::from_fn(move || Timestamp::from_millis(EPOCH_MS).plus(start.elapsed()));
+            let pin = PinSwitch::default();
+            let (sink, notices) = SinkHandle::capture();
+            let watch = Arc::new(IncidentWatch::new(
+                IncidentConfig::default(),
+                backends,
+                log.clone(),
+                metrics.clone(),
+                policy,
+                pin.clone(),
+                vec![sink],
+                clock.clone(),
+            ));
+            let (shutdown, stop) = watch::channel(false);
+            let task = tokio::spawn(watch.clone().run(TICK, stop));
+            Self {
+                watch,
+                clock,
+                pin,
+                notices,
+                metrics,
+                log,
+                path,
+                shutdown,
+                task,
+                _writer: writer,
+                requests: 0,
+            }
+        }
+
+        /// One request with a known session issued by `issuer` a few seconds ago, served by
+        /// `server`; lost when they differ, as with a per-node session store.
+        fn request(&mut self, issuer: BackendId, server: BackendId) {
+            // Ages spread over seconds, far from the minute a timeout hint needs.
+            let age = Duration::from_millis(1_000 + (self.requests as u64 * 37) % 9_000);
+            self.observe(issuer, server, age, issuer != server);
+        }
+
+        /// One request with a known session issued by `issuer` `age` ago, served by `server`.
+        fn observe(&mut self, issuer: BackendId, server: BackendId, age: Duration, lost: bool) {
+            self.requests += 1;
+            let at = self.clock.now();
+            let issued = Timestamp::from_millis(at.as_millis() - age.as_millis() as u64);
+            let (method, uri) = (Method::GET, Uri::from_static("/account"));
+            let outcome = match (lost, issuer == server) {
+                (false, _) => Outcome::Continued,
+                (true, same) => Outcome::Reset {
+                    signal: ResetSignal::LoginRedirect,
+                    attribution: if same {
+                        Attribution::SameBackend
+                    } else {
+                        Attribution::CrossBackend
+                    },
+                },
+            };
+            self.watch.observe(
+                &Observed {
+                    at,
+                    outcome,
+                    fingerprint: Fingerprint(self.requests),
+                    record: SessionRecord::issued(issuer, issued),
+                    server,
+                    method: &method,
+                    uri: &uri,
+                    status: StatusCode::OK,
+                    request_id: None,
+                    rescuing: false,
+                },
+                lost,
+            );
+        }
+
+        /// `n` requests of each pair in `pairs`.
+        fn traffic(&mut self, n: usize, pairs: &[(BackendId, BackendId)]) {
+            for _ in 0..n {
+                for &(issuer, server) in pairs {
+                    self.request(issuer, server);
+                }
+            }
+        }
+
+        fn lines(&self) -> Vec<Value> {
+            self.log.flush();
+            std::fs::read_to_string(&self.path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+
+        fn lines_of(&self, kind: &str) -> Vec<Value> {
+            self.lines()
+                .into_iter()
+                .filter(|l| l["type"] == kind)
+                .collect()
+        }
+
+        fn notices(&mut self) -> Vec<NoticeKind> {
+            let mut kinds = Vec::new();
+            while let Ok(n) = self.notices.try_recv() {
+                kinds.push(n.kind);
+            }
+            kinds
+        }
+
+        async fn stop(self) {
+            let _ = self.shutdown.send(true);
+            self.task.await.unwrap();
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+
+    /// The moment `ms` milliseconds into the test, as the alert log writes it.
+    fn at(ms: u64) -> String {
+        humantime::format_rfc3339_millis(SystemTime::from(Timestamp::from_millis(EPOCH_MS + ms)))
+            .to_string()
+    }
+
+    const PER_NODE: [(BackendId, BackendId); 4] = [(A, A), (A, B), (B, A), (B, B)];
+    const SAME: [(BackendId, BackendId); 2] = [(A, A), (B, B)];
+
+    #[tokio::test(start_paused = true)]
+    async fn an_incident_opens_on_the_next_tick_pins_while_open_and_resolves_on_time() {
+        let mut w = Watched::start("lifecycle", PinPolicy::OnIncident);
+        // Half a tick in, so that the test never wakes at the same instant as a tick.
+        sleep(TICK / 2).await;
+        // A per-node store: half the requests lose their session.
+        w.traffic(10, &PER_NODE);
+        assert!(w.lines().is_empty(), "nothing opens before a tick");
+        sleep(TICK).await;
+
+        // Opened on the first tick after the losses, 250 ms after them.
+        let opened = w.lines_of("incident_opened");
+        assert_eq!(opened.len(), 1, "{:?}", w.lines());
+        let opened = &opened[0];
+        assert_eq!(opened["time"], at(500));
+        assert_eq!(opened["started"], "2100-01-01T00:00:00Z");
+        assert_eq!(opened["hint"]["code"], "store_not_shared");
+        let summary = opened["summary"].as_str().unwrap();
+        assert!(
+            summary.starts_with("incident since 00:00:00 UTC: 50% of requests"),
+            "{summary}"
+        );
+        let matrix = opened["matrix"].as_array().unwrap();
+        assert!(
+            matrix
+                .iter()
+                .any(|c| c["issuer"] == "node-a" && c["server"] == "node-b" && c["resets"] == 10)
+        );
+        assert!(
+            matrix
+                .iter()
+                .all(|c| c["issuer"] != c["server"] || c["resets"] == 0)
+        );
+        assert!(!opened["samples"].as_array().unwrap().is_empty());
+        let id = opened["incident_id"].as_str().unwrap().to_owned();
+        let started = w.lines_of("pinning_started");
+        assert_eq!(started.len(), 1);
+        assert_eq!(started[0]["incident_id"], id.as_str());
+        assert_eq!(started[0]["reason"], "incident_opened");
+        assert_eq!(started[0]["policy"], "on_incident");
+        assert!(w.pin.is_on());
+        assert!(w.watch.is_open());
+        assert!(w.metrics.render().contains("sessionwatch_incident_open 1"));
+        assert_eq!(w.notices(), [NoticeKind::Opened]);
+
+        // No more losses (and, to keep the arithmetic plain, no more traffic): the losses of
+        // second 0 leave the 30 s window at 30 s, and the share stays under the threshold for
+        // `resolve_after` (30 s) after that. Meanwhile an update every `update_every` (10 s)
+        // from the opening.
+        sleep(Duration::from_secs(59)).await;
+        assert!(w.watch.is_open(), "still open at 59.75 s: {:?}", w.lines());
+        assert!(w.pin.is_on());
+        sleep(TICK).await;
+        let resolved = w.lines_of("incident_resolved");
+        assert_eq!(resolved.len(), 1, "{:?}", w.lines());
+        assert_eq!(resolved[0]["time"], at(60_000));
+        assert_eq!(resolved[0]["incident_id"], id.as_str());
+        let updates: Vec<Value> = w.lines_of("incident_updated");
+        let update_times: Vec<String> = updates
+            .iter()
+            .map(|l| l["time"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            update_times,
+            [at(10_500), at(20_500), at(30_500), at(40_500), at(50_500)]
+        );
+        assert!(updates.iter().all(|l| l["incident_id"] == id.as_str()));
+        let stopped = w.lines_of("pinning_stopped");
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0]["incident_id"], id.as_str());
+        assert_eq!(stopped[0]["reason"], "incident_resolved");
+        assert!(!w.pin.is_on());
+        assert!(!w.watch.is_open());
+        assert!(w.metrics.render().contains("sessionwatch_incident_open 0"));
+        let mut expected = vec![NoticeKind::Updated; 5];
+        expected.push(NoticeKind::Resolved);
+        assert_eq!(w.notices(), expected);
+
+        // Quiet from then on.
+        sleep(Duration::from_secs(120)).await;
+        assert_eq!(w.lines().len(), 1 + 1 + 5 + 1 + 1);
+        w.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn losses_under_the_threshold_never_open_an_incident() {
+        let mut w = Watched::start("healthy", PinPolicy::OnIncident);
+        sleep(TICK / 2).await;
+        // Two minutes, every second 100 requests and one loss: a share of 1%, under 5%.
+        for _ in 0..120 {
+            w.traffic(49, &SAME);
+            w.request(A, A);
+            w.request(A, B);
+            sleep(Duration::from_secs(1)).await;
+        }
+        assert!(w.lines().is_empty(), "{:?}", w.lines());
+        assert!(w.notices().is_empty());
+        assert!(!w.watch.is_open());
+        assert!(!w.pin.is_on());
+        assert!(w.metrics.render().contains("sessionwatch_incident_open 0"));
+        // Enough losses to open one, were the share high enough.
+        let now = w.watch.snapshot();
+        assert!(
+            now.resets >= IncidentConfig::default().min_resets,
+            "{now:?}"
+        );
+        assert_eq!(now.share, 0.01);
+        w.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_noted_by_the_watch_explains_losses_on_the_issuer() {
+        let mut w = Watched::start("restart", PinPolicy::Off);
+        sleep(TICK / 2).await;
+        // Sessions issued by node-a before it restarts, lost on node-a after: the restart is
+        // stamped with the watch's clock, the losses with their own time.
+        sleep(Duration::from_secs(20)).await;
+        w.watch.note_restart(A);
+        sleep(Duration::from_secs(1)).await;
+        w.traffic(10, &SAME);
+        for _ in 0..10 {
+            w.observe(A, A, Duration::from_secs(5), true);
+        }
+        sleep(TICK).await;
+        let opened = w.lines_of("incident_opened");
+        assert_eq!(opened.len(), 1, "{:?}", w.lines());
+        assert_eq!(opened[0]["hint"]["code"], "lost_on_restart");
+        assert!(
+            opened[0]["hint"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("after node-a restarted"),
+            "{}",
+            opened[0]["hint"]["text"]
+        );
+        assert!(
+            w.lines_of("pinning_started").is_empty(),
+            "the policy is not on_incident"
+        );
+        assert!(!w.pin.is_on());
+        w.stop().await;
     }
 }

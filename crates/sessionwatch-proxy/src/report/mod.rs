@@ -3,5 +3,6 @@
 
 pub(crate) mod alert_log;
 pub(crate) mod incidents;
+pub(crate) mod lines;
 pub(crate) mod reporter;
 pub(crate) mod sinks;

@@ -3,67 +3,14 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use serde::Serialize;
-use sessionwatch_core::{EndReason, Outcome, Renewal, Timestamp, loggable_path};
+use sessionwatch_core::{EndReason, Outcome, Renewal, loggable_path};
 use sessionwatch_tower::{Observed, Rescued, SessionEvents};
 
 use crate::backends::Backends;
 use crate::metrics::Metrics;
-use crate::report::alert_log::{AlertLine, AlertLog};
+use crate::report::alert_log::AlertLog;
 use crate::report::incidents::IncidentWatch;
-
-/// The `session_reset` alert line.
-#[derive(Debug, Serialize)]
-pub(crate) struct SessionResetLine<'a> {
-    /// What showed the loss.
-    pub signal: &'static str,
-    /// `cross_backend`, `same_backend` or `unknown`.
-    pub attribution: &'static str,
-    /// The backend that issued the session.
-    pub issuer: &'a str,
-    /// The backend that lost it.
-    pub server: &'a str,
-    /// Short keyed fingerprint of the session.
-    pub session: String,
-    /// Time since the session was issued.
-    pub session_age_ms: u64,
-    /// Time since the session was last seen before this request.
-    pub idle_ms: u64,
-    /// Request method.
-    pub method: &'a str,
-    /// Request path, without query or path parameters.
-    pub path: &'a str,
-    /// Response status.
-    pub status: u16,
-    /// The request id.
-    pub request_id: Option<&'a str>,
-    /// Whether the proxy replays the request on the issuer.
-    pub rescue: bool,
-}
-
-/// The `session_rescued` alert line.
-#[derive(Debug, Serialize)]
-pub(crate) struct SessionRescuedLine<'a> {
-    /// Short keyed fingerprint of the session.
-    pub session: String,
-    /// The backend that lost the session.
-    pub server: &'a str,
-    /// The issuer the request was replayed on.
-    pub issuer: &'a str,
-    /// Status of the answer the client got.
-    pub status: u16,
-    /// Whether that answer still showed the session lost.
-    pub still_lost: bool,
-    /// Whether the issuer answered the replay (false: it could not be reached, and the client
-    /// got the original answer).
-    pub reached_issuer: bool,
-    /// Request method.
-    pub method: &'a str,
-    /// Request path.
-    pub path: &'a str,
-    /// The request id, to join with the `session_reset` line.
-    pub request_id: Option<&'a str>,
-}
+use crate::report::lines::{AlertLine, LineKind, SessionRescuedLine, SessionResetLine};
 
 /// Turns observations into metrics, alert lines and incident counts.
 pub(crate) struct Reporter {
@@ -149,7 +96,7 @@ impl SessionEvents for Reporter {
             rescue: e.rescuing,
         };
         self.log.emit(AlertLine::new(
-            "session_reset",
+            LineKind::SessionReset,
             SystemTime::from(e.at),
             &line,
         ));
@@ -164,7 +111,7 @@ impl SessionEvents for Reporter {
             (true, true) => self.metrics.rescues_still_lost.increment(1),
             (true, false) => self.metrics.rescues_ok.increment(1),
         }
-        if !self.incidents.allow_line() {
+        if !self.incidents.allow_line(e.at) {
             self.metrics.resets_suppressed.increment(1);
             return;
         }
@@ -180,8 +127,8 @@ impl SessionEvents for Reporter {
             request_id: e.request_id.and_then(|v| v.to_str().ok()),
         };
         self.log.emit(AlertLine::new(
-            "session_rescued",
-            SystemTime::from(Timestamp::now()),
+            LineKind::SessionRescued,
+            SystemTime::from(e.at),
             &line,
         ));
     }

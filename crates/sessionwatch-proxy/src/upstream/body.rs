@@ -119,7 +119,7 @@ impl BodyWatch {
         }
     }
 
-    fn set(&self, state: BodyState) {
+    pub(super) fn set(&self, state: BodyState) {
         let code = match state {
             BodyState::Streaming => 0,
             BodyState::Ended => 1,
@@ -136,7 +136,7 @@ impl BodyWatch {
         }
     }
 
-    fn asked(&self) {
+    pub(super) fn asked(&self) {
         let ms = self.started.elapsed().as_millis();
         self.last_asked
             .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);

@@ -225,3 +225,82 @@ impl Upstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The response timeout of a streamed upload, on paused time: the body's watch is moved by
+    //! hand as a backend reading it (or not) would move it.
+
+    use std::sync::Arc;
+
+    use tokio::time::{Instant, sleep};
+
+    use super::*;
+    use crate::config::ReusePolicy;
+
+    const LIMIT: Duration = Duration::from_secs(1);
+    const READ_EVERY: Duration = Duration::from_millis(200);
+
+    fn upstream() -> Upstream {
+        let config = UpstreamConfig {
+            connect_timeout: LIMIT,
+            response_timeout: LIMIT,
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 4,
+            reuse: ReusePolicy::Safe,
+            request_body_timeout: LIMIT,
+        };
+        Upstream::new(Pool::new(&config, Vec::new()), config)
+    }
+
+    /// A backend that reads the body every [`READ_EVERY`] for `reading`, then, if `ends`, comes
+    /// to its end (else it stops reading).
+    fn backend_reads(watch: &Arc<BodyWatch>, reading: Duration, ends: bool) {
+        let watch = watch.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            while start.elapsed() < reading {
+                sleep(READ_EVERY).await;
+                watch.asked();
+            }
+            if ends {
+                watch.set(BodyState::Ended);
+            }
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_that_stops_reading_the_body_times_out_a_limit_after_its_last_read() {
+        let (up, watch) = (upstream(), Arc::new(BodyWatch::default()));
+        let start = Instant::now();
+        // Reading for three limits in a row does not time out; stopping does.
+        backend_reads(&watch, 3 * LIMIT, false);
+        let sent = up.send_streamed(std::future::pending::<()>(), &watch).await;
+        assert!(sent.is_err());
+        assert_eq!(start.elapsed(), 3 * LIMIT + LIMIT);
+        assert_eq!(watch.state(), BodyState::Streaming);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_response_timeout_runs_from_the_end_of_the_body() {
+        let (up, watch) = (upstream(), Arc::new(BodyWatch::default()));
+        let start = Instant::now();
+        backend_reads(&watch, 2 * LIMIT, true);
+        let sent = up.send_streamed(std::future::pending::<()>(), &watch).await;
+        assert!(sent.is_err());
+        assert_eq!(start.elapsed(), 2 * LIMIT + LIMIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_upload_read_all_along_gets_its_answer() {
+        let (up, watch) = (upstream(), Arc::new(BodyWatch::default()));
+        // Ten limits of upload, then the answer half a limit after its end.
+        backend_reads(&watch, 10 * LIMIT, true);
+        let answer = async {
+            sleep(10 * LIMIT + LIMIT / 2).await;
+            "answer"
+        };
+        let sent = up.send_streamed(answer, &watch).await;
+        assert!(matches!(sent, Ok("answer")));
+    }
+}

@@ -4,6 +4,9 @@
 //! or the alert log. Alertmanager forgets a firing alert unless it is re-sent, so the open
 //! incident is re-posted every `resend_every` with an `endsAt` a few periods ahead; the resolve is
 //! a post with `endsAt` = now. Failures are logged and counted, and retried on the next period.
+//!
+//! What each sink sends is in its own file ([`alertmanager`], [`webhook`]); this one holds the
+//! delivery loop they share.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,13 +17,16 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::SinkConfig;
 use crate::metrics::Metrics;
-use crate::report::incidents::IncidentLine;
+use crate::report::lines::{IncidentLine, LineKind};
+
+mod alertmanager;
+mod webhook;
 
 /// Which transition a notice reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,18 +39,29 @@ pub(crate) enum NoticeKind {
     Resolved,
 }
 
+impl NoticeKind {
+    /// The kind of the incident line that reports this transition.
+    pub(crate) fn line_kind(self) -> LineKind {
+        match self {
+            NoticeKind::Opened => LineKind::IncidentOpened,
+            NoticeKind::Updated => LineKind::IncidentUpdated,
+            NoticeKind::Resolved => LineKind::IncidentResolved,
+        }
+    }
+}
+
 /// What a sink is told.
 #[derive(Debug, Clone)]
 pub(crate) struct IncidentNotice {
     /// The transition.
-    pub kind: NoticeKind,
+    pub(crate) kind: NoticeKind,
     /// The incident, as in the alert log.
-    pub line: IncidentLine,
+    pub(crate) line: IncidentLine,
     /// `(issuer, server)` labels, fixed at open, when one pair dominated.
-    pub labels: Option<(String, String)>,
+    pub(crate) labels: Option<(String, String)>,
     /// The hint's code when the incident opened. Alertmanager tells alerts apart by their labels,
     /// so this label stays fixed for the incident's life while `line.hint` follows the window.
-    pub hint_code: &'static str,
+    pub(crate) hint_code: &'static str,
 }
 
 /// The kinds of sink.
@@ -76,6 +93,13 @@ impl SinkHandle {
     pub(crate) fn send(&self, notice: Arc<IncidentNotice>) {
         let _ = self.tx.send(notice);
     }
+
+    /// A handle whose notices the test reads itself, in place of a sink task.
+    #[cfg(test)]
+    pub(crate) fn capture() -> (Self, mpsc::UnboundedReceiver<Arc<IncidentNotice>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
 }
 
 type SinkClient = Client<HttpConnector, Full<Bytes>>;
@@ -98,45 +122,8 @@ pub(crate) fn spawn(
 fn target(kind: SinkKind, base: &Uri) -> Uri {
     match kind {
         SinkKind::Webhook => base.clone(),
-        SinkKind::Alertmanager => {
-            let prefix = base.path().trim_end_matches('/');
-            let mut parts = base.clone().into_parts();
-            parts.path_and_query = format!("{prefix}/api/v2/alerts").parse().ok();
-            Uri::from_parts(parts).unwrap_or_else(|_| base.clone())
-        }
+        SinkKind::Alertmanager => alertmanager::alerts_uri(base),
     }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
-}
-
-fn alertmanager_body(n: &IncidentNotice, now: SystemTime, resend: Duration) -> Value {
-    let mut labels = json!({
-        "alertname": "SessionLossIncident",
-        "severity": "critical",
-        "service": "sessionwatch",
-        "incident": n.line.incident_id,
-        "hint": n.hint_code,
-    });
-    if let (Some((issuer, server)), Some(map)) = (&n.labels, labels.as_object_mut()) {
-        map.insert("issuer".into(), Value::from(issuer.as_str()));
-        map.insert("server".into(), Value::from(server.as_str()));
-    }
-    let ends = match n.kind {
-        NoticeKind::Resolved => now,
-        _ => now + resend * 3,
-    };
-    json!([{
-        "labels": labels,
-        "annotations": {
-            "summary": n.line.summary,
-            "hint": n.line.hint.text,
-            "share": format!("{:.1}%", n.line.share * 100.0),
-        },
-        "startsAt": n.line.started,
-        "endsAt": rfc3339(ends),
-    }])
 }
 
 async fn post(
@@ -163,19 +150,8 @@ const WEBHOOK_BACKLOG: usize = 64;
 
 fn body_for(kind: SinkKind, n: &IncidentNotice, resend_every: Duration) -> Value {
     match kind {
-        SinkKind::Alertmanager => alertmanager_body(n, SystemTime::now(), resend_every),
-        SinkKind::Webhook => {
-            let mut v = serde_json::to_value(&n.line).unwrap_or(Value::Null);
-            if let Some(map) = v.as_object_mut() {
-                let t = match n.kind {
-                    NoticeKind::Opened => "incident_opened",
-                    NoticeKind::Updated => "incident_updated",
-                    NoticeKind::Resolved => "incident_resolved",
-                };
-                map.insert("type".into(), Value::from(t));
-            }
-            v
-        }
+        SinkKind::Alertmanager => alertmanager::body(n, SystemTime::now(), resend_every),
+        SinkKind::Webhook => webhook::body(n),
     }
 }
 
@@ -238,5 +214,34 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// A notice as the incident watch would send it, for the payload tests.
+#[cfg(test)]
+fn notice_of(kind: NoticeKind) -> IncidentNotice {
+    use crate::report::lines::HintLine;
+    IncidentNotice {
+        kind,
+        line: IncidentLine {
+            incident_id: "0191".into(),
+            started: "2026-01-01T10:00:00Z".into(),
+            summary: "incident since 10:00:00 UTC".into(),
+            share: 0.4567,
+            requests: 100,
+            resets: 45,
+            total_resets: 45,
+            suppressed: 0,
+            matrix: Vec::new(),
+            hint: HintLine {
+                code: "backend_differs",
+                text: "the hint as it reads now".into(),
+            },
+            dominant_issuer: Some("node-a".into()),
+            dominant_server: Some("node-b".into()),
+            samples: Vec::new(),
+        },
+        labels: Some(("node-a".into(), "node-b".into())),
+        hint_code: "store_not_shared",
     }
 }
