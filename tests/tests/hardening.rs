@@ -435,6 +435,21 @@ async fn a_backend_that_stops_reading_an_upload_gets_504() {
     let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
     writer.abort();
+    // The exchange given up on lets go of the client's body: the client's connection is closed,
+    // not held for as long as the backend holds its own (60 s).
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the client's connection was still open 20 s after its 504"
+    );
     let text = metrics(proxy.admin_addr().unwrap()).await;
     assert_eq!(
         metric_sum(

@@ -22,6 +22,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use metrics::Counter;
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
 use super::Endpoint;
 use crate::config::{ReusePolicy, UpstreamConfig};
@@ -102,8 +103,33 @@ struct PoolInner {
 }
 
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    conn: Streaming,
     since: Instant,
+}
+
+/// One of hyper's client connections: the handle requests are sent through, and the task that
+/// drives the connection. Dropped, it closes the connection at once, whatever the exchange on it
+/// was doing: an exchange given up on (a response timeout, an error, an answer's body abandoned)
+/// must not leave the task writing a client's body to a backend that no longer reads it, holding
+/// the client's connection open with it.
+struct Streaming {
+    sender: SendRequest<RequestBody>,
+    task: Option<AbortHandle>,
+}
+
+impl Streaming {
+    /// Let the task run on its own: a protocol switch hands it the connection's stream.
+    fn detach(mut self) {
+        self.task = None;
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 struct PlainIdle {
@@ -252,21 +278,22 @@ impl Pool {
         may_reuse: bool,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let slot = backend.slot;
-        while let Some(mut sender) = may_reuse.then(|| self.inner.checkout(slot)).flatten() {
-            match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(self.lease(slot, sender, resp)),
+        while let Some(mut conn) = may_reuse.then(|| self.inner.checkout(slot)).flatten() {
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.lease(slot, conn, resp)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(UpstreamError::Exchange(e.into_error())),
                 },
             }
         }
-        let mut sender = self.connect(backend).await?;
-        let resp = sender
+        let mut conn = self.connect(backend).await?;
+        let resp = conn
+            .sender
             .send_request(req)
             .await
             .map_err(UpstreamError::Exchange)?;
-        Ok(self.lease(slot, sender, resp))
+        Ok(self.lease(slot, conn, resp))
     }
 
     /// Drop idle connections that are closed or idle past the idle timeout.
@@ -274,7 +301,7 @@ impl Pool {
         let now = Instant::now();
         for slot in self.inner.idle.iter() {
             let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.retain(|c| !c.sender.is_closed() && !self.inner.expired(c.since, now));
+            idle.retain(|c| !c.conn.sender.is_closed() && !self.inner.expired(c.since, now));
         }
         for (i, slot) in self.inner.plain.iter().enumerate() {
             let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -322,18 +349,21 @@ impl Pool {
         Ok(stream)
     }
 
-    async fn connect(&self, backend: &Endpoint) -> Result<SendRequest<RequestBody>, UpstreamError> {
+    async fn connect(&self, backend: &Endpoint) -> Result<Streaming, UpstreamError> {
         let stream = self.connect_stream(backend).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Exchange)?;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Streaming {
+            sender,
+            task: Some(task.abort_handle()),
+        })
     }
 
     /// The answer with its body holding the connection until it has been read; a protocol
@@ -341,16 +371,21 @@ impl Pool {
     fn lease(
         &self,
         slot: usize,
-        sender: SendRequest<RequestBody>,
+        conn: Streaming,
         resp: Response<Incoming>,
     ) -> Response<ResponseBody> {
         let reusable = resp.status() != StatusCode::SWITCHING_PROTOCOLS;
         resp.map(|body| {
-            let lease = reusable.then(|| Lease {
-                pool: self.inner.clone(),
-                slot,
-                sender,
-            });
+            let lease = if reusable {
+                Some(Lease {
+                    pool: self.inner.clone(),
+                    slot,
+                    conn,
+                })
+            } else {
+                conn.detach();
+                None
+            };
             ResponseBody::upstream(body, lease)
         })
     }
@@ -358,7 +393,7 @@ impl Pool {
 
 impl PoolInner {
     /// The most recently used idle connection that can take a request now.
-    fn checkout(&self, slot: usize) -> Option<SendRequest<RequestBody>> {
+    fn checkout(&self, slot: usize) -> Option<Streaming> {
         let mut idle = self
             .idle
             .get(slot)?
@@ -368,11 +403,11 @@ impl PoolInner {
         let mut busy = Vec::new();
         let mut found = None;
         while let Some(c) = idle.pop() {
-            if c.sender.is_closed() || self.expired(c.since, now) {
+            if c.conn.sender.is_closed() || self.expired(c.since, now) {
                 continue;
             }
-            if c.sender.is_ready() {
-                found = Some(c.sender);
+            if c.conn.sender.is_ready() {
+                found = Some(c.conn);
                 break;
             }
             // Still finishing its last exchange: try it again later.
@@ -460,8 +495,8 @@ impl PoolInner {
         now.saturating_duration_since(since) >= self.idle_timeout
     }
 
-    fn put_back(&self, slot: usize, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    fn put_back(&self, slot: usize, conn: Streaming) {
+        if conn.sender.is_closed() {
             return;
         }
         let Some(idle) = self.idle.get(slot) else {
@@ -470,7 +505,7 @@ impl PoolInner {
         let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -482,7 +517,7 @@ impl PoolInner {
 pub(crate) struct Lease {
     pool: Arc<PoolInner>,
     slot: usize,
-    sender: SendRequest<RequestBody>,
+    conn: Streaming,
 }
 
 impl std::fmt::Debug for Lease {
@@ -494,7 +529,7 @@ impl std::fmt::Debug for Lease {
 impl Lease {
     /// The body was read whole: the connection can take the next request.
     pub(crate) fn release(self) {
-        self.pool.put_back(self.slot, self.sender);
+        self.pool.put_back(self.slot, self.conn);
     }
 }
 
