@@ -7,7 +7,6 @@
 //! (before its head, or after part of its body). Every `slow_every`-th connection is a slow
 //! reader: it asks for large answers and reads them a few KiB at a time.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+use super::summary::{Outcome, Summary};
 use super::wire::{BodyEnd, Conn, Head, chunk_parts, echo_body, pattern, upload_receipt};
 
 /// What the client is asked to do.
@@ -119,119 +119,6 @@ impl Rng {
     }
 }
 
-/// How one request ended.
-enum Outcome {
-    /// The right answer.
-    Ok,
-    /// The end a backend fault should have (a 502, or an answer cut short).
-    ExpectedFault(&'static str),
-    /// An answer that is not this request's: the one thing that must never happen.
-    Mismatch(String),
-    /// Something went wrong without a wrong answer (a status, a cut, a timeout).
-    Error(String),
-}
-
-/// Counts, for the summary.
-#[derive(Debug, Default)]
-pub(crate) struct Summary {
-    /// Requests by kind.
-    pub(crate) by_kind: BTreeMap<&'static str, u64>,
-    /// Right answers.
-    pub(crate) ok: u64,
-    /// Faults the backend caused, ended as they should be, by how.
-    pub(crate) expected_faults: BTreeMap<&'static str, u64>,
-    /// Answers that were not the request's own.
-    pub(crate) mismatches: u64,
-    /// The first few of them.
-    pub(crate) mismatch_samples: Vec<String>,
-    /// Everything else, by kind of request and what happened.
-    pub(crate) errors: BTreeMap<String, u64>,
-}
-
-impl Summary {
-    fn record(&mut self, kind: Kind, outcome: Outcome) {
-        *self.by_kind.entry(kind.name()).or_default() += 1;
-        match outcome {
-            Outcome::Ok => self.ok += 1,
-            Outcome::ExpectedFault(how) => *self.expected_faults.entry(how).or_default() += 1,
-            Outcome::Mismatch(what) => {
-                self.mismatches += 1;
-                if self.mismatch_samples.len() < 20 {
-                    self.mismatch_samples
-                        .push(format!("{}: {what}", kind.name()));
-                }
-            }
-            Outcome::Error(what) => {
-                *self
-                    .errors
-                    .entry(format!("{}: {what}", kind.name()))
-                    .or_default() += 1
-            }
-        }
-    }
-
-    fn merge(&mut self, other: Summary) {
-        for (k, n) in other.by_kind {
-            *self.by_kind.entry(k).or_default() += n;
-        }
-        self.ok += other.ok;
-        for (k, n) in other.expected_faults {
-            *self.expected_faults.entry(k).or_default() += n;
-        }
-        self.mismatches += other.mismatches;
-        let room = 20usize.saturating_sub(self.mismatch_samples.len());
-        self.mismatch_samples
-            .extend(other.mismatch_samples.into_iter().take(room));
-        for (k, n) in other.errors {
-            *self.errors.entry(k).or_default() += n;
-        }
-    }
-
-    /// Requests made.
-    pub(crate) fn requests(&self) -> u64 {
-        self.by_kind.values().sum()
-    }
-
-    /// The summary as text.
-    pub(crate) fn render(&self, cfg: &Config, elapsed: Duration) -> String {
-        let mut out = String::new();
-        let requests = self.requests();
-        let secs = elapsed.as_secs_f64().max(0.001);
-        out.push_str(&format!(
-            "soak client: {:.0} s, {} connections, {requests} requests ({:.0}/s)\n",
-            secs,
-            cfg.connections,
-            requests as f64 / secs
-        ));
-        out.push_str("requests by kind:\n");
-        for (k, n) in &self.by_kind {
-            out.push_str(&format!("  {k:<28} {n}\n"));
-        }
-        out.push_str(&format!("right answers: {}\n", self.ok));
-        out.push_str("backend faults ended as they should:\n");
-        if self.expected_faults.is_empty() {
-            out.push_str("  none\n");
-        }
-        for (k, n) in &self.expected_faults {
-            out.push_str(&format!("  {k:<28} {n}\n"));
-        }
-        out.push_str(&format!("mismatches: {}\n", self.mismatches));
-        for m in &self.mismatch_samples {
-            out.push_str(&format!("  {m}\n"));
-        }
-        out.push_str("errors by kind:");
-        if self.errors.is_empty() {
-            out.push_str(" none\n");
-        } else {
-            out.push('\n');
-            for (k, n) in &self.errors {
-                out.push_str(&format!("  {k:<40} {n}\n"));
-            }
-        }
-        out
-    }
-}
-
 /// Progress shared by the tasks, for the periodic line on standard error.
 #[derive(Default)]
 struct Progress {
@@ -282,7 +169,10 @@ pub(crate) async fn run(cfg: Config) -> Summary {
     while let Some(done) = tasks.join_next().await {
         match done {
             Ok(s) => summary.merge(s),
-            Err(e) => summary.record(Kind::KeepAlive, Outcome::Error(format!("task died: {e}"))),
+            Err(e) => summary.record(
+                Kind::KeepAlive.name(),
+                Outcome::Error(format!("task died: {e}")),
+            ),
         }
     }
     reporter.abort();
@@ -340,7 +230,7 @@ async fn connection_task(
             }
             _ => {}
         }
-        summary.record(kind, outcome);
+        summary.record(kind.name(), outcome);
     }
     summary
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 mod backend;
 mod client;
+mod summary;
 mod wire;
 
 const USAGE: &str = "usage: sessionwatch-soak backend PORT\n       \
@@ -116,7 +117,7 @@ fn run_client(args: &[String]) -> ExitCode {
     };
     let started = Instant::now();
     let summary = rt.block_on(client::run(cfg.clone()));
-    print!("{}", summary.render(&cfg, started.elapsed()));
+    print!("{}", summary.render(cfg.connections, started.elapsed()));
     if summary.mismatches > 0 {
         ExitCode::from(1)
     } else if summary.requests() == 0 {
