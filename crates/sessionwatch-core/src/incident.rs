@@ -1,7 +1,11 @@
 //! Incidents: resets counted in a sliding window, opened and resolved on a share threshold, with
-//! a root-cause hint read from the issuer x server matrix.
+//! a root-cause hint (see [`crate::hint`]) read from the issuer x server matrix.
 
+use std::collections::VecDeque;
 use std::time::Duration;
+
+use crate::hint::{self, History, Loss};
+use crate::{BackendId, Hint, PairCounts, ShortFingerprint, Timestamp};
 
 /// When an incident opens, updates and resolves.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,105 +38,6 @@ impl Default for IncidentConfig {
             update_every: Duration::from_secs(10),
             resolve_after: Duration::from_secs(30),
             max_reset_lines_per_sec: 20,
-        }
-    }
-}
-
-use std::collections::VecDeque;
-
-use crate::{BackendId, ShortFingerprint, Timestamp};
-
-/// Requests and resets for one (issuer, server) pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PairCounts {
-    /// The backend that issued the sessions.
-    pub issuer: BackendId,
-    /// The backend that served the requests.
-    pub server: BackendId,
-    /// Requests that carried a known, live session.
-    pub requests: u64,
-    /// Of those, the ones where the session was lost.
-    pub resets: u64,
-}
-
-/// Which way a misconfigured backend fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// It rejects sessions issued by the others.
-    RejectsOthers,
-    /// The others reject sessions it issued.
-    RejectedByOthers,
-    /// Both.
-    Both,
-}
-
-/// The likely cause, read from the pattern of losses.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Hint {
-    /// Losses only where issuer != server, across the farm: the store or keys are not shared.
-    StoreNotShared,
-    /// Losses only on pairs that involve one backend.
-    BackendDiffers {
-        /// The odd one out.
-        backend: BackendId,
-        /// How it fails.
-        direction: Direction,
-    },
-    /// Losses on the issuing backend right after it came back: an in-process store.
-    LostOnRestart {
-        /// The backend that restarted.
-        backend: BackendId,
-    },
-    /// Losses cluster at one idle time or session age: a timeout shorter than users expect.
-    Timeout {
-        /// The typical idle time or age at loss.
-        at: Duration,
-        /// Whether it is idle time (true) or total session age (false).
-        idle: bool,
-    },
-    /// No pattern fits.
-    Unclear {
-        /// Cross-backend resets in the window.
-        cross: u64,
-        /// Same-backend resets in the window.
-        same: u64,
-    },
-}
-
-impl Hint {
-    /// A stable identifier for machines (alert labels, tests).
-    pub fn code(&self) -> &'static str {
-        match self {
-            Hint::StoreNotShared => "store_not_shared",
-            Hint::BackendDiffers { .. } => "backend_differs",
-            Hint::LostOnRestart { .. } => "lost_on_restart",
-            Hint::Timeout { .. } => "timeout_too_short",
-            Hint::Unclear { .. } => "unclear",
-        }
-    }
-
-    /// The sentence for people; `name` maps backend ids to names.
-    pub fn text(&self, name: &dyn Fn(BackendId) -> String) -> String {
-        match *self {
-            Hint::StoreNotShared => "every loss is a session issued by one backend and rejected by another: the session store or its keys are not shared across the farm".to_owned(),
-            Hint::BackendDiffers { backend, direction } => {
-                let b = name(backend);
-                let how = match direction {
-                    Direction::RejectsOthers => format!("{b} rejects sessions issued by the other backends"),
-                    Direction::RejectedByOthers => format!("sessions issued by {b} are rejected by the other backends"),
-                    Direction::Both => format!("{b} rejects the other backends' sessions and they reject its sessions"),
-                };
-                format!("{how}, while the others accept each other's: {b}'s configuration differs (session store, data-protection keys or secret)")
-            }
-            Hint::LostOnRestart { backend } => {
-                let b = name(backend);
-                format!("sessions are lost on the backend that issued them, right after {b} restarted: its session store is in-process and was lost on restart")
-            }
-            Hint::Timeout { at, idle } => {
-                let what = if idle { "idle time" } else { "session age" };
-                format!("losses cluster at about {}s of {what}: the application's timeout is shorter than users expect", at.as_secs())
-            }
-            Hint::Unclear { cross, same } => format!("no single pattern fits ({cross} cross-backend and {same} same-backend losses spread over several backends); look at the matrix"),
         }
     }
 }
@@ -178,8 +83,8 @@ struct Bucket {
     second: u64,
     requests: Vec<u32>,
     resets: Vec<u32>,
-    /// (idle ms, age ms, server) of resets, capped.
-    losses: Vec<(u64, u64, BackendId, BackendId)>,
+    /// Resets, capped.
+    losses: Vec<Loss>,
 }
 
 const LOSS_SAMPLES_PER_SECOND: usize = 64;
@@ -204,7 +109,7 @@ pub struct IncidentTracker {
     config: IncidentConfig,
     n: usize,
     buckets: VecDeque<Bucket>,
-    restarts: Vec<Option<Timestamp>>,
+    history: History,
     samples: VecDeque<ShortFingerprint>,
     open: Option<Open>,
 }
@@ -216,7 +121,7 @@ impl IncidentTracker {
             config,
             n: backends.max(1),
             buckets: VecDeque::new(),
-            restarts: vec![None; backends.max(1)],
+            history: History::new(backends.max(1)),
             samples: VecDeque::new(),
             open: None,
         }
@@ -282,6 +187,7 @@ impl IncidentTracker {
             if b.losses.len() < LOSS_SAMPLES_PER_SECOND {
                 b.losses.push((millis(idle), millis(age), issuer, server));
             }
+            self.history.note_reset(issuer, server, now);
         }
         if self.samples.len() == FINGERPRINT_SAMPLES {
             self.samples.pop_front();
@@ -316,9 +222,13 @@ impl IncidentTracker {
 
     /// A backend came back after being down (restarted or flapped).
     pub fn note_restart(&mut self, backend: BackendId, now: Timestamp) {
-        if let Some(r) = self.restarts.get_mut(backend.index()) {
-            *r = Some(now);
-        }
+        self.history.note_restart(backend, now);
+    }
+
+    /// A backend joined the farm (a new pod, a new address): resets of the older backends'
+    /// sessions that it serves soon after read as a rollout whose new backends differ.
+    pub fn note_joined(&mut self, backend: BackendId, now: Timestamp) {
+        self.history.note_joined(backend, now);
     }
 
     fn totals(&self, now: Timestamp) -> (Vec<u64>, Vec<u64>) {
@@ -348,8 +258,8 @@ impl IncidentTracker {
                 let k = i * self.n + s;
                 if req[k] > 0 || res[k] > 0 {
                     matrix.push(PairCounts {
-                        issuer: backend(i),
-                        server: backend(s),
+                        issuer: BackendId::from_index(i),
+                        server: BackendId::from_index(s),
                         requests: req[k],
                         resets: res[k],
                     });
@@ -372,7 +282,7 @@ impl IncidentTracker {
             resets,
             total_resets: self.open.as_ref().map_or(resets, |o| o.total_resets),
             suppressed: self.open.as_ref().map_or(0, |o| o.suppressed),
-            hint: self.hint(&matrix, now),
+            hint: hint::hint(&matrix, &self.losses(now), &self.history, now),
             matrix,
             dominant,
             samples: self.samples.iter().copied().collect(),
@@ -425,7 +335,7 @@ impl IncidentTracker {
         }
     }
 
-    fn losses(&self, now: Timestamp) -> Vec<(u64, u64, BackendId, BackendId)> {
+    fn losses(&self, now: Timestamp) -> Vec<Loss> {
         let window = self.config.window.as_secs().max(1);
         self.buckets
             .iter()
@@ -433,135 +343,8 @@ impl IncidentTracker {
             .flat_map(|b| b.losses.iter().copied())
             .collect()
     }
-
-    fn hint(&self, matrix: &[PairCounts], now: Timestamp) -> Hint {
-        let cross: u64 = matrix
-            .iter()
-            .filter(|p| p.issuer != p.server)
-            .map(|p| p.resets)
-            .sum();
-        let same: u64 = matrix
-            .iter()
-            .filter(|p| p.issuer == p.server)
-            .map(|p| p.resets)
-            .sum();
-        let total = cross + same;
-        let unclear = Hint::Unclear { cross, same };
-        if total == 0 {
-            return unclear;
-        }
-        let losses = self.losses(now);
-        if let Some(h) = timeout_hint(&losses) {
-            return h;
-        }
-        if same * 10 >= total * 8 {
-            return self.restart_hint(&losses, now).unwrap_or(unclear);
-        }
-        if cross * 10 >= total * 9 {
-            return cross_hint(matrix).unwrap_or(unclear);
-        }
-        unclear
-    }
-
-    fn restart_hint(
-        &self,
-        losses: &[(u64, u64, BackendId, BackendId)],
-        now: Timestamp,
-    ) -> Option<Hint> {
-        // Same-backend losses of sessions issued before that backend last came back.
-        let mut per_backend = vec![0u64; self.n];
-        let mut same = 0u64;
-        for &(_, age_ms, issuer, server) in losses {
-            if issuer != server {
-                continue;
-            }
-            same += 1;
-            let restarted = self.restarts.get(server.index()).copied().flatten();
-            let issued = Timestamp::from_millis(now.as_millis().saturating_sub(age_ms));
-            if restarted.is_some_and(|r| issued <= r && now.since(r) <= Duration::from_secs(600)) {
-                per_backend[server.index()] += 1;
-            }
-        }
-        let (best, count) = per_backend.iter().enumerate().max_by_key(|(_, c)| **c)?;
-        (same > 0 && *count * 10 >= same * 8).then_some(Hint::LostOnRestart {
-            backend: backend(best),
-        })
-    }
-}
-
-fn backend(i: usize) -> BackendId {
-    BackendId(u16::try_from(i).unwrap_or(u16::MAX))
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Losses that cluster at one idle time or age, of at least a minute (shorter clusters are just
-/// the users' request rhythm).
-fn timeout_hint(losses: &[(u64, u64, BackendId, BackendId)]) -> Option<Hint> {
-    if losses.len() < 5 {
-        return None;
-    }
-    let cluster = |mut v: Vec<u64>| -> Option<u64> {
-        v.sort_unstable();
-        let median = v[v.len() / 2];
-        if median < 60_000 {
-            return None;
-        }
-        let near = v
-            .iter()
-            .filter(|x| x.abs_diff(median) * 10 <= median)
-            .count();
-        (near * 10 >= v.len() * 8).then_some(median)
-    };
-    if let Some(m) = cluster(losses.iter().map(|l| l.0).collect()) {
-        return Some(Hint::Timeout {
-            at: Duration::from_millis(m),
-            idle: true,
-        });
-    }
-    cluster(losses.iter().map(|l| l.1).collect()).map(|m| Hint::Timeout {
-        at: Duration::from_millis(m),
-        idle: false,
-    })
-}
-
-/// Among cross-backend pairs with enough traffic, which lose most of their sessions.
-fn cross_hint(matrix: &[PairCounts]) -> Option<Hint> {
-    const MIN_REQUESTS: u64 = 3;
-    let cross = || {
-        matrix
-            .iter()
-            .filter(|p| p.issuer != p.server && p.requests >= MIN_REQUESTS)
-    };
-    let lossy: Vec<&PairCounts> = cross().filter(|p| p.resets * 2 >= p.requests).collect();
-    let clean: Vec<&PairCounts> = cross().filter(|p| p.resets * 10 < p.requests).collect();
-    if lossy.is_empty() {
-        return None;
-    }
-    if clean.is_empty() && cross().count() == lossy.len() {
-        return Some(Hint::StoreNotShared);
-    }
-    // One backend in every lossy pair, and clean traffic between the others.
-    let candidates: Vec<BackendId> = lossy
-        .iter()
-        .flat_map(|p| [p.issuer, p.server])
-        .filter(|b| lossy.iter().all(|p| p.issuer == *b || p.server == *b))
-        .collect();
-    let odd = *candidates.first()?;
-    if !clean.iter().any(|p| p.issuer != odd && p.server != odd) {
-        return None;
-    }
-    let rejects = lossy.iter().all(|p| p.server == odd);
-    let rejected = lossy.iter().all(|p| p.issuer == odd);
-    let direction = match (rejects, rejected) {
-        (true, false) => Direction::RejectsOthers,
-        (false, true) => Direction::RejectedByOthers,
-        _ => Direction::Both,
-    };
-    Some(Hint::BackendDiffers {
-        backend: odd,
-        direction,
-    })
 }

@@ -256,3 +256,173 @@ fn opens_updates_resolves_and_rate_limits_lines() {
     assert_eq!(r.resets, 0);
     assert!(!tr.is_open());
 }
+
+const D: BackendId = BackendId(3);
+const E: BackendId = BackendId(4);
+
+fn pods(b: BackendId) -> String {
+    [
+        "node-a",
+        "node-b",
+        "10.1.2.7:8080",
+        "10.1.2.8:8080",
+        "10.1.2.9:8080",
+    ][b.index()]
+    .to_owned()
+}
+
+/// A farm of node-a, node-b and 10.1.2.9:8080 (E, which joined at 0 s), where C and D join at
+/// `joined` ms. From `began` ms on, `rejected` sessions issued by the older backends are lost on
+/// C and D, and `other` sessions of node-a's are lost on node-b; the rest of the traffic is
+/// clean.
+fn rollout(joined: u64, began: u64, rejected: u64, other: u64) -> IncidentTracker {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 5);
+    tr.note_joined(E, t(0));
+    tr.note_joined(C, t(joined));
+    tr.note_joined(D, t(joined));
+    for b in [A, B, C, D, E] {
+        traffic(&mut tr, b, b, 20, 0, t(joined));
+    }
+    traffic(&mut tr, A, C, rejected / 2, rejected / 2, t(began));
+    traffic(
+        &mut tr,
+        E,
+        D,
+        rejected - rejected / 2,
+        rejected - rejected / 2,
+        t(began),
+    );
+    traffic(&mut tr, A, B, other + 20, other, t(began));
+    tr
+}
+
+#[test]
+fn resets_soon_after_backends_joined_on_the_older_ones_sessions_mean_a_rollout() {
+    // Joined at 50 s, resets from 62 s: 80 of 100 resets are the older backends' sessions
+    // rejected by the new ones.
+    let tr = rollout(50_000, 62_000, 80, 20);
+    let s = tr.snapshot(t(63_000));
+    assert_eq!(
+        s.hint,
+        Hint::NewBackendsDiffer {
+            joined: vec![C, D],
+            after: Duration::from_secs(12)
+        }
+    );
+    assert_eq!(s.hint.code(), "new_backends_differ");
+    // Exactly the two new backends: not E, which joined 62 s before the resets began.
+    assert_eq!(
+        s.hint.text(&pods),
+        "resets began 12 s after 10.1.2.7:8080 and 10.1.2.8:8080 joined; sessions issued by the \
+         other backends are rejected by them: the new pods do not share the session store or keys"
+    );
+    let mut tr = tr;
+    let Some(IncidentEvent::Opened(o)) = tr.evaluate(t(63_000)) else {
+        panic!("no incident opened");
+    };
+    assert_eq!(o.hint.code(), "new_backends_differ");
+}
+
+#[test]
+fn a_rollout_just_under_four_fifths_of_the_resets_is_not_named() {
+    let s = rollout(50_000, 62_000, 79, 21).snapshot(t(63_000));
+    assert!(
+        !matches!(s.hint, Hint::NewBackendsDiffer { .. }),
+        "{:?}",
+        s.hint
+    );
+}
+
+#[test]
+fn resets_that_began_over_a_minute_after_the_join_are_not_the_rollout() {
+    let s = rollout(50_000, 111_000, 100, 0).snapshot(t(112_000));
+    assert!(
+        !matches!(s.hint, Hint::NewBackendsDiffer { .. }),
+        "{:?}",
+        s.hint
+    );
+    // At a minute, still the rollout.
+    let s = rollout(50_000, 110_000, 100, 0).snapshot(t(111_000));
+    assert_eq!(s.hint.code(), "new_backends_differ", "{:?}", s.hint);
+}
+
+#[test]
+fn losses_of_the_new_backends_sessions_are_not_the_rollout() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 4);
+    tr.note_joined(C, t(50_000));
+    tr.note_joined(D, t(50_000));
+    for b in [A, B, C, D] {
+        traffic(&mut tr, b, b, 20, 0, t(50_000));
+    }
+    // The older backends reject what the new ones issued; the new ones lose a few.
+    traffic(&mut tr, C, A, 50, 50, t(62_000));
+    traffic(&mut tr, D, B, 50, 50, t(62_000));
+    traffic(&mut tr, A, C, 50, 5, t(62_000));
+    let s = tr.snapshot(t(63_000));
+    assert!(
+        !matches!(s.hint, Hint::NewBackendsDiffer { .. }),
+        "{:?}",
+        s.hint
+    );
+}
+
+#[test]
+fn the_seconds_count_from_the_last_join_and_one_new_backend_reads_singular() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 3);
+    for (i, s) in [(A, B), (B, A), (A, A), (B, B)] {
+        traffic(&mut tr, i, s, 30, 0, t(10_000));
+    }
+    // Without the join, the same losses read as one odd backend; a join explains them better.
+    let mut plain = tr.clone();
+    tr.note_joined(C, t(20_000));
+    for (i, s) in [(A, C), (B, C)] {
+        traffic(&mut plain, i, s, 30, 30, t(27_400));
+        traffic(&mut tr, i, s, 30, 30, t(27_400));
+    }
+    assert_eq!(
+        plain.snapshot(t(28_000)).hint,
+        Hint::BackendDiffers {
+            backend: C,
+            direction: Direction::RejectsOthers
+        }
+    );
+    let s = tr.snapshot(t(28_000));
+    assert_eq!(
+        s.hint.text(&pods),
+        "resets began 7 s after 10.1.2.7:8080 joined; sessions issued by the other backends are \
+         rejected by it: the new pod does not share the session store or keys"
+    );
+
+    // Two joins five seconds apart: counted from the later one.
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 4);
+    tr.note_joined(C, t(20_000));
+    tr.note_joined(D, t(25_000));
+    traffic(&mut tr, A, C, 30, 30, t(37_000));
+    traffic(&mut tr, B, D, 30, 30, t(38_000));
+    assert_eq!(
+        tr.snapshot(t(38_000)).hint,
+        Hint::NewBackendsDiffer {
+            joined: vec![C, D],
+            after: Duration::from_secs(12)
+        }
+    );
+}
+
+#[test]
+fn a_stray_reset_after_an_older_join_does_not_hide_a_rollout() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 4);
+    // C joined at 0 s and lost one session at 10 s; D's rollout is at 100 s.
+    tr.note_joined(C, t(0));
+    traffic(&mut tr, A, C, 1, 1, t(10_000));
+    tr.note_joined(D, t(100_000));
+    traffic(&mut tr, A, D, 30, 30, t(103_000));
+    traffic(&mut tr, B, D, 30, 30, t(103_000));
+    traffic(&mut tr, A, B, 30, 0, t(103_000));
+    assert_eq!(
+        tr.snapshot(t(104_000)).hint,
+        Hint::NewBackendsDiffer {
+            joined: vec![D],
+            after: Duration::from_secs(3)
+        }
+    );
+}

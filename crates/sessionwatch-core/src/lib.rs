@@ -19,6 +19,7 @@ mod classify;
 mod classify_tests;
 mod cookies;
 mod fingerprint;
+mod hint;
 mod incident;
 #[cfg(test)]
 mod incident_tests;
@@ -38,9 +39,8 @@ pub use cookies::{
     CookieId, SetCookieEvent, read_request_cookies, read_set_cookie, read_set_cookies,
 };
 pub use fingerprint::{Fingerprint, Fingerprinter, ShortFingerprint};
-pub use incident::{
-    Direction, Hint, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PairCounts,
-};
+pub use hint::{Direction, Hint, PairCounts};
+pub use incident::{IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker};
 pub use paths::loggable_path;
 pub use pin::{PinPolicy, RouteDecision, UnknownPinPolicy, route};
 pub use profile::{CookieSpec, Framework, MAX_COOKIES, Marker, ProfileError, SessionProfile};

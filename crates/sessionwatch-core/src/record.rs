@@ -15,6 +15,12 @@ impl BackendId {
     pub fn index(self) -> usize {
         usize::from(self.0)
     }
+
+    /// The backend at `index` in the list; past `u16::MAX` it saturates, as the list is never
+    /// that long.
+    pub(crate) fn from_index(index: usize) -> Self {
+        Self(u16::try_from(index).unwrap_or(u16::MAX))
+    }
 }
 
 /// The record kept per learned session, keyed by its fingerprint. It holds no session value.
