@@ -145,6 +145,18 @@ impl IncidentWatch {
         self.lock().tracker.note_restart(backend, now);
     }
 
+    /// A backend joined the farm (now).
+    // Backends that join come from DNS discovery, which does not exist yet: until it calls this,
+    // only the tests do.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "called once backends can join at run time")
+    )]
+    pub(crate) fn note_joined(&self, backend: BackendId) {
+        let now = self.clock.now();
+        self.lock().tracker.note_joined(backend, now);
+    }
+
     /// Whether an incident is open.
     pub(crate) fn is_open(&self) -> bool {
         self.lock().tracker.is_open()
@@ -624,6 +636,40 @@ mod tests {
             "the policy is not on_incident"
         );
         assert!(!w.pin.is_on());
+        w.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_join_noted_by_the_watch_explains_the_rejections_that_follow() {
+        let mut w = Watched::start("joined", PinPolicy::Off);
+        sleep(TICK / 2).await;
+        // node-b joins at 20.25 s, stamped with the watch's clock; 12 s later it rejects the
+        // sessions node-a issued, as a new pod that does not share the store would.
+        sleep(Duration::from_secs(20)).await;
+        w.watch.note_joined(B);
+        sleep(Duration::from_secs(12)).await;
+        w.traffic(10, &SAME);
+        w.traffic(10, &[(A, B)]);
+        sleep(TICK).await;
+        let opened = w.lines_of("incident_opened");
+        assert_eq!(opened.len(), 1, "{:?}", w.lines());
+        // Without the join these losses read as store_not_shared: the rollout wins.
+        assert_eq!(opened[0]["hint"]["code"], "new_backends_differ");
+        let text = opened[0]["hint"]["text"].as_str().unwrap();
+        assert_eq!(
+            text,
+            "resets began 12 s after node-b joined; sessions issued by the other backends are \
+             rejected by it: the new pod does not share the session store or keys"
+        );
+        assert!(
+            opened[0]["summary"].as_str().unwrap().ends_with(text),
+            "{}",
+            opened[0]["summary"]
+        );
+        // The sinks label the alert with the same code.
+        let notice = w.notices.try_recv().unwrap();
+        assert_eq!(notice.kind, NoticeKind::Opened);
+        assert_eq!(notice.hint_code, "new_backends_differ");
         w.stop().await;
     }
 }

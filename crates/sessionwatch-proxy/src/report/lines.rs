@@ -135,7 +135,7 @@ pub(crate) struct MatrixCell {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(crate) struct HintLine {
     /// Stable identifier: `store_not_shared`, `backend_differs`, `lost_on_restart`,
-    /// `timeout_too_short` or `unclear`.
+    /// `new_backends_differ`, `timeout_too_short` or `unclear`.
     pub(crate) code: &'static str,
     /// The sentence.
     pub(crate) text: String,
