@@ -33,7 +33,7 @@ mod shared;
 mod store;
 
 pub use compact::CompactStore;
-pub use events::{Observed, Rescued, SessionEvents};
+pub use events::{AffinityUse, Observed, Rescued, SessionEvents};
 pub use extensions::{RescueAttempt, ServedBy, SessionRoute};
 pub use future::ResponseFuture;
 pub use layer::SessionLayer;
@@ -41,5 +41,7 @@ pub use service::{SessionService, X_REQUEST_ID};
 pub use shared::{BackendHealth, PinSwitch};
 pub use store::{Evictions, MokaStore, SessionStore};
 
+#[cfg(test)]
+mod affinity_tests;
 #[cfg(test)]
 mod tests;
