@@ -94,7 +94,6 @@ struct Replica {
     svc: crate::SessionService<Farm>,
     store: Arc<MokaStore>,
     seen: Arc<Seen>,
-    balance_to: Arc<AtomicU16>,
 }
 
 /// A replica with its own table, the shared secret (or `secret`), and the cookie on or off.
@@ -115,7 +114,6 @@ fn replica(secret: &[u8], policy: PinPolicy, affinity: bool, balance_to: u16) ->
         svc: layer.layer(inner),
         store,
         seen,
-        balance_to,
     }
 }
 
