@@ -306,3 +306,45 @@ async fn with_the_cookie_off_a_client_cookie_of_that_name_passes_untouched() {
     );
     assert!(b.seen.uses.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_active_session_gets_a_fresh_cookie_before_its_own_runs_out() {
+    let key = AffinityKey::derive(&Fingerprinter::from_secret(SECRET));
+    let fp = Fingerprinter::from_secret(SECRET).fingerprint("SID", b"0-user");
+    let now = Timestamp::now();
+    let minted = |ago: u64| {
+        let at = Timestamp::from_millis(now.as_millis() - ago * 1000);
+        key.mint(
+            fp,
+            &Affinity {
+                issuer: BackendId(0),
+                issued_at: at,
+                minted_at: at,
+            },
+        )
+    };
+    let mut b = replica(SECRET, PinPolicy::Learn, true, 1);
+    // Adopted from a cookie minted 15 of the 30 minutes ago: the answer carries a fresh one.
+    let resp = b
+        .send("/me", &format!("SID=0-user; swaff={}", minted(900)))
+        .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let fresh = affinity_value(&resp);
+    let got = key
+        .verify(
+            fresh.as_bytes(),
+            fp,
+            Timestamp::now(),
+            Duration::from_secs(1800),
+        )
+        .unwrap();
+    assert_eq!(got.issuer, BackendId(0));
+    assert_eq!(got.issued_at.as_millis(), now.as_millis() - 900_000);
+    assert!(Timestamp::now().since(got.minted_at) < Duration::from_secs(60));
+    // A recent one is left alone.
+    let resp = b.send("/me", &format!("SID=0-user; swaff={fresh}")).await;
+    assert!(set_cookies(&resp, "swaff").is_empty());
+    // A known session whose client dropped the cookie gets it back.
+    let resp = b.send("/me", "SID=0-user").await;
+    assert_eq!(affinity_value(&resp).len(), 47);
+}

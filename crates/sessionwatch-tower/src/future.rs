@@ -74,6 +74,8 @@ pub(crate) struct RequestContext {
     pub(crate) subject: Option<sessionwatch_core::Fingerprint>,
     /// Whether the request carried the proxy's affinity cookie.
     pub(crate) affinity_seen: bool,
+    /// The session that cookie is valid for, and when it was minted.
+    pub(crate) affinity_valid: Option<(Fingerprint, Timestamp)>,
 }
 
 pin_project! {
@@ -296,13 +298,41 @@ fn affinity_answer<RB>(
             set_cookie_header(&a.name, &value, a.max_age, a.secure)
         }
         None if ctx.affinity_seen && session_ended(c) => expire_cookie_header(&a.name, a.secure),
-        None => return,
+        None => match refreshed(a, ctx, c) {
+            Some(value) => set_cookie_header(&a.name, &value, a.max_age, a.secure),
+            None => return,
+        },
     };
     // Cookie names and base64url are header-safe: this fails only on a name validation let
     // through, and then the answer goes without the cookie.
     if let Ok(v) = HeaderValue::from_str(&line) {
         resp.headers_mut().append(SET_COOKIE, v);
     }
+}
+
+/// A fresh cookie for a known session that goes on, when the client has none valid for it or
+/// its own is a quarter of the idle timeout old: the browser drops the cookie `Max-Age` after it
+/// was set, and an active session must not lose its affinity then.
+fn refreshed(a: &AffinityCookie, ctx: &RequestContext, c: &Classified) -> Option<String> {
+    if !matches!(c.verdict.outcome, Outcome::Continued) {
+        return None;
+    }
+    let carried = ctx.carried.as_slice().get(c.verdict.subject?)?;
+    let record = carried.record?;
+    if let Some((fingerprint, minted_at)) = ctx.affinity_valid
+        && fingerprint == carried.fingerprint
+        && c.now.since(minted_at) < a.max_age / 4
+    {
+        return None;
+    }
+    Some(a.key.mint(
+        carried.fingerprint,
+        &Affinity {
+            issuer: record.issuer,
+            issued_at: record.issued_at,
+            minted_at: c.now,
+        },
+    ))
 }
 
 /// The backend ended the session: logged out, timed out, or deleted its cookie.

@@ -5,7 +5,8 @@ use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
 use sessionwatch_core::{
-    AffinityRejection, Carried, read_cookie, read_request_cookies, route, strip_cookie,
+    AffinityRejection, Carried, Fingerprint, Timestamp, read_cookie, read_request_cookies, route,
+    strip_cookie,
 };
 use tower::Service;
 
@@ -80,9 +81,10 @@ where
                 });
             },
         );
-        if let (Some(a), Some(value)) = (&shared.affinity, &affinity_value) {
-            adopt(shared, a, value, &mut carried);
-        }
+        let affinity_valid = match (&shared.affinity, &affinity_value) {
+            (Some(a), Some(value)) => adopt(shared, a, value, &mut carried),
+            _ => None,
+        };
         let first_known = carried.as_slice().iter().find_map(|c| c.record);
         let decision = route(shared.policy, first_known.as_ref(), pinning_all(shared));
         req.extensions_mut().insert(SessionRoute { decision });
@@ -103,6 +105,7 @@ where
             replay,
             subject: None,
             affinity_seen: affinity_value.is_some(),
+            affinity_valid,
         };
         // The clone serves the replay; `ServiceExt::ready` is polled on it before use.
         let rescue_svc = ctx.replay.as_ref().map(|_| self.inner.clone());
@@ -113,21 +116,32 @@ where
 
 /// Takes the record of a carried session the table misses from a valid affinity cookie, and
 /// remembers it, as the replica that minted the cookie learned it from the backend's
-/// `Set-Cookie`. An invalid cookie changes nothing; either way the use is reported.
-fn adopt(shared: &Shared, a: &AffinityCookie, value: &[u8], carried: &mut CarriedSet) {
-    let now = sessionwatch_core::Timestamp::now();
+/// `Set-Cookie`. An invalid cookie changes nothing; either way the use is reported (for a
+/// session the table knows, the cookie is only checked, to tell when to refresh it). Returns the
+/// session the cookie is valid for, and when it was minted.
+fn adopt(
+    shared: &Shared,
+    a: &AffinityCookie,
+    value: &[u8],
+    carried: &mut CarriedSet,
+) -> Option<(Fingerprint, Timestamp)> {
+    let now = Timestamp::now();
     let mut rejection = None;
     for c in carried.as_mut_slice() {
+        let verified = a.key.verify(value, c.fingerprint, now, a.max_age);
         if c.record.is_some() {
+            if let Ok(affinity) = verified {
+                return Some((c.fingerprint, affinity.minted_at));
+            }
             continue;
         }
-        match a.key.verify(value, c.fingerprint, now, a.max_age) {
+        match verified {
             Ok(affinity) => {
                 let record = affinity.record();
                 shared.store.put(c.fingerprint, record);
                 c.record = Some(record);
                 shared.events.affinity(AffinityUse::Adopted);
-                return;
+                return Some((c.fingerprint, affinity.minted_at));
             }
             // An authentic but stale cookie says more than a tag that fails for another cookie.
             Err(e) if rejection != Some(AffinityRejection::Stale) => rejection = Some(e),
@@ -137,6 +151,7 @@ fn adopt(shared: &Shared, a: &AffinityCookie, value: &[u8], carried: &mut Carrie
     if let Some(e) = rejection {
         shared.events.affinity(AffinityUse::Rejected(e));
     }
+    None
 }
 
 /// Only a GET or HEAD without a body may be sent twice: replaying anything else could repeat a
