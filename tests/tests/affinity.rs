@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use sessionwatch_core::Fingerprinter;
 use sessionwatch_proxy::RunningProxy;
 use sessionwatch_test_support::{Farm, FarmConfig, SharedClient, StoreMode, shared_client};
+use sessionwatch_tests::raw_http::{ClientConn, Reply};
 use sessionwatch_tests::{Scratch, config_toml, farm_backends, lines_of, metric_sum, start_proxy};
 
 const KEY: &str = "a fleet's shared fingerprint key";
@@ -323,5 +324,42 @@ async fn a_forged_cookie_pins_nothing_and_the_backend_never_sees_the_cookie() {
         .collect();
     assert_eq!(expired.len(), 1, "{headers:?}");
     assert!(!browser.jar.contains_key("swaff"));
+    fleet.stop().await;
+}
+
+#[tokio::test]
+async fn the_cookie_is_stripped_on_hyper_s_path_too() {
+    let fleet = fleet("learn", true).await;
+    let addrs = fleet.addrs();
+    let mut browser = Browser::new();
+    browser.login(addrs[0]).await;
+    let cookie = format!("SID={}; swaff={}", browser.jar["SID"], browser.jar["swaff"]);
+    // A chunked request goes through hyper rather than the plain loop.
+    for (i, framing) in ["", "Transfer-Encoding: chunked\r\n"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut conn = ClientConn::connect(addrs[1]).await.unwrap();
+        let body = if framing.is_empty() { "" } else { "0\r\n\r\n" };
+        let request =
+            format!("GET /headers HTTP/1.1\r\nHost: a\r\nCookie: {cookie}\r\n{framing}\r\n{body}");
+        conn.send(request.as_bytes()).await.unwrap();
+        let Reply::Complete { head, body } = conn.read_answer(false).await else {
+            panic!("no answer");
+        };
+        assert_eq!(head.status, 200);
+        let echoed = String::from_utf8_lossy(&body);
+        assert!(echoed.contains("SID="), "{echoed}");
+        assert!(!echoed.contains("swaff"), "{echoed}");
+        assert_eq!(
+            fleet.metric(
+                1,
+                "sessionwatch_affinity_cookies_total",
+                &["result=\"adopted\""]
+            ),
+            1.0,
+            "request {i}"
+        );
+    }
     fleet.stop().await;
 }
