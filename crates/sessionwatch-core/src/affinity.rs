@@ -241,7 +241,8 @@ pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 }
 
 /// Removes every cookie named `name` from the request's `Cookie` headers (a header left empty
-/// goes); the others pass exactly as they came. Returns whether any was removed.
+/// goes); the other pairs pass in their order, each as it came but for the spaces around it.
+/// A header marked sensitive (never indexed by HPACK) stays so. Returns whether any was removed.
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) -> bool {
     if read_cookie(headers, name).is_none() {
         return false;
@@ -263,7 +264,9 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) -> bool {
             if pairs.is_empty() {
                 return None;
             }
-            http::HeaderValue::from_bytes(&pairs.join(&b"; "[..])).ok()
+            let mut value = http::HeaderValue::from_bytes(&pairs.join(&b"; "[..])).ok()?;
+            value.set_sensitive(h.is_sensitive());
+            Some(value)
         })
         .collect();
     headers.remove(COOKIE);

@@ -197,3 +197,14 @@ fn the_set_cookie_lines_carry_the_attributes() {
         "swaff=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
     );
 }
+
+#[test]
+fn a_sensitive_cookie_header_stays_sensitive_when_stripped() {
+    let mut value: http::HeaderValue = "a=1; swaff=x".parse().unwrap();
+    value.set_sensitive(true);
+    let mut h = HeaderMap::new();
+    h.insert(COOKIE, value);
+    assert!(strip_cookie(&mut h, "swaff"));
+    assert_eq!(h.get(COOKIE).unwrap(), "a=1");
+    assert!(h.get(COOKIE).unwrap().is_sensitive());
+}

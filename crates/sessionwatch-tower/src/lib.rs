@@ -6,7 +6,9 @@
 //! session must go. On the way out it reads which backend served the response ([`ServedBy`]),
 //! classifies the exchange with [`sessionwatch_core::classify`], applies the store updates and
 //! reports every exchange with a known session to a [`SessionEvents`] hook. Optionally it rescues
-//! a lost GET or HEAD by replaying it once on the backend that issued the session.
+//! a lost GET or HEAD by replaying it once on the backend that issued the session, and mints a
+//! signed affinity cookie so that other replicas, each with its own table, know the sessions this
+//! one saw issued ([`SessionLayer::with_affinity_cookie`]).
 //!
 //! ```
 //! use std::sync::Arc;
