@@ -33,6 +33,12 @@ impl Fingerprinter {
         Self { key }
     }
 
+    /// The key, for deriving the keys of other primitives bound to the same secret (the
+    /// affinity cookie's).
+    pub(crate) fn key(&self) -> &[u8; 32] {
+        &self.key
+    }
+
     /// The fingerprint of `value` as the cookie named `cookie_name`. The name is hashed too, so
     /// the same value in two different cookies gives two fingerprints.
     pub fn fingerprint(&self, cookie_name: &str, value: &[u8]) -> Fingerprint {

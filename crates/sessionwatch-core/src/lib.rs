@@ -14,6 +14,9 @@
 //! assert_eq!(profile.cookies()[0].name(), "PHPSESSID");
 //! ```
 
+mod affinity;
+#[cfg(test)]
+mod affinity_tests;
 mod classify;
 #[cfg(test)]
 mod classify_tests;
@@ -31,6 +34,10 @@ mod record;
 mod robustness_tests;
 mod time;
 
+pub use affinity::{
+    Affinity, AffinityKey, AffinityRejection, expire_cookie_header, read_cookie, set_cookie_header,
+    strip_cookie,
+};
 pub use classify::{
     Attribution, Carried, EndReason, Exchange, Outcome, Renewal, ResetSignal, StoreUpdate, Verdict,
     classify, plan_updates,

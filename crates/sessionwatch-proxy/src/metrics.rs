@@ -78,6 +78,10 @@ pub(crate) struct Metrics {
     pub client_body_timeout: Counter,
     /// Alert lines the alert log file could not take (disk full, I/O error).
     pub alert_lines_dropped: Counter,
+    /// Affinity cookies a session's record was taken from.
+    pub affinity_adopted: Counter,
+    /// Affinity cookies ignored, by why: malformed, forged, stale (that order).
+    pub affinity_rejected: [Counter; 3],
     resets: Mutex<HashMap<(ResetSignal, Attribution, u16, u16), Counter>>,
     sink_failures: Mutex<HashMap<&'static str, Counter>>,
     backend_names: Vec<SharedString>,
@@ -116,6 +120,15 @@ impl Metrics {
                 &Key::from_parts(
                     "sessionwatch_sessions_evicted_total",
                     vec![Label::new("kind", kind)],
+                ),
+                &META,
+            )
+        };
+        let affinity = |result: &'static str| {
+            recorder.register_counter(
+                &Key::from_parts(
+                    "sessionwatch_affinity_cookies_total",
+                    vec![Label::new("result", result)],
                 ),
                 &META,
             )
@@ -201,6 +214,8 @@ impl Metrics {
                 &META,
             ),
             alert_lines_dropped: counter("sessionwatch_alert_lines_dropped_total"),
+            affinity_adopted: affinity("adopted"),
+            affinity_rejected: [affinity("malformed"), affinity("forged"), affinity("stale")],
             backends: per_backend,
             resets: Mutex::new(HashMap::new()),
             sink_failures: Mutex::new(HashMap::new()),
@@ -344,6 +359,13 @@ fn describe(r: &PrometheusRecorder) {
         "sessionwatch_alert_lines_dropped_total",
         Some(Unit::Count),
         "Alert lines that could not be written to the alert log file (disk full, I/O error).",
+    );
+    d(
+        "sessionwatch_affinity_cookies_total",
+        Some(Unit::Count),
+        "Affinity cookies met next to a session this replica's table missed, by result: \
+         `adopted` (the record was taken from it) or why it was ignored (`malformed`, `forged`: \
+         another key or another session, `stale`: older than the idle timeout).",
     );
     d(
         "sessionwatch_alert_sink_failures_total",

@@ -1,7 +1,9 @@
 //! The hook through which the layer reports what it saw.
 
 use http::{HeaderValue, Method, StatusCode, Uri};
-use sessionwatch_core::{BackendId, Fingerprint, Outcome, SessionRecord, Timestamp};
+use sessionwatch_core::{
+    AffinityRejection, BackendId, Fingerprint, Outcome, SessionRecord, Timestamp,
+};
 
 /// One exchange whose request carried a known session.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +57,15 @@ pub struct Rescued<'a> {
     pub request_id: Option<&'a HeaderValue>,
 }
 
+/// What became of an affinity cookie a request carried next to a session this table missed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AffinityUse {
+    /// Valid: the session's record was taken from it.
+    Adopted,
+    /// Ignored, and why.
+    Rejected(AffinityRejection),
+}
+
 /// Receives what the layer saw. Called on the request path: implementations must be quick and
 /// must not block (hand slow work such as file or network writes to a task or thread).
 pub trait SessionEvents: Send + Sync + 'static {
@@ -62,6 +73,10 @@ pub trait SessionEvents: Send + Sync + 'static {
     fn observed(&self, event: &Observed<'_>);
     /// A lost request was replayed on its issuer.
     fn rescued(&self, event: &Rescued<'_>) {
+        let _ = event;
+    }
+    /// An affinity cookie was used or ignored.
+    fn affinity(&self, event: AffinityUse) {
         let _ = event;
     }
 }

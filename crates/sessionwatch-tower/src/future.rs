@@ -9,12 +9,13 @@ use http::header::{LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
 use pin_project_lite::pin_project;
 use sessionwatch_core::{
-    BackendId, Carried, CookieId, Exchange, Fingerprint, MAX_COOKIES, Outcome, RouteDecision,
-    SetCookieEvent, StoreUpdate, Timestamp, Verdict, classify, plan_updates, read_set_cookie,
+    Affinity, BackendId, Carried, CookieId, Exchange, Fingerprint, MAX_COOKIES, Outcome,
+    RouteDecision, SessionRecord, SetCookieEvent, StoreUpdate, Timestamp, Verdict, classify,
+    expire_cookie_header, plan_updates, read_set_cookie, set_cookie_header,
 };
 use tower::Service;
 
-use crate::shared::Shared;
+use crate::shared::{AffinityCookie, Shared};
 use crate::{Observed, RescueAttempt, Rescued, ServedBy, SessionRoute};
 
 /// The carried session cookies of one request, inline: at most one per configured cookie.
@@ -48,6 +49,10 @@ impl CarriedSet {
     pub(crate) fn as_slice(&self) -> &[Carried] {
         &self.items[..self.len]
     }
+
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [Carried] {
+        &mut self.items[..self.len]
+    }
 }
 
 /// What the replay of a rescued request needs from the original.
@@ -67,6 +72,10 @@ pub(crate) struct RequestContext {
     pub(crate) replay: Option<ReplayParts>,
     /// The session a rescue is about, once one starts.
     pub(crate) subject: Option<sessionwatch_core::Fingerprint>,
+    /// Whether the request carried the proxy's affinity cookie.
+    pub(crate) affinity_seen: bool,
+    /// The session that cookie is valid for, and when it was minted.
+    pub(crate) affinity_valid: Option<(Fingerprint, Timestamp)>,
 }
 
 pin_project! {
@@ -222,9 +231,19 @@ fn is_from_backend<RB>(shared: &Shared, resp: &Response<RB>) -> bool {
     shared.default_server != BackendId::UNKNOWN || resp.extensions().get::<ServedBy>().is_some()
 }
 
-fn apply_updates<RB>(shared: &Shared, ctx: &RequestContext, resp: &Response<RB>, c: &Classified) {
+/// Applies the exchange's store updates, then gives the client the affinity cookie of the
+/// session the answer issued (or deletes it along with the session).
+fn apply_updates<RB>(
+    shared: &Shared,
+    ctx: &RequestContext,
+    resp: &mut Response<RB>,
+    c: &Classified,
+) {
     let mut ex = exchange(ctx, resp, c);
     ex.marker_header = false;
+    // The session the answer issued, in the profile's first cookie: the one the affinity
+    // cookie speaks for.
+    let mut learned: Option<(CookieId, Fingerprint, SessionRecord)> = None;
     plan_updates(
         &ex,
         &c.verdict,
@@ -234,10 +253,95 @@ fn apply_updates<RB>(shared: &Shared, ctx: &RequestContext, resp: &Response<RB>,
             StoreUpdate::Put {
                 fingerprint,
                 record,
-            } => shared.store.put(fingerprint, record),
+            } => {
+                let issued = c.set_cookies.as_slice().iter().find_map(|e| match *e {
+                    SetCookieEvent::Issued {
+                        cookie,
+                        fingerprint: f,
+                    } if f == fingerprint => Some(cookie),
+                    _ => None,
+                });
+                if let Some(cookie) = issued
+                    && learned.is_none_or(|(first, _, _)| cookie.0 < first.0)
+                {
+                    learned = Some((cookie, fingerprint, record));
+                }
+                shared.store.put(fingerprint, record)
+            }
             StoreUpdate::Remove { fingerprint } => shared.store.remove(fingerprint),
         },
     );
+    if let Some(a) = &shared.affinity
+        && is_from_backend(shared, resp)
+    {
+        affinity_answer(a, ctx, resp, c, learned.map(|(_, f, r)| (f, r)));
+    }
+}
+
+fn affinity_answer<RB>(
+    a: &AffinityCookie,
+    ctx: &RequestContext,
+    resp: &mut Response<RB>,
+    c: &Classified,
+    learned: Option<(Fingerprint, SessionRecord)>,
+) {
+    let line = match learned {
+        Some((fingerprint, record)) => {
+            let value = a.key.mint(
+                fingerprint,
+                &Affinity {
+                    issuer: record.issuer,
+                    issued_at: record.issued_at,
+                    minted_at: c.now,
+                },
+            );
+            set_cookie_header(&a.name, &value, a.max_age, a.secure)
+        }
+        None if ctx.affinity_seen && session_ended(c) => expire_cookie_header(&a.name, a.secure),
+        None => match refreshed(a, ctx, c) {
+            Some(value) => set_cookie_header(&a.name, &value, a.max_age, a.secure),
+            None => return,
+        },
+    };
+    // Cookie names and base64url are header-safe: this fails only on a name validation let
+    // through, and then the answer goes without the cookie.
+    if let Ok(v) = HeaderValue::from_str(&line) {
+        resp.headers_mut().append(SET_COOKIE, v);
+    }
+}
+
+/// A fresh cookie for a known session that goes on, when the client has none valid for it or
+/// its own is a quarter of the idle timeout old: the browser drops the cookie `Max-Age` after it
+/// was set, and an active session must not lose its affinity then.
+fn refreshed(a: &AffinityCookie, ctx: &RequestContext, c: &Classified) -> Option<String> {
+    if !matches!(c.verdict.outcome, Outcome::Continued) {
+        return None;
+    }
+    let carried = ctx.carried.as_slice().get(c.verdict.subject?)?;
+    let record = carried.record?;
+    if let Some((fingerprint, minted_at)) = ctx.affinity_valid
+        && fingerprint == carried.fingerprint
+        && c.now.since(minted_at) < a.max_age / 4
+    {
+        return None;
+    }
+    Some(a.key.mint(
+        carried.fingerprint,
+        &Affinity {
+            issuer: record.issuer,
+            issued_at: record.issued_at,
+            minted_at: c.now,
+        },
+    ))
+}
+
+/// The backend ended the session: logged out, timed out, or deleted its cookie.
+fn session_ended(c: &Classified) -> bool {
+    matches!(c.verdict.outcome, Outcome::Ended(_))
+        || c.set_cookies
+            .as_slice()
+            .iter()
+            .any(|e| matches!(e, SetCookieEvent::Deleted { .. }))
 }
 
 /// Whether this reset should be replayed on the issuer, and where.
@@ -295,12 +399,12 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::First { fut } => {
-                    let resp = ready!(fut.poll(cx))?;
+                    let mut resp = ready!(fut.poll(cx))?;
                     let c = classify_response(this.shared, this.ctx, &resp);
                     let target = rescue_target(this.shared, this.ctx, &c);
                     report(this.shared, this.ctx, &resp, &c, target.is_some());
                     let Some(issuer) = target else {
-                        apply_updates(this.shared, this.ctx, &resp, &c);
+                        apply_updates(this.shared, this.ctx, &mut resp, &c);
                         this.state.set(State::Done);
                         return Poll::Ready(Ok(resp));
                     };
@@ -359,7 +463,7 @@ where
                     this.state.set(State::Done);
                     // An error, or an answer the proxy made itself (the issuer could not be
                     // reached): the client gets the original answer after all.
-                    let resp = match result {
+                    let mut resp = match result {
                         Ok(resp) if is_from_backend(this.shared, &resp) => resp,
                         _ => {
                             let back = give_back(this.shared, this.ctx, this.held);
@@ -381,7 +485,7 @@ where
                         }
                     };
                     let c = classify_response(this.shared, this.ctx, &resp);
-                    apply_updates(this.shared, this.ctx, &resp, &c);
+                    apply_updates(this.shared, this.ctx, &mut resp, &c);
                     if let Some(fingerprint) = this.ctx.subject {
                         this.shared.events.rescued(&Rescued {
                             at: c.now,
@@ -414,9 +518,9 @@ fn give_back<RB, E>(
     held: &mut Option<Response<RB>>,
 ) -> Result<Response<RB>, E> {
     match held.take() {
-        Some(resp) => {
+        Some(mut resp) => {
             let c = classify_response(shared, ctx, &resp);
-            apply_updates(shared, ctx, &resp, &c);
+            apply_updates(shared, ctx, &mut resp, &c);
             Ok(resp)
         }
         // Only reachable by polling a finished future, which the Future contract forbids.

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use sessionwatch_core::{BackendId, Fingerprinter, PinPolicy, SessionProfile};
+use sessionwatch_core::{AffinityKey, BackendId, Fingerprinter, PinPolicy, SessionProfile};
 use tower::Layer;
 
-use crate::shared::{BackendHealth, PinSwitch, Shared};
+use crate::shared::{AffinityCookie, BackendHealth, PinSwitch, Shared};
 use crate::{SessionEvents, SessionService, SessionStore};
 
 /// Learns sessions and classifies responses for the service it wraps. See the crate docs.
@@ -41,6 +41,7 @@ impl SessionLayer {
                 pin_switch: PinSwitch::default(),
                 rescue: None,
                 default_server: BackendId::UNKNOWN,
+                affinity: None,
             }),
         }
     }
@@ -92,6 +93,22 @@ impl SessionLayer {
     /// application that wraps itself in the layer is its own single backend).
     pub fn with_default_server(self, server: BackendId) -> Self {
         self.edit(|s| s.default_server = server)
+    }
+
+    /// Mint a signed affinity cookie named `name` on every answer that issues a session, and take
+    /// the record of a session this table misses from a valid one (see
+    /// [`sessionwatch_core::AffinityKey`]); the cookie is removed from every request before it is
+    /// forwarded. `secure` adds the `Secure` attribute (the client side is TLS).
+    pub fn with_affinity_cookie(self, name: impl Into<String>, secure: bool) -> Self {
+        let name = name.into();
+        self.edit(|s| {
+            s.affinity = Some(AffinityCookie {
+                key: AffinityKey::derive(&s.fingerprinter),
+                name,
+                secure,
+                max_age: s.profile.idle_timeout(),
+            })
+        })
     }
 
     /// The store the layer uses.

@@ -6,7 +6,9 @@
 //! session must go. On the way out it reads which backend served the response ([`ServedBy`]),
 //! classifies the exchange with [`sessionwatch_core::classify`], applies the store updates and
 //! reports every exchange with a known session to a [`SessionEvents`] hook. Optionally it rescues
-//! a lost GET or HEAD by replaying it once on the backend that issued the session.
+//! a lost GET or HEAD by replaying it once on the backend that issued the session, and mints a
+//! signed affinity cookie so that other replicas, each with its own table, know the sessions this
+//! one saw issued ([`SessionLayer::with_affinity_cookie`]).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -33,7 +35,7 @@ mod shared;
 mod store;
 
 pub use compact::CompactStore;
-pub use events::{Observed, Rescued, SessionEvents};
+pub use events::{AffinityUse, Observed, Rescued, SessionEvents};
 pub use extensions::{RescueAttempt, ServedBy, SessionRoute};
 pub use future::ResponseFuture;
 pub use layer::SessionLayer;
@@ -41,5 +43,7 @@ pub use service::{SessionService, X_REQUEST_ID};
 pub use shared::{BackendHealth, PinSwitch};
 pub use store::{Evictions, MokaStore, SessionStore};
 
+#[cfg(test)]
+mod affinity_tests;
 #[cfg(test)]
 mod tests;

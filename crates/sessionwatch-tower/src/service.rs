@@ -4,12 +4,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
-use sessionwatch_core::{Carried, read_request_cookies, route};
+use sessionwatch_core::{
+    AffinityRejection, Carried, Fingerprint, Timestamp, read_cookie, read_request_cookies, route,
+    strip_cookie,
+};
 use tower::Service;
 
-use crate::SessionRoute;
 use crate::future::{CarriedSet, ReplayParts, RequestContext, ResponseFuture};
+use crate::shared::AffinityCookie;
 use crate::shared::{Shared, pinning_all};
+use crate::{AffinityUse, SessionRoute};
 
 /// See [`crate::SessionLayer`].
 pub struct SessionService<S> {
@@ -58,6 +62,12 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &self.shared;
+        // The proxy's own cookie is read, then taken out of what the backend sees.
+        let affinity_value = shared.affinity.as_ref().and_then(|a| {
+            let value = read_cookie(req.headers(), &a.name).map(<[u8]>::to_vec);
+            strip_cookie(req.headers_mut(), &a.name);
+            value
+        });
         let mut carried = CarriedSet::new();
         read_request_cookies(
             req.headers(),
@@ -71,6 +81,10 @@ where
                 });
             },
         );
+        let affinity_valid = match (&shared.affinity, &affinity_value) {
+            (Some(a), Some(value)) => adopt(shared, a, value, &mut carried),
+            _ => None,
+        };
         let first_known = carried.as_slice().iter().find_map(|c| c.record);
         let decision = route(shared.policy, first_known.as_ref(), pinning_all(shared));
         req.extensions_mut().insert(SessionRoute { decision });
@@ -90,12 +104,54 @@ where
             request_id: req.headers().get(X_REQUEST_ID).cloned(),
             replay,
             subject: None,
+            affinity_seen: affinity_value.is_some(),
+            affinity_valid,
         };
         // The clone serves the replay; `ServiceExt::ready` is polled on it before use.
         let rescue_svc = ctx.replay.as_ref().map(|_| self.inner.clone());
         let fut = self.inner.call(req);
         ResponseFuture::new(fut, ctx, rescue_svc, self.shared.clone())
     }
+}
+
+/// Takes the record of a carried session the table misses from a valid affinity cookie, and
+/// remembers it, as the replica that minted the cookie learned it from the backend's
+/// `Set-Cookie`. An invalid cookie changes nothing; either way the use is reported (for a
+/// session the table knows, the cookie is only checked, to tell when to refresh it). Returns the
+/// session the cookie is valid for, and when it was minted.
+fn adopt(
+    shared: &Shared,
+    a: &AffinityCookie,
+    value: &[u8],
+    carried: &mut CarriedSet,
+) -> Option<(Fingerprint, Timestamp)> {
+    let now = Timestamp::now();
+    let mut rejection = None;
+    for c in carried.as_mut_slice() {
+        let verified = a.key.verify(value, c.fingerprint, now, a.max_age);
+        if c.record.is_some() {
+            if let Ok(affinity) = verified {
+                return Some((c.fingerprint, affinity.minted_at));
+            }
+            continue;
+        }
+        match verified {
+            Ok(affinity) => {
+                let record = affinity.record();
+                shared.store.put(c.fingerprint, record);
+                c.record = Some(record);
+                shared.events.affinity(AffinityUse::Adopted);
+                return Some((c.fingerprint, affinity.minted_at));
+            }
+            // An authentic but stale cookie says more than a tag that fails for another cookie.
+            Err(e) if rejection != Some(AffinityRejection::Stale) => rejection = Some(e),
+            Err(_) => {}
+        }
+    }
+    if let Some(e) = rejection {
+        shared.events.affinity(AffinityUse::Rejected(e));
+    }
+    None
 }
 
 /// Only a GET or HEAD without a body may be sent twice: replaying anything else could repeat a

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sessionwatch_core::{BackendId, Fingerprinter, PinPolicy, SessionProfile};
+use std::time::Duration;
+
+use sessionwatch_core::{AffinityKey, BackendId, Fingerprinter, PinPolicy, SessionProfile};
 
 use crate::{SessionEvents, SessionStore};
 
@@ -33,6 +35,16 @@ impl PinSwitch {
     }
 }
 
+/// The affinity cookie's settings (see [`crate::SessionLayer::with_affinity_cookie`]).
+#[derive(Clone)]
+pub(crate) struct AffinityCookie {
+    pub(crate) key: AffinityKey,
+    pub(crate) name: String,
+    pub(crate) secure: bool,
+    /// The session idle timeout: the cookie's `Max-Age`, and the age past which it is stale.
+    pub(crate) max_age: Duration,
+}
+
 pub(crate) struct Shared {
     pub(crate) profile: SessionProfile,
     pub(crate) fingerprinter: Fingerprinter,
@@ -42,6 +54,7 @@ pub(crate) struct Shared {
     pub(crate) pin_switch: PinSwitch,
     pub(crate) rescue: Option<Arc<dyn BackendHealth>>,
     pub(crate) default_server: BackendId,
+    pub(crate) affinity: Option<AffinityCookie>,
 }
 
 impl Shared {
@@ -56,6 +69,7 @@ impl Shared {
             pin_switch: self.pin_switch.clone(),
             rescue: self.rescue.clone(),
             default_server: self.default_server,
+            affinity: self.affinity.clone(),
         }
     }
 }

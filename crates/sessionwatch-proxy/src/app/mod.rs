@@ -357,6 +357,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     if config.rescue {
         session = session.with_rescue(backends.clone());
     }
+    if let Some(affinity) = &config.session.affinity {
+        session = session.with_affinity_cookie(affinity.name.clone(), affinity.secure);
+    }
     // Each worker numbers its own requests under its own prefix: no counter shared across cores.
     let id_prefix: u32 = rand::random();
     let balancer = Arc::new(Balancer::new(config.balance, backends.clone()));

@@ -5,8 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::Issues;
+use sessionwatch_core::SessionProfile;
+
+use super::file::SessionFile;
 use super::locate::FieldPath;
+use super::{AffinityCookieConfig, Issues, KeySource};
 
 /// The path of a top-level section.
 pub(super) fn p(root: &str) -> FieldPath {
@@ -106,4 +109,47 @@ pub(super) fn required<'a>(
         issues.push(path, "required, but missing");
     }
     value
+}
+
+/// `[session] affinity_cookie`, `affinity_cookie_name`, `affinity_cookie_secure`.
+pub(super) fn affinity_cookie(
+    issues: &mut Issues,
+    path: &FieldPath,
+    s: Option<&SessionFile>,
+    profile: &SessionProfile,
+    key: &KeySource,
+) -> Option<AffinityCookieConfig> {
+    let s = s?;
+    let name = s
+        .affinity_cookie_name
+        .clone()
+        .unwrap_or_else(|| "swaff".into());
+    let name_path = path.clone().key("affinity_cookie_name");
+    // RFC 6265 4.1.1: a cookie name is an RFC 2616 token.
+    let is_token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
+    if !is_token {
+        issues.push(
+            name_path.clone(),
+            format!("{name:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+        );
+    } else if profile.cookies().iter().any(|c| c.name() == name) {
+        issues.push(name_path, format!("{name:?} is a session cookie's name"));
+    }
+    if !s.affinity_cookie.unwrap_or(false) {
+        return None;
+    }
+    if *key == KeySource::Random {
+        issues.push(
+            path.clone().key("affinity_cookie"),
+            "needs fingerprint_key or fingerprint_key_env: every replica must derive the same key \
+             to verify the cookies the others mint",
+        );
+    }
+    Some(AffinityCookieConfig {
+        name,
+        secure: s.affinity_cookie_secure.unwrap_or(false),
+    })
 }

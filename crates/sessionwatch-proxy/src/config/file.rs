@@ -88,6 +88,9 @@ pub(crate) struct SessionFile {
     pub(crate) fingerprint_key_env: Option<String>,
     pub(crate) marker_header: Option<String>,
     pub(crate) marker_statuses: Option<Vec<u16>>,
+    pub(crate) affinity_cookie: Option<bool>,
+    pub(crate) affinity_cookie_name: Option<String>,
+    pub(crate) affinity_cookie_secure: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -141,6 +141,17 @@ pub(crate) struct SessionConfig {
     pub store: StoreKind,
     /// The fingerprint key.
     pub key: KeySource,
+    /// The signed affinity cookie, when on.
+    pub affinity: Option<AffinityCookieConfig>,
+}
+
+/// The signed affinity cookie (`[session] affinity_cookie`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AffinityCookieConfig {
+    /// The cookie's name (`swaff` unless configured).
+    pub name: String,
+    /// Whether it carries `Secure`: set when clients reach the proxy over TLS.
+    pub secure: bool,
 }
 
 /// Pinning settings.

@@ -651,3 +651,59 @@ fn presets_set_cookies_paths_and_timeouts() {
         "cookie \"A\" is listed twice",
     );
 }
+
+#[test]
+fn the_affinity_cookie_is_off_by_default_and_read_when_on() {
+    let key = "fingerprint_key = \"a fleet's shared key 0123\"\n";
+    let config = parse(&format!("[session]\n{key}{BACKEND}")).unwrap();
+    assert_eq!(config.session.affinity, None);
+    let config = parse(&format!(
+        "[session]\n{key}affinity_cookie = true\n{BACKEND}"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.session.affinity,
+        Some(AffinityCookieConfig {
+            name: "swaff".into(),
+            secure: false,
+        })
+    );
+    let config = parse(&format!(
+        "[session]\n{key}affinity_cookie = true\naffinity_cookie_name = \"__sw\"\n\
+         affinity_cookie_secure = true\n{BACKEND}"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.session.affinity,
+        Some(AffinityCookieConfig {
+            name: "__sw".into(),
+            secure: true,
+        })
+    );
+}
+
+#[test]
+fn a_bad_affinity_cookie_setting_is_reported_at_its_field() {
+    let key = "fingerprint_key = \"a fleet's shared key 0123\"\n";
+    one_error(
+        &format!(
+            "[session]\n{key}affinity_cookie = true\naffinity_cookie_name = \"a b\"\n{BACKEND}"
+        ),
+        "farm.toml:4:24: session.affinity_cookie_name: ",
+        "not a cookie name",
+    );
+    one_error(
+        &format!(
+            "[session]\n{key}cookies = [{{ name = \"SID\" }}]\naffinity_cookie = true\n\
+             affinity_cookie_name = \"SID\"\n{BACKEND}"
+        ),
+        "farm.toml:5:24: session.affinity_cookie_name: ",
+        "session cookie's name",
+    );
+    // A random key differs per replica: no other replica could verify the cookie.
+    one_error(
+        &format!("[session]\naffinity_cookie = true\n{BACKEND}"),
+        "farm.toml:2:19: session.affinity_cookie: ",
+        "needs fingerprint_key",
+    );
+}

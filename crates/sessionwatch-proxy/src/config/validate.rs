@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{HeaderName, StatusCode, Uri};
 use sessionwatch_core::{CookieSpec, Framework, IncidentConfig, Marker, PinPolicy, SessionProfile};
 
-use super::fields::{address, duration, one_of, p, positive, required};
+use super::fields::{address, affinity_cookie, duration, one_of, p, positive, required};
 use super::file::{FileConfig, SinkFile};
 use super::{
     ActiveHealth, AlertsConfig, BackendConfig, BalancePolicy, Config, ConnectionLimit,
@@ -425,11 +425,13 @@ fn session(issues: &mut Issues, raw: &FileConfig) -> Option<SessionConfig> {
         },
         (None, None) => KeySource::Random,
     };
+    let affinity = affinity_cookie(issues, &path, s, &profile, &key);
     Some(SessionConfig {
         profile,
         max_sessions,
         store,
         key,
+        affinity,
     })
 }
 

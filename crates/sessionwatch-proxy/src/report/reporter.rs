@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sessionwatch_core::{EndReason, Outcome, Renewal, loggable_path};
-use sessionwatch_tower::{Observed, Rescued, SessionEvents};
+use sessionwatch_core::{AffinityRejection, EndReason, Outcome, Renewal, loggable_path};
+use sessionwatch_tower::{AffinityUse, Observed, Rescued, SessionEvents};
 
 use crate::backends::Backends;
 use crate::metrics::Metrics;
@@ -100,6 +100,21 @@ impl SessionEvents for Reporter {
             SystemTime::from(e.at),
             &line,
         ));
+    }
+
+    fn affinity(&self, event: AffinityUse) {
+        if let Some(extra) = &self.extra {
+            extra.affinity(event);
+        }
+        let counter = match event {
+            AffinityUse::Adopted => &self.metrics.affinity_adopted,
+            AffinityUse::Rejected(AffinityRejection::Malformed) => {
+                &self.metrics.affinity_rejected[0]
+            }
+            AffinityUse::Rejected(AffinityRejection::Forged) => &self.metrics.affinity_rejected[1],
+            AffinityUse::Rejected(AffinityRejection::Stale) => &self.metrics.affinity_rejected[2],
+        };
+        counter.increment(1);
     }
 
     fn rescued(&self, e: &Rescued<'_>) {
