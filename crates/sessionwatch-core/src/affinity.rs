@@ -24,6 +24,7 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::COOKIE;
 
+use crate::cookies::trim_wsp;
 use crate::{BackendId, Fingerprint, Fingerprinter, SessionRecord, Timestamp};
 
 const VERSION: u8 = 1;
@@ -235,7 +236,7 @@ pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     headers.get_all(COOKIE).iter().find_map(|h| {
         h.as_bytes().split(|b| *b == b';').find_map(|pair| {
             let eq = pair.iter().position(|b| *b == b'=')?;
-            (trim(&pair[..eq]) == name.as_bytes()).then(|| trim(&pair[eq + 1..]))
+            (trim_wsp(&pair[..eq]) == name.as_bytes()).then(|| trim_wsp(&pair[eq + 1..]))
         })
     })
 }
@@ -255,10 +256,10 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) -> bool {
                 .as_bytes()
                 .split(|b| *b == b';')
                 .filter(|pair| match pair.iter().position(|b| *b == b'=') {
-                    Some(eq) => trim(&pair[..eq]) != name.as_bytes(),
+                    Some(eq) => trim_wsp(&pair[..eq]) != name.as_bytes(),
                     None => true,
                 })
-                .map(trim)
+                .map(trim_wsp)
                 .filter(|p| !p.is_empty())
                 .collect();
             if pairs.is_empty() {
@@ -274,18 +275,6 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) -> bool {
         headers.append(COOKIE, v);
     }
     true
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |i| i + 1);
-    &s[start..end.max(start)]
 }
 
 /// The `Set-Cookie` value that gives the client `value`, for `max_age`.

@@ -135,7 +135,7 @@ pub fn read_set_cookie(
 
 /// `s` without leading and trailing spaces and tabs (RFC 6265's WSP), the only whitespace a
 /// browser trims from a cookie's name and value.
-fn trim_wsp(s: &[u8]) -> &[u8] {
+pub(crate) fn trim_wsp(s: &[u8]) -> &[u8] {
     let start = s
         .iter()
         .position(|b| !matches!(b, b' ' | b'\t'))
