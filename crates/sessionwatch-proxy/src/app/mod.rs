@@ -237,17 +237,7 @@ async fn metrics_upkeep(metrics: Arc<Metrics>, mut shutdown: watch::Receiver<boo
 
 /// Start the proxy: bind, spawn the server, health checks, incident watch, sinks and admin.
 pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy, StartError> {
-    // Each worker keeps two idle lists per backend (its own HTTP/1.1 connections, hyper's).
-    let pooled =
-        (2 * config.workers * config.backends.len() * config.upstream.pool_max_idle_per_host)
-            as u64;
-    let max_connections = fd_limit::connection_cap(
-        config.max_connections,
-        fd_limit::raise_open_files_limit(),
-        pooled,
-    )?;
-    // Shared out over the workers, each stopping accepting at its share.
-    let per_worker = max_connections.div_ceil(config.workers.max(1)).max(1);
+    let per_worker = connections_per_worker(&config)?;
     let listeners =
         bind_workers(config.listen, config.workers).map_err(|source| StartError::Bind {
             addr: config.listen,
@@ -291,52 +281,25 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     )));
     let pin_switch = PinSwitch::default();
 
-    let mut sink_handles = Vec::new();
-    for (kind, cfg) in [
-        (SinkKind::Alertmanager, &config.alertmanager),
-        (SinkKind::Webhook, &config.webhook),
-    ] {
-        if let Some(cfg) = cfg {
-            let (handle, task) =
-                sinks::spawn(kind, cfg.clone(), metrics.clone(), shutdown_rx.clone());
-            sink_handles.push(handle);
-            tasks.push(task);
-        }
-    }
-    let incidents = Arc::new(IncidentWatch::new(
-        config.incident.clone(),
-        backends.clone(),
-        log.clone(),
-        metrics.clone(),
-        config.pin.policy,
-        pin_switch.clone(),
-        sink_handles,
-        Clock::system(),
-    ));
-    tasks.push(tokio::spawn(incidents.clone().run(
-        options.incident_tick.unwrap_or(Duration::from_millis(500)),
-        shutdown_rx.clone(),
-    )));
+    let incidents = spawn_incidents(
+        &config,
+        &backends,
+        &log,
+        &metrics,
+        &pin_switch,
+        options.incident_tick,
+        &shutdown_rx,
+        &mut tasks,
+    );
 
-    let watch_for_restarts = incidents.clone();
-    let health = Arc::new(Health::new(
-        backends.clone(),
-        config.health.clone(),
-        metrics.clone(),
-        Some(Arc::new(move |id, t| {
-            if t == Transition::Up {
-                watch_for_restarts.note_restart(id);
-            }
-        })),
-    ));
-    // The checks' own pool, on this runtime: a check travels the path traffic takes.
-    let probe_pool = Pool::new(&config.upstream, metrics.poisoned_counters());
-    tasks.push(tokio::spawn(sweep_idle(
-        probe_pool.clone(),
-        shutdown_rx.clone(),
-    )));
-    let probes = Upstream::new(probe_pool, config.upstream.clone());
-    tasks.extend(health.spawn_checks(probes, shutdown_rx.clone()));
+    let health = spawn_health(
+        &config,
+        &backends,
+        &metrics,
+        &incidents,
+        &shutdown_rx,
+        &mut tasks,
+    );
 
     let reporter = Reporter::new(
         backends.clone(),
@@ -345,21 +308,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         incidents.clone(),
         options.extra_events,
     );
-    let store_dyn = store.clone();
-    let mut session = SessionLayer::new(
-        config.session.profile.clone(),
-        fingerprinter(&config.session.key),
-        store_dyn.clone(),
-    )
-    .with_events(Arc::new(reporter))
-    .with_pin_policy(config.pin.policy)
-    .with_pin_switch(pin_switch);
-    if config.rescue {
-        session = session.with_rescue(backends.clone());
-    }
-    if let Some(affinity) = &config.session.affinity {
-        session = session.with_affinity_cookie(affinity.name.clone(), affinity.secure);
-    }
+    let session = session_layer(&config, store.clone(), reporter, pin_switch, &backends);
     // Each worker numbers its own requests under its own prefix: no counter shared across cores.
     let id_prefix: u32 = rand::random();
     let balancer = Arc::new(Balancer::new(config.balance, backends.clone()));
@@ -389,7 +338,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         let state = AdminState {
             backends: backends.clone(),
             metrics: metrics.clone(),
-            store: store_dyn,
+            store: store.clone(),
             incidents: incidents.clone(),
         };
         tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
@@ -408,4 +357,117 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         shutdown: shutdown_tx,
         tasks,
     })
+}
+
+/// `listen.max_connections` as the file-descriptor limit allows it, shared out over the workers
+/// (each stops accepting at its share).
+fn connections_per_worker(config: &Config) -> Result<usize, StartError> {
+    // Each worker keeps two idle lists per backend (its own HTTP/1.1 connections, hyper's).
+    let pooled =
+        (2 * config.workers * config.backends.len() * config.upstream.pool_max_idle_per_host)
+            as u64;
+    let max_connections = fd_limit::connection_cap(
+        config.max_connections,
+        fd_limit::raise_open_files_limit(),
+        pooled,
+    )?;
+    Ok(max_connections.div_ceil(config.workers.max(1)).max(1))
+}
+
+/// The sinks and the incident watch that feeds them; their tasks go to `tasks`.
+#[allow(clippy::too_many_arguments)]
+fn spawn_incidents(
+    config: &Config,
+    backends: &Arc<Backends>,
+    log: &AlertLog,
+    metrics: &Arc<Metrics>,
+    pin_switch: &PinSwitch,
+    tick: Option<Duration>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Arc<IncidentWatch> {
+    let mut sink_handles = Vec::new();
+    for (kind, cfg) in [
+        (SinkKind::Alertmanager, &config.alertmanager),
+        (SinkKind::Webhook, &config.webhook),
+    ] {
+        if let Some(cfg) = cfg {
+            let (handle, task) = sinks::spawn(kind, cfg.clone(), metrics.clone(), shutdown.clone());
+            sink_handles.push(handle);
+            tasks.push(task);
+        }
+    }
+    let incidents = Arc::new(IncidentWatch::new(
+        config.incident.clone(),
+        backends.clone(),
+        log.clone(),
+        metrics.clone(),
+        config.pin.policy,
+        pin_switch.clone(),
+        sink_handles,
+        Clock::system(),
+    ));
+    tasks.push(tokio::spawn(
+        incidents
+            .clone()
+            .run(tick.unwrap_or(Duration::from_millis(500)), shutdown.clone()),
+    ));
+    incidents
+}
+
+/// Health for the backends, its active checks' tasks pushed to `tasks`. A backend that comes
+/// back up is told to the incident watch as a restart.
+fn spawn_health(
+    config: &Config,
+    backends: &Arc<Backends>,
+    metrics: &Arc<Metrics>,
+    incidents: &Arc<IncidentWatch>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Arc<Health> {
+    let watch_for_restarts = incidents.clone();
+    let health = Arc::new(Health::new(
+        backends.clone(),
+        config.health.clone(),
+        metrics.clone(),
+        Some(Arc::new(move |id, t| {
+            if t == Transition::Up {
+                watch_for_restarts.note_restart(id);
+            }
+        })),
+    ));
+    // The checks' own pool, on this runtime: a check travels the path traffic takes.
+    let probe_pool = Pool::new(&config.upstream, metrics.poisoned_counters());
+    tasks.push(tokio::spawn(sweep_idle(
+        probe_pool.clone(),
+        shutdown.clone(),
+    )));
+    let probes = Upstream::new(probe_pool, config.upstream.clone());
+    tasks.extend(health.spawn_checks(probes, shutdown.clone()));
+    health
+}
+
+/// The session layer as the configuration asks for it, reporting to `reporter`.
+fn session_layer(
+    config: &Config,
+    store: Arc<dyn SessionStore>,
+    reporter: Reporter,
+    pin_switch: PinSwitch,
+    backends: &Arc<Backends>,
+) -> SessionLayer {
+    let mut session = SessionLayer::new(
+        config.session.profile.clone(),
+        fingerprinter(&config.session.key),
+        store,
+    )
+    .with_events(Arc::new(reporter))
+    .with_pin_policy(config.pin.policy)
+    .with_pin_switch(pin_switch);
+    if config.rescue {
+        session = session.with_rescue(backends.clone());
+    }
+    if let Some(affinity) = &config.session.affinity {
+        session = session.with_affinity_cookie(affinity.name.clone(), affinity.secure);
+    }
+    session
 }
