@@ -3,10 +3,16 @@
 //! puts it in its compression tables. The plain HTTP/1.1 path formats no header at all.
 
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
-use tower_http::sensitive_headers::SetSensitiveHeadersLayer;
+use tower::layer::util::Stack;
+use tower_http::sensitive_headers::{
+    SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
+};
 
 /// Marks `Cookie`, `Authorization` and `Proxy-Authorization` on requests and `Set-Cookie` on
-/// answers (each name on both, which costs nothing where it is absent).
-pub(crate) fn layer() -> SetSensitiveHeadersLayer {
-    SetSensitiveHeadersLayer::new([COOKIE, SET_COOKIE, AUTHORIZATION, PROXY_AUTHORIZATION])
+/// answers: each message is looked up only for the names it can carry.
+pub(crate) fn layer() -> Stack<SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer> {
+    Stack::new(
+        SetSensitiveRequestHeadersLayer::new([COOKIE, AUTHORIZATION, PROXY_AUTHORIZATION]),
+        SetSensitiveResponseHeadersLayer::new([SET_COOKIE]),
+    )
 }

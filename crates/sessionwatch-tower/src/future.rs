@@ -254,12 +254,15 @@ fn apply_updates<RB>(
                 fingerprint,
                 record,
             } => {
-                let issued = c.set_cookies.as_slice().iter().find_map(|e| match *e {
-                    SetCookieEvent::Issued {
-                        cookie,
-                        fingerprint: f,
-                    } if f == fingerprint => Some(cookie),
-                    _ => None,
+                // Only the affinity cookie needs to know which cookie a put came from.
+                let issued = shared.affinity.as_ref().and_then(|_| {
+                    c.set_cookies.as_slice().iter().find_map(|e| match *e {
+                        SetCookieEvent::Issued {
+                            cookie,
+                            fingerprint: f,
+                        } if f == fingerprint => Some(cookie),
+                        _ => None,
+                    })
                 });
                 if let Some(cookie) = issued
                     && learned.is_none_or(|(first, _, _)| cookie.0 < first.0)
