@@ -157,7 +157,12 @@ impl Health {
 }
 
 /// One check: `GET` of the health path, passed on a 2xx or 3xx answer within the timeout. The
-/// answer's body is read to its end (within the same timeout) so its connection can be reused.
+/// answer's body is read to its end (within the same timeout) and dropped as it comes, so its
+/// connection can be reused; a body longer than [`PROBE_BODY_LIMIT`] is abandoned instead, and
+/// its connection closed, rather than read on.
+/// The most of a check answer's body read on its way to the end.
+const PROBE_BODY_LIMIT: usize = 64 * 1024;
+
 async fn probe(upstream: &Upstream, endpoint: &Endpoint, active: &ActiveHealth) -> bool {
     let check = async {
         let host = HeaderValue::from_str(endpoint.authority.as_str()).ok()?;
@@ -167,7 +172,14 @@ async fn probe(upstream: &Upstream, endpoint: &Endpoint, active: &ActiveHealth) 
             .ok()?;
         let resp = upstream.send(endpoint, req).await.ok()?;
         let s = resp.status();
-        let _ = resp.into_body().collect().await;
+        let mut body = resp.into_body();
+        let mut read = 0;
+        while read <= PROBE_BODY_LIMIT {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
         Some(s.is_success() || s.is_redirection())
     };
     matches!(
@@ -184,7 +196,6 @@ mod tests {
     use tokio::time::{Instant, sleep};
 
     use super::*;
-    use crate::config::BackendConfig;
 
     const A: BackendId = BackendId(0);
     const B: BackendId = BackendId(1);
@@ -195,18 +206,7 @@ mod tests {
     /// Health over node-a and node-b, without active checks unless `active`, and what it
     /// reports.
     fn health(active: Option<ActiveHealth>) -> (Arc<Health>, Seen) {
-        let backends = Arc::new(Backends::new(&[
-            BackendConfig {
-                name: "node-a".into(),
-                authority: "127.0.0.1:1".parse().unwrap(),
-                weight: 1,
-            },
-            BackendConfig {
-                name: "node-b".into(),
-                authority: "127.0.0.1:2".parse().unwrap(),
-                weight: 1,
-            },
-        ]));
+        let backends = Arc::new(Backends::named(&["node-a", "node-b"]));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (log, start) = (seen.clone(), Instant::now());
         let listener: TransitionListener = Arc::new(move |id, t| {

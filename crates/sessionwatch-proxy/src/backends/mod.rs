@@ -77,6 +77,22 @@ impl Backends {
         Self { list }
     }
 
+    /// Backends named `names`, of weight 1, at unreachable loopback ports: for tests that need a
+    /// farm's names, never its answers.
+    #[cfg(test)]
+    pub(crate) fn named(names: &[&str]) -> Self {
+        let configs: Vec<BackendConfig> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| BackendConfig {
+                name: (*name).into(),
+                authority: format!("127.0.0.1:{}", i + 1).parse().unwrap(),
+                weight: 1,
+            })
+            .collect();
+        Self::new(&configs)
+    }
+
     /// Every backend, in configured order.
     pub(crate) fn all(&self) -> &[Backend] {
         &self.list

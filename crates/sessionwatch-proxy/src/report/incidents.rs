@@ -320,7 +320,6 @@ mod tests {
     use tokio::time::{Instant, sleep};
 
     use super::*;
-    use crate::config::BackendConfig;
     use crate::report::alert_log::{AlertLogWriter, AlertTargets};
 
     const A: BackendId = BackendId(0);
@@ -360,18 +359,7 @@ mod tests {
                 Counter::noop(),
             )
             .unwrap();
-            let backends = Arc::new(Backends::new(&[
-                BackendConfig {
-                    name: "node-a".into(),
-                    authority: "127.0.0.1:1".parse().unwrap(),
-                    weight: 1,
-                },
-                BackendConfig {
-                    name: "node-b".into(),
-                    authority: "127.0.0.1:2".parse().unwrap(),
-                    weight: 1,
-                },
-            ]));
+            let backends = Arc::new(Backends::named(&["node-a", "node-b"]));
             let metrics = Arc::new(Metrics::new(["node-a", "node-b"]));
             let start = Instant::now();
             let clock =
