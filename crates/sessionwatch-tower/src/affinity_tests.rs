@@ -19,15 +19,15 @@ use crate::{
 };
 
 type Body = Empty<bytes::Bytes>;
-const SECRET: &[u8] = b"fleet secret 0123456789";
+pub(super) const SECRET: &[u8] = b"fleet secret 0123456789";
 
 #[derive(Default)]
-struct Seen {
+pub(super) struct Seen {
     /// The `Cookie` header of every request the farm received.
-    cookies: Mutex<Vec<String>>,
-    routes: Mutex<Vec<Option<RouteDecision>>>,
-    uses: Mutex<Vec<AffinityUse>>,
-    observed: Mutex<Vec<(Outcome, BackendId, BackendId)>>,
+    pub(super) cookies: Mutex<Vec<String>>,
+    pub(super) routes: Mutex<Vec<Option<RouteDecision>>>,
+    pub(super) uses: Mutex<Vec<AffinityUse>>,
+    pub(super) observed: Mutex<Vec<(Outcome, BackendId, BackendId)>>,
 }
 
 struct Events(Arc<Seen>);
@@ -90,14 +90,25 @@ fn farm(seen: Arc<Seen>, balance_to: Arc<AtomicU16>) -> Farm {
 
 type Farm = tower::util::BoxCloneService<Request<Body>, Response<String>, Infallible>;
 
-struct Replica {
-    svc: crate::SessionService<Farm>,
-    store: Arc<MokaStore>,
-    seen: Arc<Seen>,
+pub(super) struct Replica {
+    pub(super) svc: crate::SessionService<Farm>,
+    pub(super) store: Arc<MokaStore>,
+    pub(super) seen: Arc<Seen>,
 }
 
 /// A replica with its own table, the shared secret (or `secret`), and the cookie on or off.
 fn replica(secret: &[u8], policy: PinPolicy, affinity: bool, balance_to: u16) -> Replica {
+    replica_with(secret, policy, affinity, balance_to, None)
+}
+
+/// The same, sharing records through `fleet` when given.
+pub(super) fn replica_with(
+    secret: &[u8],
+    policy: PinPolicy,
+    affinity: bool,
+    balance_to: u16,
+    fleet: Option<Arc<dyn crate::FleetStore>>,
+) -> Replica {
     let seen = Arc::new(Seen::default());
     let balance_to = Arc::new(AtomicU16::new(balance_to));
     let store = Arc::new(MokaStore::new(100, Duration::from_secs(1800)));
@@ -109,6 +120,9 @@ fn replica(secret: &[u8], policy: PinPolicy, affinity: bool, balance_to: u16) ->
     if affinity {
         layer = layer.with_affinity_cookie("swaff", false);
     }
+    if let Some(fleet) = fleet {
+        layer = layer.with_fleet_store(fleet);
+    }
     let inner = farm(seen.clone(), balance_to.clone());
     Replica {
         svc: layer.layer(inner),
@@ -117,7 +131,7 @@ fn replica(secret: &[u8], policy: PinPolicy, affinity: bool, balance_to: u16) ->
     }
 }
 
-fn get(path: &str, cookie: &str) -> Request<Body> {
+pub(super) fn get(path: &str, cookie: &str) -> Request<Body> {
     let mut b = Request::get(path);
     if !cookie.is_empty() {
         b = b.header("cookie", cookie);
@@ -126,7 +140,7 @@ fn get(path: &str, cookie: &str) -> Request<Body> {
 }
 
 impl Replica {
-    async fn send(&mut self, path: &str, cookie: &str) -> Response<String> {
+    pub(super) async fn send(&mut self, path: &str, cookie: &str) -> Response<String> {
         let req = get(path, cookie);
         self.svc.ready().await.unwrap().call(req).await.unwrap()
     }

@@ -15,8 +15,9 @@ use sessionwatch_core::{
 };
 use tower::Service;
 
+use crate::service::{route_and_call, take_found};
 use crate::shared::{AffinityCookie, Shared};
-use crate::{Observed, RescueAttempt, Rescued, ServedBy, SessionRoute};
+use crate::{Lookup, Observed, Publish, RescueAttempt, Rescued, ServedBy, SessionRoute};
 
 /// The carried session cookies of one request, inline: at most one per configured cookie.
 #[derive(Clone, Copy)]
@@ -80,10 +81,16 @@ pub(crate) struct RequestContext {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, B> {
+    enum State<S, F, B> {
+        // Waiting on the fleet store for sessions the near cache missed.
+        Lookup { lookup: Lookup, req: Option<Request<B>>, svc: Option<S> },
+        // The fleet has answered: the request goes on once `svc` is ready.
+        Calling { req: Option<Request<B>>, svc: Option<S> },
         First { #[pin] fut: F },
         Ready { req: Option<Request<B>>, issuer: BackendId, server: BackendId },
         Rescue { #[pin] fut: F, issuer: BackendId, server: BackendId },
+        // The answer in `held` issued a session; it goes once the fleet has it.
+        Publish { write: Publish },
         Done,
     }
 }
@@ -95,7 +102,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S::Future, B>,
+        state: State<S, S::Future, B>,
         ctx: RequestContext,
         rescue_svc: Option<S>,
         held: Option<S::Response>,
@@ -117,6 +124,27 @@ where
             state: State::First { fut },
             ctx,
             rescue_svc,
+            held: None,
+            shared,
+        }
+    }
+
+    /// A request whose sessions the fleet is asked about first; `svc` serves it afterwards.
+    pub(crate) fn looking_up(
+        lookup: Lookup,
+        req: Request<B>,
+        svc: S,
+        ctx: RequestContext,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            state: State::Lookup {
+                lookup,
+                req: Some(req),
+                svc: Some(svc),
+            },
+            ctx,
+            rescue_svc: None,
             held: None,
             shared,
         }
@@ -232,18 +260,21 @@ fn is_from_backend<RB>(shared: &Shared, resp: &Response<RB>) -> bool {
 }
 
 /// Applies the exchange's store updates, then gives the client the affinity cookie of the
-/// session the answer issued (or deletes it along with the session).
+/// session the answer issued (or deletes it along with the session). Returns the fleet's writes
+/// of the sessions the answer issued, which the answer waits for.
 fn apply_updates<RB>(
     shared: &Shared,
     ctx: &RequestContext,
     resp: &mut Response<RB>,
     c: &Classified,
-) {
+) -> Option<Publish> {
     let mut ex = exchange(ctx, resp, c);
     ex.marker_header = false;
     // The session the answer issued, in the profile's first cookie: the one the affinity
     // cookie speaks for.
     let mut learned: Option<(CookieId, Fingerprint, SessionRecord)> = None;
+    let mut writes: Vec<Publish> = Vec::new();
+    let fleet = shared.fleet.as_deref();
     plan_updates(
         &ex,
         &c.verdict,
@@ -254,24 +285,37 @@ fn apply_updates<RB>(
                 fingerprint,
                 record,
             } => {
-                // Only the affinity cookie needs to know which cookie a put came from.
-                let issued = shared.affinity.as_ref().and_then(|_| {
-                    c.set_cookies.as_slice().iter().find_map(|e| match *e {
-                        SetCookieEvent::Issued {
-                            cookie,
-                            fingerprint: f,
-                        } if f == fingerprint => Some(cookie),
-                        _ => None,
+                // Only the affinity cookie and the fleet need to know which cookie a put came
+                // from.
+                let issued = (shared.affinity.is_some() || fleet.is_some())
+                    .then(|| {
+                        c.set_cookies.as_slice().iter().find_map(|e| match *e {
+                            SetCookieEvent::Issued {
+                                cookie,
+                                fingerprint: f,
+                            } if f == fingerprint => Some(cookie),
+                            _ => None,
+                        })
                     })
-                });
+                    .flatten();
                 if let Some(cookie) = issued
                     && learned.is_none_or(|(first, _, _)| cookie.0 < first.0)
                 {
                     learned = Some((cookie, fingerprint, record));
                 }
-                shared.store.put(fingerprint, record)
+                shared.store.put(fingerprint, record);
+                match (fleet, issued) {
+                    (Some(fleet), Some(_)) => writes.extend(fleet.publish(fingerprint, record)),
+                    (Some(fleet), None) => fleet.update(fingerprint, record),
+                    (None, _) => {}
+                }
             }
-            StoreUpdate::Remove { fingerprint } => shared.store.remove(fingerprint),
+            StoreUpdate::Remove { fingerprint } => {
+                shared.store.remove(fingerprint);
+                if let Some(fleet) = fleet {
+                    fleet.remove(fingerprint);
+                }
+            }
         },
     );
     if let Some(a) = &shared.affinity
@@ -279,6 +323,24 @@ fn apply_updates<RB>(
     {
         affinity_answer(a, ctx, resp, c, learned.map(|(_, f, r)| (f, r)));
     }
+    match writes.len() {
+        0 => None,
+        1 => writes.pop(),
+        _ => Some(join(writes)),
+    }
+}
+
+/// The writes of one answer (one per session cookie it issued), waited on together so that the
+/// answer waits no longer than the slowest.
+fn join(mut writes: Vec<Publish>) -> Publish {
+    Box::pin(std::future::poll_fn(move |cx| {
+        writes.retain_mut(|w| w.as_mut().poll(cx).is_pending());
+        if writes.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }))
 }
 
 fn affinity_answer<RB>(
@@ -392,8 +454,8 @@ fn report<RB>(
 
 impl<S, B, RB> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<RB>>,
-    B: Default,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
+    B: http_body::Body + Default,
 {
     type Output = Result<Response<RB>, S::Error>;
 
@@ -401,15 +463,37 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::Lookup { lookup, req, svc } => {
+                    let found = ready!(lookup.as_mut().poll(cx));
+                    take_found(this.shared, &mut this.ctx.carried, found);
+                    let (req, svc) = (req.take(), svc.take());
+                    this.state.set(State::Calling { req, svc });
+                }
+                StateProj::Calling { req, svc } => {
+                    let (Some(inner), Some(_)) = (svc.as_mut(), req.as_ref()) else {
+                        // Both are taken only on the way out of this state.
+                        this.state.set(State::Done);
+                        continue;
+                    };
+                    ready!(inner.poll_ready(cx))?;
+                    let (Some(mut inner), Some(req)) = (svc.take(), req.take()) else {
+                        continue;
+                    };
+                    let (fut, rescue_svc) = route_and_call(&mut inner, req, this.ctx, this.shared);
+                    *this.rescue_svc = rescue_svc;
+                    this.state.set(State::First { fut });
+                }
                 StateProj::First { fut } => {
                     let mut resp = ready!(fut.poll(cx))?;
                     let c = classify_response(this.shared, this.ctx, &resp);
                     let target = rescue_target(this.shared, this.ctx, &c);
                     report(this.shared, this.ctx, &resp, &c, target.is_some());
                     let Some(issuer) = target else {
-                        apply_updates(this.shared, this.ctx, &mut resp, &c);
-                        this.state.set(State::Done);
-                        return Poll::Ready(Ok(resp));
+                        let write = apply_updates(this.shared, this.ctx, &mut resp, &c);
+                        match send_after(this.state.as_mut(), this.held, resp, write) {
+                            Some(resp) => return Poll::Ready(Ok(resp)),
+                            None => continue,
+                        }
                     };
                     // The lost answer is held, not applied: if the replay fails, the client
                     // gets it after all and the store learns from it then.
@@ -448,11 +532,22 @@ where
                                     server,
                                 });
                             }
-                            _ => return Poll::Ready(give_back(this.shared, this.ctx, this.held)),
+                            _ => match give_back(
+                                this.state.as_mut(),
+                                this.shared,
+                                this.ctx,
+                                this.held,
+                            ) {
+                                Poll::Ready(out) => return Poll::Ready(out),
+                                Poll::Pending => continue,
+                            },
                         },
                         Poll::Ready(Err(_)) => {
                             this.state.set(State::Done);
-                            return Poll::Ready(give_back(this.shared, this.ctx, this.held));
+                            match give_back(this.state.as_mut(), this.shared, this.ctx, this.held) {
+                                Poll::Ready(out) => return Poll::Ready(out),
+                                Poll::Pending => continue,
+                            }
                         }
                     }
                 }
@@ -469,14 +564,14 @@ where
                     let mut resp = match result {
                         Ok(resp) if is_from_backend(this.shared, &resp) => resp,
                         _ => {
-                            let back = give_back(this.shared, this.ctx, this.held);
-                            if let (Ok(resp), Some(fingerprint)) = (&back, this.ctx.subject) {
+                            let status = this.held.as_ref().map(Response::status);
+                            if let (Some(status), Some(fingerprint)) = (status, this.ctx.subject) {
                                 this.shared.events.rescued(&Rescued {
                                     at: Timestamp::now(),
                                     fingerprint,
                                     from: server,
                                     to: issuer,
-                                    status: resp.status(),
+                                    status,
                                     still_lost: true,
                                     reached_issuer: false,
                                     method: &this.ctx.method,
@@ -484,11 +579,14 @@ where
                                     request_id: this.ctx.request_id.as_ref(),
                                 });
                             }
-                            return Poll::Ready(back);
+                            match give_back(this.state.as_mut(), this.shared, this.ctx, this.held) {
+                                Poll::Ready(out) => return Poll::Ready(out),
+                                Poll::Pending => continue,
+                            }
                         }
                     };
                     let c = classify_response(this.shared, this.ctx, &resp);
-                    apply_updates(this.shared, this.ctx, &mut resp, &c);
+                    let write = apply_updates(this.shared, this.ctx, &mut resp, &c);
                     if let Some(fingerprint) = this.ctx.subject {
                         this.shared.events.rescued(&Rescued {
                             at: c.now,
@@ -503,28 +601,69 @@ where
                             request_id: this.ctx.request_id.as_ref(),
                         });
                     }
-                    return Poll::Ready(Ok(resp));
+                    match send_after(this.state.as_mut(), this.held, resp, write) {
+                        Some(resp) => return Poll::Ready(Ok(resp)),
+                        None => continue,
+                    }
+                }
+                StateProj::Publish { write } => {
+                    ready!(write.as_mut().poll(cx));
+                    this.state.set(State::Done);
+                    match this.held.take() {
+                        Some(resp) => return Poll::Ready(Ok(resp)),
+                        // Only reachable by polling a finished future.
+                        None => panic!("sessionwatch ResponseFuture polled after completion"),
+                    }
                 }
                 StateProj::Done => {
                     // Polled after completion: the held answer, if any, is all there is.
-                    return Poll::Ready(give_back(this.shared, this.ctx, this.held));
+                    match give_back(this.state.as_mut(), this.shared, this.ctx, this.held) {
+                        Poll::Ready(out) => return Poll::Ready(out),
+                        Poll::Pending => continue,
+                    }
                 }
             }
         }
     }
 }
 
+/// The answer goes now, or (when it issued a session the fleet must know first) once `write`
+/// is done: then it is held and `None` comes back.
+fn send_after<S, F, B, RB>(
+    mut state: Pin<&mut State<S, F, B>>,
+    held: &mut Option<Response<RB>>,
+    resp: Response<RB>,
+    write: Option<Publish>,
+) -> Option<Response<RB>> {
+    match write {
+        None => {
+            state.set(State::Done);
+            Some(resp)
+        }
+        Some(write) => {
+            *held = Some(resp);
+            state.set(State::Publish { write });
+            None
+        }
+    }
+}
+
 /// The rescue could not run: the client gets the original answer, and the store learns from it.
-fn give_back<RB, E>(
+/// Pending when the answer waits on the fleet's write first (the state says so).
+fn give_back<S, F, B, RB, E>(
+    mut state: Pin<&mut State<S, F, B>>,
     shared: &Shared,
     ctx: &RequestContext,
     held: &mut Option<Response<RB>>,
-) -> Result<Response<RB>, E> {
+) -> Poll<Result<Response<RB>, E>> {
     match held.take() {
         Some(mut resp) => {
             let c = classify_response(shared, ctx, &resp);
-            apply_updates(shared, ctx, &mut resp, &c);
-            Ok(resp)
+            let write = apply_updates(shared, ctx, &mut resp, &c);
+            match send_after(state.as_mut(), held, resp, write) {
+                Some(resp) => Poll::Ready(Ok(resp)),
+                None => Poll::Pending,
+            }
         }
         // Only reachable by polling a finished future, which the Future contract forbids.
         None => panic!("sessionwatch ResponseFuture polled after completion"),

@@ -6,7 +6,7 @@ use sessionwatch_core::{AffinityKey, BackendId, Fingerprinter, PinPolicy, Sessio
 use tower::Layer;
 
 use crate::shared::{AffinityCookie, BackendHealth, PinSwitch, Shared};
-use crate::{SessionEvents, SessionService, SessionStore};
+use crate::{FleetStore, SessionEvents, SessionService, SessionStore};
 
 /// Learns sessions and classifies responses for the service it wraps. See the crate docs.
 #[derive(Clone)]
@@ -42,6 +42,7 @@ impl SessionLayer {
                 rescue: None,
                 default_server: BackendId::UNKNOWN,
                 affinity: None,
+                fleet: None,
             }),
         }
     }
@@ -109,6 +110,14 @@ impl SessionLayer {
                 max_age: s.profile.idle_timeout(),
             })
         })
+    }
+
+    /// Share session records with other replicas through `fleet`: the layer's own store becomes
+    /// its near cache, and a session it misses is looked up in `fleet` (once per request, within
+    /// the fleet store's timeout) before the request is classified or routed. An answer that
+    /// issues a session goes to the client once `fleet` has it.
+    pub fn with_fleet_store(self, fleet: Arc<dyn FleetStore>) -> Self {
+        self.edit(|s| s.fleet = Some(fleet))
     }
 
     /// The store the layer uses.

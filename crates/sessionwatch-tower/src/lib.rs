@@ -28,6 +28,7 @@
 mod compact;
 mod events;
 mod extensions;
+mod fleet;
 mod future;
 mod layer;
 mod service;
@@ -37,6 +38,7 @@ mod store;
 pub use compact::CompactStore;
 pub use events::{AffinityUse, Observed, Rescued, SessionEvents};
 pub use extensions::{RescueAttempt, ServedBy, SessionRoute};
+pub use fleet::{FleetStore, Found, Lookup, Publish};
 pub use future::ResponseFuture;
 pub use layer::SessionLayer;
 pub use service::{SessionService, X_REQUEST_ID};
@@ -45,5 +47,7 @@ pub use store::{Evictions, MokaStore, SessionStore};
 
 #[cfg(test)]
 mod affinity_tests;
+#[cfg(test)]
+mod fleet_tests;
 #[cfg(test)]
 mod tests;

@@ -5,15 +5,15 @@ use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
 use sessionwatch_core::{
-    AffinityRejection, Carried, Fingerprint, Timestamp, read_cookie, read_request_cookies, route,
-    strip_cookie,
+    AffinityRejection, Carried, Fingerprint, MAX_COOKIES, SessionRecord, Timestamp, read_cookie,
+    read_request_cookies, route, strip_cookie,
 };
 use tower::Service;
 
 use crate::future::{CarriedSet, ReplayParts, RequestContext, ResponseFuture};
 use crate::shared::AffinityCookie;
 use crate::shared::{Shared, pinning_all};
-use crate::{AffinityUse, SessionRoute};
+use crate::{AffinityUse, Found, Lookup, SessionRoute};
 
 /// See [`crate::SessionLayer`].
 pub struct SessionService<S> {
@@ -81,37 +81,97 @@ where
                 });
             },
         );
+        // The cookie answers before the fleet is asked: it costs no round trip.
         let affinity_valid = match (&shared.affinity, &affinity_value) {
             (Some(a), Some(value)) => adopt(shared, a, value, &mut carried),
             _ => None,
         };
-        let first_known = carried.as_slice().iter().find_map(|c| c.record);
-        let decision = route(shared.policy, first_known.as_ref(), pinning_all(shared));
-        req.extensions_mut().insert(SessionRoute { decision });
-
-        let replay = match (&shared.rescue, first_known) {
-            (Some(_), Some(_)) if is_replayable(&req) => Some(ReplayParts {
-                headers: req.headers().clone(),
-                version: req.version(),
-                extensions: req.extensions().clone(),
-            }),
-            _ => None,
-        };
-        let ctx = RequestContext {
+        let mut ctx = RequestContext {
             carried,
             method: req.method().clone(),
             uri: req.uri().clone(),
             request_id: req.headers().get(X_REQUEST_ID).cloned(),
-            replay,
+            replay: None,
             subject: None,
             affinity_seen: affinity_value.is_some(),
             affinity_valid,
         };
-        // The clone serves the replay; `ServiceExt::ready` is polled on it before use.
-        let rescue_svc = ctx.replay.as_ref().map(|_| self.inner.clone());
-        let fut = self.inner.call(req);
+        if let Some(lookup) = ask_fleet(shared, &ctx.carried) {
+            // Classified and routed once the fleet has answered, on a clone made ready then.
+            return ResponseFuture::looking_up(
+                lookup,
+                req,
+                self.inner.clone(),
+                ctx,
+                shared.clone(),
+            );
+        }
+        let (fut, rescue_svc) = route_and_call(&mut self.inner, req, &mut ctx, shared);
         ResponseFuture::new(fut, ctx, rescue_svc, self.shared.clone())
     }
+}
+
+/// Asks the fleet for the carried sessions the near cache misses, if any.
+fn ask_fleet(shared: &Shared, carried: &CarriedSet) -> Option<Lookup> {
+    let fleet = shared.fleet.as_ref()?;
+    let mut misses = [Fingerprint(0); MAX_COOKIES];
+    let mut n = 0;
+    for c in carried.as_slice().iter().filter(|c| c.record.is_none()) {
+        if let Some(slot) = misses.get_mut(n) {
+            *slot = c.fingerprint;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return None;
+    }
+    fleet.lookup(&misses[..n])
+}
+
+/// Takes what the fleet knows into the request's carried sessions and the near cache. The
+/// client presents these sessions now, so the records say `presented`.
+pub(crate) fn take_found(shared: &Shared, carried: &mut CarriedSet, found: Found) {
+    for (fingerprint, record) in found {
+        let record = SessionRecord {
+            presented: true,
+            ..record
+        };
+        for c in carried.as_mut_slice() {
+            if c.fingerprint == fingerprint && c.record.is_none() {
+                c.record = Some(record);
+                shared.store.put(fingerprint, record);
+            }
+        }
+    }
+}
+
+/// Routes the request by what is known of its sessions and calls `inner`, which must be ready.
+/// Returns the call's future and, when the request may be rescued, a clone of `inner` for the
+/// replay.
+pub(crate) fn route_and_call<S, B>(
+    inner: &mut S,
+    mut req: Request<B>,
+    ctx: &mut RequestContext,
+    shared: &Shared,
+) -> (S::Future, Option<S>)
+where
+    S: Service<Request<B>> + Clone,
+    B: http_body::Body,
+{
+    let first_known = ctx.carried.as_slice().iter().find_map(|c| c.record);
+    let decision = route(shared.policy, first_known.as_ref(), pinning_all(shared));
+    req.extensions_mut().insert(SessionRoute { decision });
+    ctx.replay = match (&shared.rescue, first_known) {
+        (Some(_), Some(_)) if is_replayable(&req) => Some(ReplayParts {
+            headers: req.headers().clone(),
+            version: req.version(),
+            extensions: req.extensions().clone(),
+        }),
+        _ => None,
+    };
+    // The clone serves the replay; `ServiceExt::ready` is polled on it before use.
+    let rescue_svc = ctx.replay.as_ref().map(|_| inner.clone());
+    (inner.call(req), rescue_svc)
 }
 
 /// Takes the record of a carried session the table misses from a valid affinity cookie, and

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sessionwatch_core::{AffinityKey, BackendId, Fingerprinter, PinPolicy, SessionProfile};
 
-use crate::{SessionEvents, SessionStore};
+use crate::{FleetStore, SessionEvents, SessionStore};
 
 /// Tells the layer whether a backend can take a rescue replay right now.
 pub trait BackendHealth: Send + Sync + 'static {
@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) rescue: Option<Arc<dyn BackendHealth>>,
     pub(crate) default_server: BackendId,
     pub(crate) affinity: Option<AffinityCookie>,
+    /// The store the fleet shares, asked when `store` misses.
+    pub(crate) fleet: Option<Arc<dyn FleetStore>>,
 }
 
 impl Shared {
@@ -70,6 +72,7 @@ impl Shared {
             rescue: self.rescue.clone(),
             default_server: self.default_server,
             affinity: self.affinity.clone(),
+            fleet: self.fleet.clone(),
         }
     }
 }
