@@ -2,6 +2,7 @@
 //! configuration written as TOML (the same path `sessionwatch serve` takes), and read its alert
 //! log back.
 
+pub mod browser;
 pub mod h2wire;
 pub mod raw;
 
@@ -15,6 +16,7 @@ use sessionwatch_proxy::{Config, RunningProxy, StartOptions};
 
 pub mod php;
 pub mod raw_http;
+pub mod redis;
 
 /// A scratch directory for one test, removed when dropped.
 #[derive(Debug)]

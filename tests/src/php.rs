@@ -287,6 +287,17 @@ pub async fn proxy_with(
     pin: &str,
     session_extra: &str,
 ) -> RunningProxy {
+    proxy_with_sections(farm, alert_log, pin, session_extra, "").await
+}
+
+/// [`proxy_with`] with `sections` (whole TOML tables, such as `[redis]`) added.
+pub async fn proxy_with_sections(
+    farm: &PhpFarm,
+    alert_log: &Path,
+    pin: &str,
+    session_extra: &str,
+    sections: &str,
+) -> RunningProxy {
     // Every reset gets its own line (no rate limit), so lines can be counted against what the
     // users saw. Health checks are lenient: `php -S` serves a few requests at a time.
     let extra = format!(
@@ -294,7 +305,7 @@ pub async fn proxy_with(
          {session_extra}\n\
          [pin]\npolicy = \"{pin}\"\n\
          [health]\ninterval = \"100ms\"\ntimeout = \"2s\"\nrise = 1\nfall = 3\n\
-         [incident]\nmax_reset_lines_per_sec = 1000000\n"
+         [incident]\nmax_reset_lines_per_sec = 1000000\n{sections}\n"
     );
     start_proxy(&config_toml(&farm.backends(), COOKIE, alert_log, &extra)).await
 }

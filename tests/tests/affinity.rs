@@ -6,13 +6,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::header::SET_COOKIE;
+use http::{Method, StatusCode};
 use sessionwatch_core::Fingerprinter;
 use sessionwatch_proxy::RunningProxy;
-use sessionwatch_test_support::{Farm, FarmConfig, SharedClient, StoreMode, shared_client};
+use sessionwatch_test_support::{Farm, FarmConfig, StoreMode};
+use sessionwatch_tests::browser::Browser;
 use sessionwatch_tests::raw_http::{ClientConn, Reply};
 use sessionwatch_tests::{Scratch, config_toml, farm_backends, lines_of, metric_sum, start_proxy};
 
@@ -74,73 +73,6 @@ impl Fleet {
     }
 }
 
-/// A browser: keeps every cookie it is given and sends them all back.
-struct Browser {
-    client: SharedClient,
-    jar: HashMap<String, String>,
-}
-
-impl Browser {
-    fn new() -> Self {
-        Self {
-            client: shared_client(),
-            jar: HashMap::new(),
-        }
-    }
-
-    async fn send(
-        &mut self,
-        to: SocketAddr,
-        method: Method,
-        path: &str,
-        body: &'static str,
-    ) -> (StatusCode, http::HeaderMap, String) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{to}{path}"))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-        if !self.jar.is_empty() {
-            let mut pairs: Vec<String> = self.jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
-            pairs.sort();
-            req = req.header(COOKIE, pairs.join("; "));
-        }
-        let req = req
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
-            .unwrap();
-        let resp = self.client.request(req).await.expect("proxy answers");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        for line in parts.headers.get_all(SET_COOKIE) {
-            let line = line.to_str().unwrap();
-            let (name, rest) = line.split_once('=').unwrap();
-            let value = rest.split(';').next().unwrap().trim().trim_matches('"');
-            if value.is_empty() || value == "deleted" || line.contains("Max-Age=0") {
-                self.jar.remove(name);
-            } else {
-                self.jar.insert(name.to_owned(), value.to_owned());
-            }
-        }
-        (
-            parts.status,
-            parts.headers,
-            String::from_utf8_lossy(&body).into_owned(),
-        )
-    }
-
-    /// Signs in; returns the node that issued the session.
-    async fn login(&mut self, to: SocketAddr) -> String {
-        let (status, headers, _) = self.send(to, Method::POST, "/login", "user=u").await;
-        assert_eq!(status, StatusCode::FOUND);
-        headers["x-served-by"].to_str().unwrap().to_owned()
-    }
-
-    /// Signs in; returns the session value and the node that issued it.
-    async fn sign_in(&mut self, to: SocketAddr) -> (String, String) {
-        let node = self.login(to).await;
-        (self.jar["SID"].clone(), node)
-    }
-}
-
 #[derive(Debug, Default)]
 struct Run {
     logouts: usize,
@@ -156,7 +88,7 @@ async fn alternate(fleet: &Fleet) -> Run {
     let mut run = Run::default();
     for u in 0..USERS {
         let mut browser = Browser::new();
-        let (sid, node) = browser.sign_in(addrs[u % 2]).await;
+        let (sid, node) = browser.sign_in(addrs[u % 2], "SID").await;
         run.issuers.insert(
             fingerprinter
                 .fingerprint("SID", sid.as_bytes())
@@ -170,7 +102,7 @@ async fn alternate(fleet: &Fleet) -> Run {
             assert!(!status.is_server_error(), "{status}");
             if status != StatusCode::OK {
                 run.logouts += 1;
-                let (sid, node) = browser.sign_in(addrs[to % 2]).await;
+                let (sid, node) = browser.sign_in(addrs[to % 2], "SID").await;
                 run.issuers.insert(
                     fingerprinter
                         .fingerprint("SID", sid.as_bytes())

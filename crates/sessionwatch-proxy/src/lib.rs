@@ -28,6 +28,7 @@ mod app;
 mod backends;
 mod config;
 mod extensions;
+mod fleet;
 mod hop_by_hop;
 mod listen;
 mod metrics;

@@ -280,6 +280,22 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    /// A counter of this registry outside the fixed set (the fleet store's), with fixed labels.
+    pub(crate) fn counter(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &'static str)],
+    ) -> Counter {
+        let labels: Vec<Label> = labels.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &META)
+    }
+
+    /// A gauge of this registry outside the fixed set.
+    pub(crate) fn gauge(&self, name: &'static str) -> Gauge {
+        self.recorder.register_gauge(&Key::from_name(name), &META)
+    }
+
     pub(crate) fn render(&self) -> String {
         self.handle.render()
     }
@@ -309,6 +325,35 @@ fn describe(r: &PrometheusRecorder) {
         "sessionwatch_requests_total",
         Some(Unit::Count),
         "Requests sent to each backend.",
+    );
+    g(
+        "sessionwatch_store_up",
+        "1 while the shared session store answers, 0 while the proxy goes on with its near cache.",
+    );
+    d(
+        "sessionwatch_store_lookups_total",
+        Some(Unit::Count),
+        "Shared-store lookups of sessions the near cache missed, by result (hit, miss, timeout, error).",
+    );
+    d(
+        "sessionwatch_store_lookups_skipped_total",
+        Some(Unit::Count),
+        "Near-cache misses not looked up, by why (down, capped: over store.max_lookups_per_second, unknown: asked within the last second).",
+    );
+    d(
+        "sessionwatch_store_writes_total",
+        Some(Unit::Count),
+        "Shared-store writes, by kind (publish: a session just issued, which its answer waits for; batch: updates and removals) and result.",
+    );
+    d(
+        "sessionwatch_store_timeouts_total",
+        Some(Unit::Count),
+        "Requests that waited the whole redis.timeout on the shared store, by what they waited on (lookup, publish); a request waits at most once.",
+    );
+    d(
+        "sessionwatch_store_outages_total",
+        Some(Unit::Count),
+        "Times the shared session store stopped answering (a store_degraded line each).",
     );
     d(
         "sessionwatch_session_requests_total",

@@ -151,6 +151,14 @@ impl MokaStore {
         self.probation.run_pending_tasks();
     }
 
+    /// Every record held, presented ones first (a fleet replica writes them back to a shared
+    /// store that lost them).
+    pub fn for_each_record(&self, mut f: impl FnMut(Fingerprint, SessionRecord)) {
+        for (key, record) in self.presented.iter().chain(self.probation.iter()) {
+            f(Fingerprint(*key), record);
+        }
+    }
+
     /// A client presents a session for the first time: it leaves probation. It enters the
     /// presented part before it leaves probation, so that a concurrent request presenting it
     /// finds it in one part or the other.

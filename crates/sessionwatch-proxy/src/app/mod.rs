@@ -18,6 +18,8 @@ use crate::admin::{self, AdminState};
 use crate::backends::health::Health;
 use crate::backends::{Backends, Transition};
 use crate::config::{Config, KeySource, StoreKind};
+use crate::fleet::codec::ListedIssuers;
+use crate::fleet::redis::RedisStore;
 use crate::metrics::Metrics;
 use crate::prepare::RequestIds;
 use crate::report::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
@@ -56,12 +58,16 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The shared session store's settings cannot make a client (a URL or certificate the
+    /// Redis client refuses).
+    #[error("cannot use the Redis store: {0}")]
+    Store(String),
 }
 
 impl StartError {
     /// Whether the configuration is at fault (the exit code says EX_USAGE), not the system.
     pub fn is_config(&self) -> bool {
-        matches!(self, StartError::ConnectionLimit(_))
+        matches!(self, StartError::ConnectionLimit(_) | StartError::Store(_))
     }
 
     /// The underlying cause, for one-line messages.
@@ -71,6 +77,7 @@ impl StartError {
                 source.to_string()
             }
             StartError::ConnectionLimit(_) => "the configuration cannot be honoured here".into(),
+            StartError::Store(why) => why.clone(),
         }
     }
 }
@@ -270,9 +277,29 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let idle = config.session.profile.idle_timeout();
-    let store: Arc<dyn SessionStore> = match config.session.store {
-        StoreKind::Moka => Arc::new(MokaStore::new(config.session.max_sessions, idle)),
-        StoreKind::Compact => Arc::new(CompactStore::new(config.session.max_sessions, idle)),
+    let mut fleet = None;
+    let store: Arc<dyn SessionStore> = match (config.session.store, &config.session.redis) {
+        (StoreKind::Compact, _) => Arc::new(CompactStore::new(config.session.max_sessions, idle)),
+        (StoreKind::Redis, Some(redis)) => {
+            let near = Arc::new(MokaStore::new(config.session.max_sessions, idle));
+            let issuers = Arc::new(ListedIssuers {
+                len: config.backends.len(),
+            });
+            let (shared, keepers) = RedisStore::start(
+                redis,
+                idle,
+                near.clone(),
+                issuers,
+                &metrics,
+                log.clone(),
+                shutdown_rx.clone(),
+            )
+            .map_err(|e| StartError::Store(e.to_string()))?;
+            tasks.extend(keepers);
+            fleet = Some(Arc::new(shared));
+            near
+        }
+        _ => Arc::new(MokaStore::new(config.session.max_sessions, idle)),
     };
     tasks.push(tokio::spawn(maintain(store.clone(), shutdown_rx.clone())));
     tasks.push(tokio::spawn(metrics_upkeep(
@@ -308,7 +335,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         incidents.clone(),
         options.extra_events,
     );
-    let session = session_layer(&config, store.clone(), reporter, pin_switch, &backends);
+    let mut session = session_layer(&config, store.clone(), reporter, pin_switch, &backends);
+    if let Some(fleet) = fleet {
+        session = session.with_fleet_store(fleet);
+    }
     // Each worker numbers its own requests under its own prefix: no counter shared across cores.
     let id_prefix: u32 = rand::random();
     let balancer = Arc::new(Balancer::new(config.balance, backends.clone()));

@@ -20,6 +20,7 @@ pub(crate) struct FileConfig {
     pub(crate) incident: Option<IncidentFile>,
     pub(crate) alertmanager: Option<SinkFile>,
     pub(crate) webhook: Option<SinkFile>,
+    pub(crate) redis: Option<RedisFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,4 +147,16 @@ pub(crate) struct SinkFile {
     pub(crate) url: Option<String>,
     pub(crate) resend_every: Option<String>,
     pub(crate) timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedisFile {
+    pub(crate) url: Option<String>,
+    pub(crate) cluster: Option<Vec<String>>,
+    pub(crate) key_prefix: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) password_env: Option<String>,
+    pub(crate) ca_file: Option<String>,
+    pub(crate) max_lookups_per_second: Option<u32>,
 }

@@ -6,6 +6,7 @@ mod fields;
 mod file;
 mod locate;
 mod read;
+mod store;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -124,6 +125,42 @@ pub(crate) enum StoreKind {
     /// Packed records in sharded maps, each split into probation and presented parts, CLOCK
     /// eviction among the presented (about 70 B a session).
     Compact,
+    /// Redis, shared by every replica of a fleet, behind a moka near cache (`[redis]`).
+    Redis,
+}
+
+/// The shared store (`[redis]`), for `store = "redis"`.
+#[derive(Clone, PartialEq)]
+pub(crate) struct RedisConfig {
+    /// `redis://` or `rediss://` URLs: one server, or the seed nodes of a cluster.
+    pub urls: Vec<String>,
+    /// Whether `urls` are a Redis Cluster's nodes.
+    pub cluster: bool,
+    /// Put before every key (keys are the prefix and a 16-byte fingerprint).
+    pub key_prefix: String,
+    /// The most a request waits on Redis (a lookup, or the write of a session its answer
+    /// issued).
+    pub timeout: Duration,
+    /// From `password_env`.
+    pub password: Option<String>,
+    /// PEM roots to trust for `rediss://` instead of the system's (`ca_file`).
+    pub ca: Option<Vec<u8>>,
+    /// Lookups of unknown sessions allowed per second, so made-up cookies cannot flood Redis.
+    pub max_lookups_per_second: u32,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("urls", &self.urls.len())
+            .field("cluster", &self.cluster)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca", &self.ca.is_some())
+            .field("max_lookups_per_second", &self.max_lookups_per_second)
+            .finish()
+    }
 }
 
 /// Session learning settings.
@@ -143,6 +180,8 @@ pub(crate) struct SessionConfig {
     pub key: KeySource,
     /// The signed affinity cookie, when on.
     pub affinity: Option<AffinityCookieConfig>,
+    /// The shared store, with `store = "redis"`.
+    pub redis: Option<RedisConfig>,
 }
 
 /// The signed affinity cookie (`[session] affinity_cookie`).

@@ -707,3 +707,83 @@ fn a_bad_affinity_cookie_setting_is_reported_at_its_field() {
         "needs fingerprint_key",
     );
 }
+
+#[test]
+fn the_redis_store_is_read_with_its_defaults() {
+    let key = "fingerprint_key = \"a fleet's shared key 0123\"\n";
+    let config = parse(&format!(
+        "[session]\n{key}store = \"redis\"\n[redis]\nurl = \"redis://10.0.0.5:6379/2\"\n{BACKEND}"
+    ))
+    .unwrap();
+    assert_eq!(config.session.store, StoreKind::Redis);
+    let redis = config.session.redis.unwrap();
+    assert_eq!(redis.urls, ["redis://10.0.0.5:6379/2"]);
+    assert!(!redis.cluster);
+    assert_eq!(redis.key_prefix, "sw:");
+    assert_eq!(redis.timeout, Duration::from_millis(5));
+    assert_eq!(redis.password, None);
+    assert_eq!(redis.max_lookups_per_second, 10_000);
+
+    let config = parse(&format!(
+        "[session]\n{key}store = \"redis\"\n[redis]\n\
+         cluster = [\"redis://127.0.0.1:7000\", \"redis://127.0.0.1:7001\"]\n\
+         key_prefix = \"shop:\"\ntimeout = \"20ms\"\nmax_lookups_per_second = 50\n{BACKEND}"
+    ))
+    .unwrap();
+    let redis = config.session.redis.unwrap();
+    assert!(redis.cluster);
+    assert_eq!(redis.urls.len(), 2);
+    assert_eq!(redis.key_prefix, "shop:");
+    assert_eq!(redis.timeout, Duration::from_millis(20));
+    assert_eq!(redis.max_lookups_per_second, 50);
+}
+
+#[test]
+fn a_redis_store_without_its_section_a_key_or_a_good_url_is_refused() {
+    let key = "fingerprint_key = \"a fleet's shared key 0123\"\n";
+    one_error(
+        &format!("[session]\n{key}store = \"redis\"\n{BACKEND}"),
+        "farm.toml:3:9: session.store: ",
+        "needs a [redis] section",
+    );
+    one_error(
+        &format!("[session]\n{key}[redis]\nurl = \"redis://127.0.0.1\"\n{BACKEND}"),
+        "farm.toml:3:1: redis: ",
+        "only with [session] store = \"redis\"",
+    );
+    // Replicas with random keys fingerprint apart and would share nothing.
+    let errs = errors(&format!(
+        "[session]\nstore = \"redis\"\n[redis]\nurl = \"redis://127.0.0.1\"\n{BACKEND}"
+    ));
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("needs a fingerprint key every replica shares")),
+        "{errs:?}"
+    );
+    one_error(
+        &format!(
+            "[session]\n{key}store = \"redis\"\n[redis]\nurl = \"http://127.0.0.1\"\n{BACKEND}"
+        ),
+        "farm.toml:5:7: redis.url: ",
+        "must start with redis:// or rediss://",
+    );
+    let errs = errors(&format!(
+        "[session]\n{key}store = \"redis\"\n[redis]\nurl = \"redis://:sekrit@h:notaport\"\n{BACKEND}"
+    ));
+    assert!(
+        errs.iter().any(|e| e.contains("not a Redis URL")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().all(|e| !e.contains("sekrit")),
+        "a password reached the error: {errs:?}"
+    );
+    one_error(
+        &format!(
+            "[session]\n{key}store = \"redis\"\n[redis]\nurl = \"redis://h\"\n\
+             password_env = \"SESSIONWATCH_TEST_UNSET_REDIS_PASSWORD\"\n{BACKEND}"
+        ),
+        "farm.toml:6:16: redis.password_env: ",
+        "is not set",
+    );
+}

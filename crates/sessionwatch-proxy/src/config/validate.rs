@@ -385,7 +385,11 @@ fn session(issues: &mut Issues, raw: &FileConfig) -> Option<SessionConfig> {
         path.clone().key("store"),
         s.and_then(|s| s.store.as_deref()),
         StoreKind::Moka,
-        &[("moka", StoreKind::Moka), ("compact", StoreKind::Compact)],
+        &[
+            ("moka", StoreKind::Moka),
+            ("compact", StoreKind::Compact),
+            ("redis", StoreKind::Redis),
+        ],
     );
     let key = match (
         s.and_then(|s| s.fingerprint_key.as_deref()),
@@ -426,12 +430,14 @@ fn session(issues: &mut Issues, raw: &FileConfig) -> Option<SessionConfig> {
         (None, None) => KeySource::Random,
     };
     let affinity = affinity_cookie(issues, &path, s, &profile, &key);
+    let redis = super::store::redis(issues, raw, store, &key);
     Some(SessionConfig {
         profile,
         max_sessions,
         store,
         key,
         affinity,
+        redis,
     })
 }
 

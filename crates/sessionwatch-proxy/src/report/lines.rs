@@ -24,6 +24,10 @@ pub(crate) enum LineKind {
     PinningStarted,
     /// `on_incident` pinning stopped ([`PinningLine`]).
     PinningStopped,
+    /// The shared session store stopped answering ([`StoreLine`]).
+    StoreDegraded,
+    /// The shared session store answers again ([`StoreLine`]).
+    StoreRecovered,
 }
 
 impl LineKind {
@@ -37,6 +41,8 @@ impl LineKind {
             LineKind::IncidentResolved => "incident_resolved",
             LineKind::PinningStarted => "pinning_started",
             LineKind::PinningStopped => "pinning_stopped",
+            LineKind::StoreDegraded => "store_degraded",
+            LineKind::StoreRecovered => "store_recovered",
         }
     }
 }
@@ -181,4 +187,22 @@ pub(crate) struct PinningLine<'a> {
     pub(crate) reason: &'static str,
     /// The incident it switched for.
     pub(crate) incident_id: &'a str,
+}
+
+/// The `store_degraded` and `store_recovered` lines.
+#[derive(Debug, Serialize)]
+pub(crate) struct StoreLine {
+    /// The store (`redis`).
+    pub(crate) store: &'static str,
+    /// Why it is degraded (`timeout`, `error`, `unreachable`), or what it was on recovery.
+    pub(crate) reason: &'static str,
+    /// The store's own error, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    /// On recovery: how long the store was degraded, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) down_ms: Option<u64>,
+    /// On recovery: the near cache's sessions written back (those the store did not have).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rewritten: Option<u64>,
 }

@@ -1,0 +1,142 @@
+//! How a session record is written in the shared store: a binary key made of the configured
+//! prefix and the 16-byte fingerprint (never the session's value), and a 22-byte value.
+//!
+//! The value is `version (1) || issuer tag (u32) || issued_at (ms, u64) || last_seen (ms, u64)
+//! || flags (u8)`, little-endian. The issuer is a tag every replica derives alike from the
+//! backend (its [`BackendId`] is this replica's own), so another replica reads it back to its
+//! own id, or to nothing when it does not know that backend.
+
+use sessionwatch_core::{BackendId, Fingerprint, SessionRecord, Timestamp};
+
+const VERSION: u8 = 1;
+/// The length of an encoded value.
+pub(crate) const VALUE_LEN: usize = 22;
+
+const PINNED: u8 = 1;
+const LOST: u8 = 2;
+const PRESENTED: u8 = 4;
+
+/// How this replica names its backends to the others.
+pub(crate) trait Issuers: Send + Sync + 'static {
+    /// The tag written for `id`.
+    fn tag(&self, id: BackendId) -> u32;
+    /// The backend `tag` names here, if this replica knows it.
+    fn id(&self, tag: u32) -> Option<BackendId>;
+}
+
+/// The key of `fingerprint` under `prefix`.
+pub(crate) fn key(prefix: &[u8], fingerprint: Fingerprint) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 16);
+    key.extend_from_slice(prefix);
+    key.extend_from_slice(&fingerprint.0.to_be_bytes());
+    key
+}
+
+/// The stored value of `record`.
+pub(crate) fn encode(record: &SessionRecord, issuers: &dyn Issuers) -> [u8; VALUE_LEN] {
+    let mut out = [0u8; VALUE_LEN];
+    out[0] = VERSION;
+    out[1..5].copy_from_slice(&issuers.tag(record.issuer).to_le_bytes());
+    out[5..13].copy_from_slice(&record.issued_at.as_millis().to_le_bytes());
+    out[13..21].copy_from_slice(&record.last_seen.as_millis().to_le_bytes());
+    for (set, flag) in [
+        (record.pinned, PINNED),
+        (record.lost, LOST),
+        (record.presented, PRESENTED),
+    ] {
+        if set {
+            out[21] |= flag;
+        }
+    }
+    out
+}
+
+/// The record a stored value says, if it is a value this version writes and its issuer is a
+/// backend this replica knows. Anything else is no record: never a guess at one.
+pub(crate) fn decode(value: &[u8], issuers: &dyn Issuers) -> Option<SessionRecord> {
+    let value: &[u8; VALUE_LEN] = value.try_into().ok()?;
+    if value[0] != VERSION {
+        return None;
+    }
+    let u64_at = |at: usize| {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(&value[at..at + 8]);
+        u64::from_le_bytes(raw)
+    };
+    let mut tag = [0u8; 4];
+    tag.copy_from_slice(&value[1..5]);
+    let flags = value[21];
+    Some(SessionRecord {
+        issuer: issuers.id(u32::from_le_bytes(tag))?,
+        issued_at: Timestamp::from_millis(u64_at(5)),
+        last_seen: Timestamp::from_millis(u64_at(13)),
+        pinned: flags & PINNED != 0,
+        lost: flags & LOST != 0,
+        presented: flags & PRESENTED != 0,
+    })
+}
+
+/// Backends named by their position in the configured list, which every replica of one
+/// configuration shares.
+pub(crate) struct ListedIssuers {
+    /// How many backends the list has.
+    pub(crate) len: usize,
+}
+
+impl Issuers for ListedIssuers {
+    fn tag(&self, id: BackendId) -> u32 {
+        u32::from(id.0)
+    }
+
+    fn id(&self, tag: u32) -> Option<BackendId> {
+        let id = u16::try_from(tag).ok()?;
+        (usize::from(id) < self.len).then_some(BackendId(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO: ListedIssuers = ListedIssuers { len: 2 };
+
+    fn record() -> SessionRecord {
+        SessionRecord {
+            issuer: BackendId(1),
+            issued_at: Timestamp::from_millis(1_767_261_600_000),
+            last_seen: Timestamp::from_millis(1_767_261_660_000),
+            pinned: true,
+            lost: false,
+            presented: true,
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_as_written() {
+        let value = encode(&record(), &TWO);
+        assert_eq!(value.len(), VALUE_LEN);
+        assert_eq!(decode(&value, &TWO), Some(record()));
+        let plain = SessionRecord::issued(BackendId(0), Timestamp::from_millis(5));
+        assert_eq!(decode(&encode(&plain, &TWO), &TWO), Some(plain));
+    }
+
+    #[test]
+    fn an_unknown_issuer_a_short_value_or_another_version_is_no_record() {
+        let value = encode(&record(), &TWO);
+        assert_eq!(decode(&value, &ListedIssuers { len: 1 }), None);
+        assert_eq!(decode(&value[..VALUE_LEN - 1], &TWO), None);
+        let mut other = value;
+        other[0] = 2;
+        assert_eq!(decode(&other, &TWO), None);
+        assert_eq!(decode(b"", &TWO), None);
+    }
+
+    #[test]
+    fn the_key_is_the_prefix_and_the_fingerprint() {
+        let f = Fingerprint(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10);
+        let k = key(b"sw:", f);
+        assert_eq!(k.len(), 3 + 16);
+        assert!(k.starts_with(b"sw:\x01\x02"));
+        assert!(k.ends_with(b"\x0f\x10"));
+    }
+}

@@ -1,0 +1,681 @@
+//! The Redis session store: the records a fleet of replicas shares, behind each replica's near
+//! cache (its moka table).
+//!
+//! - **Lookups** happen only when the near cache misses a session a request carries, at most
+//!   once per request, bounded by `redis.timeout`. A fingerprint Redis did not know is not asked
+//!   again for a second, and lookups are capped per second, so made-up cookies cannot become a
+//!   Redis flood.
+//! - **Writes**: a session just issued is written before its answer goes (bounded the same way);
+//!   every other change goes to a writer task that sends it in pipelined batches, never on the
+//!   request path. Keys are the prefix and the fingerprint; values are [`codec`] records; every
+//!   key expires after the session idle timeout, as the near cache's records do.
+//! - **Faults**: a timeout or error marks the store degraded (a `store_degraded` line, the
+//!   `sessionwatch_store_up` gauge at 0): from then on no request waits on it, and the replica
+//!   goes on with its near cache. A keeper task pings with backoff; when Redis answers again it
+//!   writes `store_recovered`, and writes back every near-cache record Redis does not have
+//!   (`SET … NX`: a record another replica wrote meanwhile wins), so sessions learned during the
+//!   outage, or lost by a Redis restarted without persistence, are known to the fleet again.
+//!   A Redis that lost its data answers "unknown", which is no verdict: it costs detection of
+//!   old sessions on replicas that never saw them, never a wrong one.
+//!
+//! [`codec`]: super::codec
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use metrics::{Counter, Gauge};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{IntoConnectionInfo, RedisError, RedisResult};
+use sessionwatch_core::{Fingerprint, SessionRecord, Timestamp};
+use sessionwatch_tower::{FleetStore, Found, Lookup, MokaStore, Publish};
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::codec::{self, Issuers};
+use crate::config::RedisConfig;
+use crate::metrics::Metrics;
+use crate::report::alert_log::AlertLog;
+use crate::report::lines::{AlertLine, LineKind, StoreLine};
+
+/// Pending batched changes; past it, updates are dropped (the write-back on recovery and the
+/// next touch cover them).
+const QUEUE: usize = 65_536;
+/// Changes sent in one pipeline.
+const BATCH: usize = 512;
+/// Removals kept while the store is down, replayed when it is back.
+const MAX_PENDING_REMOVALS: usize = 100_000;
+/// How long a fingerprint Redis did not know is not asked about again.
+const UNKNOWN_FOR: Duration = Duration::from_secs(1);
+/// Time allowed for a ping, a connection attempt, or a batch (none is on a request's path).
+const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Backoff between attempts to reach a degraded store.
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often a healthy store is pinged, so that an outage is seen without traffic.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// A connection: one server through the reconnecting manager, or a cluster.
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Link {
+    async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> RedisResult<T> {
+        match self {
+            Link::Single(c) => cmd.query_async(c).await,
+            Link::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+
+    async fn pipe(&mut self, pipe: &redis::Pipeline) -> RedisResult<()> {
+        match self {
+            Link::Single(c) => pipe.query_async(c).await,
+            Link::Cluster(c) => pipe.query_async(c).await,
+        }
+    }
+}
+
+/// How to reach Redis, read from the configuration once.
+enum Target {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl Target {
+    fn new(config: &RedisConfig) -> RedisResult<Self> {
+        let certs = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: config.ca.clone(),
+        };
+        let info = |url: &str| -> RedisResult<redis::ConnectionInfo> {
+            let mut info = url.into_connection_info()?;
+            if let Some(password) = &config.password {
+                info.redis.password = Some(password.clone());
+            }
+            Ok(info)
+        };
+        if config.cluster {
+            let nodes = config
+                .urls
+                .iter()
+                .map(|u| info(u))
+                .collect::<RedisResult<Vec<_>>>()?;
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(BACKGROUND_TIMEOUT)
+                .response_timeout(BACKGROUND_TIMEOUT)
+                .retries(0);
+            if config.ca.is_some() {
+                builder = builder.certs(certs());
+            }
+            return Ok(Target::Cluster(builder.build()?));
+        }
+        let url = config.urls.first().map(String::as_str).unwrap_or_default();
+        let client = match &config.ca {
+            Some(_) => redis::Client::build_with_tls(info(url)?, certs())?,
+            None => redis::Client::open(info(url)?)?,
+        };
+        Ok(Target::Single(client))
+    }
+
+    async fn connect(&self) -> RedisResult<Link> {
+        match self {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(BACKGROUND_TIMEOUT)
+                    .set_response_timeout(BACKGROUND_TIMEOUT)
+                    .set_number_of_retries(1)
+                    .set_max_delay(100);
+                let manager = ConnectionManager::new_with_config(client.clone(), config).await?;
+                Ok(Link::Single(manager))
+            }
+            Target::Cluster(client) => Ok(Link::Cluster(client.get_async_connection().await?)),
+        }
+    }
+}
+
+/// The store's counters.
+struct Counters {
+    up: Gauge,
+    hit: Counter,
+    miss: Counter,
+    timeout: Counter,
+    error: Counter,
+    /// Requests that waited the whole `redis.timeout`, by what they waited on.
+    waited_lookup: Counter,
+    waited_publish: Counter,
+    skipped_down: Counter,
+    skipped_capped: Counter,
+    skipped_unknown: Counter,
+    publish_ok: Counter,
+    publish_failed: Counter,
+    batch_ok: Counter,
+    batch_failed: Counter,
+    dropped: Counter,
+    outages: Counter,
+}
+
+impl Counters {
+    fn new(m: &Metrics) -> Self {
+        let lookups = |result| m.counter("sessionwatch_store_lookups_total", &[("result", result)]);
+        let skipped = |reason| {
+            m.counter(
+                "sessionwatch_store_lookups_skipped_total",
+                &[("reason", reason)],
+            )
+        };
+        let writes = |kind, result| {
+            m.counter(
+                "sessionwatch_store_writes_total",
+                &[("kind", kind), ("result", result)],
+            )
+        };
+        Self {
+            up: m.gauge("sessionwatch_store_up"),
+            hit: lookups("hit"),
+            miss: lookups("miss"),
+            timeout: lookups("timeout"),
+            error: lookups("error"),
+            waited_lookup: m.counter("sessionwatch_store_timeouts_total", &[("op", "lookup")]),
+            waited_publish: m.counter("sessionwatch_store_timeouts_total", &[("op", "publish")]),
+            skipped_down: skipped("down"),
+            skipped_capped: skipped("capped"),
+            skipped_unknown: skipped("unknown"),
+            publish_ok: writes("publish", "ok"),
+            publish_failed: writes("publish", "failed"),
+            batch_ok: writes("batch", "ok"),
+            batch_failed: writes("batch", "failed"),
+            dropped: writes("batch", "dropped"),
+            outages: m.counter("sessionwatch_store_outages_total", &[]),
+        }
+    }
+}
+
+/// Lookups allowed per second, counted in the current second.
+struct Budget {
+    per_second: u32,
+    epoch: Instant,
+    second: AtomicU64,
+    used: AtomicU32,
+}
+
+impl Budget {
+    fn take(&self) -> bool {
+        let now = self.epoch.elapsed().as_secs();
+        if self.second.swap(now, Ordering::Relaxed) != now {
+            // A new second: a race here lets a few extra lookups through, never fewer.
+            self.used.store(0, Ordering::Relaxed);
+        }
+        self.used.fetch_add(1, Ordering::Relaxed) < self.per_second
+    }
+}
+
+/// A change for the writer task.
+enum Change {
+    Put(Fingerprint, SessionRecord),
+    Remove(Fingerprint),
+}
+
+/// What failed.
+enum Fault {
+    Timeout,
+    Error(RedisError),
+}
+
+struct Inner {
+    prefix: Vec<u8>,
+    timeout: Duration,
+    ttl: Duration,
+    link: RwLock<Option<Link>>,
+    up: AtomicBool,
+    down_since: Mutex<Option<Instant>>,
+    wake: Notify,
+    unknown: moka::sync::Cache<u128, ()>,
+    budget: Budget,
+    changes: mpsc::Sender<Change>,
+    pending_removals: Mutex<Vec<Fingerprint>>,
+    issuers: Arc<dyn Issuers>,
+    near: Arc<MokaStore>,
+    counters: Counters,
+    log: AlertLog,
+}
+
+/// The fleet's store in Redis; see the module docs.
+#[derive(Clone)]
+pub(crate) struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("up", &self.inner.up.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// The store, degraded until its keeper has connected: a Redis that is down at start
+    /// delays nothing. The keeper and the writer are spawned on the current runtime; their
+    /// handles come back with the store.
+    pub(crate) fn start(
+        config: &RedisConfig,
+        ttl: Duration,
+        near: Arc<MokaStore>,
+        issuers: Arc<dyn Issuers>,
+        metrics: &Metrics,
+        log: AlertLog,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(Self, [tokio::task::JoinHandle<()>; 2]), RedisError> {
+        let target = Target::new(config)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let counters = Counters::new(metrics);
+        counters.up.set(0.0);
+        let inner = Arc::new(Inner {
+            prefix: config.key_prefix.clone().into_bytes(),
+            timeout: config.timeout,
+            ttl,
+            link: RwLock::new(None),
+            up: AtomicBool::new(false),
+            down_since: Mutex::new(None),
+            wake: Notify::new(),
+            unknown: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(UNKNOWN_FOR)
+                .build(),
+            budget: Budget {
+                per_second: config.max_lookups_per_second,
+                epoch: Instant::now(),
+                second: AtomicU64::new(0),
+                used: AtomicU32::new(0),
+            },
+            changes: tx,
+            pending_removals: Mutex::new(Vec::new()),
+            issuers,
+            near,
+            counters,
+            log,
+        });
+        let tasks = [
+            tokio::spawn(keep(inner.clone(), target, shutdown.clone())),
+            tokio::spawn(write(inner.clone(), rx, shutdown)),
+        ];
+        Ok((Self { inner }, tasks))
+    }
+
+    /// Whether the store answers now.
+    pub(crate) fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+}
+
+impl Inner {
+    fn link(&self) -> Option<Link> {
+        if !self.up.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.link.read().ok()?.clone()
+    }
+
+    fn key(&self, fingerprint: Fingerprint) -> Vec<u8> {
+        codec::key(&self.prefix, fingerprint)
+    }
+
+    fn px(&self, record: &SessionRecord) -> Option<u64> {
+        let idle = Timestamp::now().since(record.last_seen);
+        let left = self.ttl.checked_sub(idle)?;
+        u64::try_from(left.as_millis()).ok().filter(|ms| *ms > 0)
+    }
+
+    fn set(&self, fingerprint: Fingerprint, record: &SessionRecord) -> Option<redis::Cmd> {
+        let px = self.px(record)?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(fingerprint))
+            .arg(&codec::encode(record, &*self.issuers)[..])
+            .arg("PX")
+            .arg(px);
+        Some(cmd)
+    }
+
+    /// Any fault marks the store degraded at once: a request that has waited once never waits
+    /// again (its own later write finds the store down), and no later request waits at all
+    /// until the keeper has seen Redis answer.
+    fn failed(&self, fault: Fault) {
+        let (reason, error) = match fault {
+            Fault::Timeout => ("timeout", None),
+            Fault::Error(e) => ("error", Some(e.to_string())),
+        };
+        self.degrade(reason, error);
+    }
+
+    fn degrade(&self, reason: &'static str, error: Option<String>) {
+        if !self.up.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut since) = self.down_since.lock() {
+            *since = Some(Instant::now());
+        }
+        self.counters.up.set(0.0);
+        self.counters.outages.increment(1);
+        tracing::warn!(
+            reason,
+            error = error.as_deref(),
+            "session store degraded: going on with the near cache"
+        );
+        self.log.emit(AlertLine::new(
+            LineKind::StoreDegraded,
+            SystemTime::now(),
+            &StoreLine {
+                store: "redis",
+                reason,
+                error,
+                down_ms: None,
+                rewritten: None,
+            },
+        ));
+        self.wake.notify_one();
+    }
+}
+
+impl FleetStore for RedisStore {
+    fn lookup(&self, misses: &[Fingerprint]) -> Option<Lookup> {
+        let inner = &self.inner;
+        let Some(mut link) = inner.link() else {
+            inner.counters.skipped_down.increment(1);
+            return None;
+        };
+        let asked: Vec<Fingerprint> = misses
+            .iter()
+            .copied()
+            .filter(|f| !inner.unknown.contains_key(&f.0))
+            .collect();
+        if asked.is_empty() {
+            inner.counters.skipped_unknown.increment(1);
+            return None;
+        }
+        if !inner.budget.take() {
+            inner.counters.skipped_capped.increment(1);
+            return None;
+        }
+        let inner = inner.clone();
+        Some(Box::pin(async move {
+            let mut cmd = redis::cmd(if asked.len() == 1 { "GET" } else { "MGET" });
+            for f in &asked {
+                cmd.arg(inner.key(*f));
+            }
+            let answer = if asked.len() == 1 {
+                tokio::time::timeout(inner.timeout, link.query::<Option<Vec<u8>>>(&cmd))
+                    .await
+                    .map(|r| r.map(|v| vec![v]))
+            } else {
+                tokio::time::timeout(inner.timeout, link.query::<Vec<Option<Vec<u8>>>>(&cmd)).await
+            };
+            let values = match answer {
+                Ok(Ok(values)) => values,
+                Ok(Err(e)) => {
+                    inner.counters.error.increment(1);
+                    inner.failed(Fault::Error(e));
+                    return Found::new();
+                }
+                Err(_) => {
+                    inner.counters.timeout.increment(1);
+                    inner.counters.waited_lookup.increment(1);
+                    inner.failed(Fault::Timeout);
+                    return Found::new();
+                }
+            };
+            let mut found = Found::new();
+            for (f, value) in asked.iter().zip(values) {
+                match value.and_then(|v| codec::decode(&v, &*inner.issuers)) {
+                    Some(record) => {
+                        inner.counters.hit.increment(1);
+                        found.push((*f, record));
+                    }
+                    None => {
+                        inner.counters.miss.increment(1);
+                        inner.unknown.insert(f.0, ());
+                    }
+                }
+            }
+            found
+        }))
+    }
+
+    fn publish(&self, fingerprint: Fingerprint, record: SessionRecord) -> Option<Publish> {
+        let inner = self.inner.clone();
+        inner.unknown.invalidate(&fingerprint.0);
+        // Down: the near cache has it, and the write-back on recovery sends it.
+        let mut link = inner.link()?;
+        let cmd = inner.set(fingerprint, &record)?;
+        Some(Box::pin(async move {
+            match tokio::time::timeout(inner.timeout, link.query::<()>(&cmd)).await {
+                Ok(Ok(())) => {
+                    inner.counters.publish_ok.increment(1);
+                }
+                Ok(Err(e)) => {
+                    inner.counters.publish_failed.increment(1);
+                    inner.failed(Fault::Error(e));
+                }
+                Err(_) => {
+                    inner.counters.publish_failed.increment(1);
+                    inner.counters.waited_publish.increment(1);
+                    inner.failed(Fault::Timeout);
+                }
+            }
+        }))
+    }
+
+    fn update(&self, fingerprint: Fingerprint, record: SessionRecord) {
+        self.inner.unknown.invalidate(&fingerprint.0);
+        if !self.is_up() {
+            return;
+        }
+        if self
+            .inner
+            .changes
+            .try_send(Change::Put(fingerprint, record))
+            .is_err()
+        {
+            self.inner.counters.dropped.increment(1);
+        }
+    }
+
+    fn remove(&self, fingerprint: Fingerprint) {
+        let inner = &self.inner;
+        if inner.up.load(Ordering::Relaxed)
+            && inner.changes.try_send(Change::Remove(fingerprint)).is_ok()
+        {
+            return;
+        }
+        if let Ok(mut pending) = inner.pending_removals.lock()
+            && pending.len() < MAX_PENDING_REMOVALS
+        {
+            pending.push(fingerprint);
+        }
+    }
+}
+
+/// The writer: sends batched changes as pipelines.
+async fn write(
+    inner: Arc<Inner>,
+    mut rx: mpsc::Receiver<Change>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let n = tokio::select! {
+            n = rx.recv_many(&mut batch, BATCH) => n,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
+        };
+        if n == 0 {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for change in batch.drain(..) {
+            match change {
+                Change::Put(f, record) => {
+                    if let Some(cmd) = inner.set(f, &record) {
+                        pipe.add_command(cmd).ignore();
+                    }
+                }
+                Change::Remove(f) => {
+                    pipe.cmd("DEL").arg(inner.key(f)).ignore();
+                }
+            }
+        }
+        let Some(mut link) = inner.link() else {
+            inner.counters.dropped.increment(n as u64);
+            continue;
+        };
+        match tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe(&pipe)).await {
+            Ok(Ok(())) => {
+                inner.counters.batch_ok.increment(n as u64);
+            }
+            Ok(Err(e)) => {
+                inner.counters.batch_failed.increment(n as u64);
+                inner.failed(Fault::Error(e));
+            }
+            Err(_) => {
+                inner.counters.batch_failed.increment(n as u64);
+                inner.failed(Fault::Timeout);
+            }
+        }
+    }
+}
+
+/// The keeper: connects, pings, and brings a degraded store back.
+async fn keep(inner: Arc<Inner>, target: Target, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = BACKOFF_FIRST;
+    let mut first = true;
+    loop {
+        let healthy = inner.up.load(Ordering::Relaxed);
+        let wait = if healthy { PING_EVERY } else { backoff };
+        if !first {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = inner.wake.notified(), if healthy => {}
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
+            }
+        }
+        let current = inner.link.read().ok().and_then(|l| l.clone());
+        let link = match current {
+            Some(link) => link,
+            None => match tokio::time::timeout(BACKGROUND_TIMEOUT, target.connect()).await {
+                Ok(Ok(link)) => {
+                    if let Ok(mut slot) = inner.link.write() {
+                        *slot = Some(link.clone());
+                    }
+                    link
+                }
+                Ok(Err(e)) => {
+                    unreachable_at_start(&inner, &mut first, Some(e.to_string()));
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+                Err(_) => {
+                    unreachable_at_start(&inner, &mut first, None);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            },
+        };
+        let mut ping_link = link;
+        let ping = tokio::time::timeout(
+            BACKGROUND_TIMEOUT,
+            ping_link.query::<String>(&redis::cmd("PING")),
+        )
+        .await;
+        match ping {
+            Ok(Ok(_)) => {
+                backoff = BACKOFF_FIRST;
+                if !inner.up.load(Ordering::Relaxed) {
+                    recover(&inner, ping_link, first).await;
+                }
+                first = false;
+            }
+            Ok(Err(e)) => {
+                first = false;
+                inner.degrade("error", Some(e.to_string()));
+                // A fresh connection next time: the old one may never come back.
+                if let Ok(mut slot) = inner.link.write() {
+                    *slot = None;
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(_) => {
+                first = false;
+                inner.degrade("timeout", None);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// A Redis that cannot be reached at start is an outage from the start: said once.
+fn unreachable_at_start(inner: &Inner, first: &mut bool, error: Option<String>) {
+    if !*first {
+        return;
+    }
+    *first = false;
+    // Marked up for a moment so that `degrade` reports the transition once.
+    inner.up.store(true, Ordering::Relaxed);
+    inner.degrade("unreachable", error);
+}
+
+/// Redis answers again: requests use it at once, and the near cache is written back in the
+/// background of this task.
+async fn recover(inner: &Inner, mut link: Link, first: bool) {
+    inner.up.store(true, Ordering::Relaxed);
+    inner.counters.up.set(1.0);
+    let since = inner.down_since.lock().ok().and_then(|mut s| s.take());
+    if first && since.is_none() {
+        // Connected at start: nothing was missed.
+        return;
+    }
+    let removals = inner
+        .pending_removals
+        .lock()
+        .map(|mut p| std::mem::take(&mut *p))
+        .unwrap_or_default();
+    let mut records = Vec::new();
+    inner.near.for_each_record(|f, r| records.push((f, r)));
+    let mut rewritten = 0u64;
+    for chunk in records.chunks(BATCH) {
+        let mut pipe = redis::pipe();
+        for (f, record) in chunk {
+            if let Some(mut cmd) = inner.set(*f, record) {
+                cmd.arg("NX");
+                pipe.add_command(cmd).ignore();
+                rewritten += 1;
+            }
+        }
+        if !matches!(
+            tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe(&pipe)).await,
+            Ok(Ok(()))
+        ) {
+            break;
+        }
+    }
+    for chunk in removals.chunks(BATCH) {
+        let mut pipe = redis::pipe();
+        for f in chunk {
+            pipe.cmd("DEL").arg(inner.key(*f)).ignore();
+        }
+        let _ = tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe(&pipe)).await;
+    }
+    let down_ms = since.map(|s| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX));
+    tracing::info!(down_ms, rewritten, "session store recovered");
+    inner.log.emit(AlertLine::new(
+        LineKind::StoreRecovered,
+        SystemTime::now(),
+        &StoreLine {
+            store: "redis",
+            reason: "answering",
+            error: None,
+            down_ms,
+            rewritten: Some(rewritten),
+        },
+    ));
+}
