@@ -145,12 +145,13 @@ fn parse_time(v: &Value) -> SystemTime {
         + Duration::from_nanos(u64::from(nanos))
 }
 
-/// The alerts about one incident.
+/// The alerts about one incident (the replica's incident id is an annotation).
 fn of_incident<'a>(alerts: &'a [Value], incident: &str) -> Vec<&'a Value> {
     alerts
         .iter()
         .filter(|a| {
-            a["labels"]["alertname"] == "SessionLossIncident" && a["labels"]["incident"] == incident
+            a["labels"]["alertname"] == "SessionLossIncident"
+                && a["annotations"]["incident"] == incident
         })
         .collect()
 }
@@ -237,6 +238,7 @@ async fn incident_fires_and_resolves_in_a_real_alertmanager() {
         "hint annotation {hint:?} in {firing}"
     );
     assert_eq!(firing["labels"]["service"], "sessionwatch", "{firing}");
+    assert_eq!(firing["labels"]["farm"], "default", "{firing}");
     assert!(
         parse_time(&firing["endsAt"]) > SystemTime::now(),
         "a firing alert must end in the future: {firing}"

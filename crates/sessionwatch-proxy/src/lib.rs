@@ -41,3 +41,4 @@ mod upstream;
 
 pub use app::{RunningProxy, StartError, StartOptions, start};
 pub use config::{Config, ConfigError};
+pub use report::sinks::{FleetIncidents, InProcessFleet, NoSharedView, OthersOpen};
