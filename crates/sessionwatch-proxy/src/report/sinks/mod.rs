@@ -195,20 +195,11 @@ async fn post(
 /// Undelivered webhook notices kept for retry; past this the oldest are dropped (and logged).
 const WEBHOOK_BACKLOG: usize = 64;
 
-fn body_for(
-    kind: SinkKind,
-    farm: Option<&FarmAlert>,
-    n: &IncidentNotice,
-    resend_every: Duration,
-) -> Value {
-    match kind {
-        SinkKind::Alertmanager => alertmanager::body(
-            n,
-            farm.map_or("", |f| f.farm.as_str()),
-            SystemTime::now(),
-            resend_every,
-        ),
-        SinkKind::Webhook => webhook::body(n),
+/// The post for `n`: Alertmanager's when the sink has a farm alert, else the webhook's.
+fn body_for(farm: Option<&FarmAlert>, n: &IncidentNotice, resend_every: Duration) -> Value {
+    match farm {
+        Some(f) => alertmanager::body(n, &f.farm, SystemTime::now(), resend_every),
+        None => webhook::body(n),
     }
 }
 
@@ -271,7 +262,7 @@ async fn run(
                     break;
                 }
             }
-            let body = body_for(kind, farm.as_ref(), &notice, config.resend_every);
+            let body = body_for(farm.as_ref(), &notice, config.resend_every);
             if let Err(e) = post(&client, &uri, &body, config.timeout).await {
                 metrics.sink_failure(kind.name());
                 tracing::warn!(sink = kind.name(), error = %e, "alert sink delivery failed; will retry");
