@@ -95,6 +95,7 @@ pub async fn start_proxy(toml: &str) -> RunningProxy {
         StartOptions {
             extra_events: None,
             incident_tick: Some(Duration::from_millis(100)),
+            ..StartOptions::default()
         },
     )
     .await
@@ -203,6 +204,7 @@ impl Harness {
             StartOptions {
                 extra_events: None,
                 incident_tick,
+                ..StartOptions::default()
             },
         )
         .await

@@ -1,7 +1,8 @@
 //! The Alertmanager sink against a real Alertmanager: a per-node farm opens an incident, the
 //! alert shows up firing with the "store not shared" hint, `on_incident` pinning stops the losses,
 //! the incident resolves and Alertmanager drops the alert before its advertised `endsAt`, which
-//! only an explicit resolve (not a missed re-send) can do.
+//! only an explicit resolve (not a missed re-send) can do. And two replicas in front of one farm:
+//! one alert for the farm, firing while either sees the incident, resolved when neither does.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -11,8 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
+use sessionwatch_proxy::{Config, InProcessFleet, RunningProxy, StartOptions};
 use sessionwatch_test_support::{DriveConfig, Farm, FarmConfig, StoreMode, drive_users};
 use sessionwatch_tests::{Scratch, config_toml, farm_backends, http_get, lines_of, start_proxy};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 
 const POLL: Duration = Duration::from_millis(100);
@@ -145,12 +148,13 @@ fn parse_time(v: &Value) -> SystemTime {
         + Duration::from_nanos(u64::from(nanos))
 }
 
-/// The alerts about one incident.
+/// The alerts about one incident (the replica's incident id is an annotation).
 fn of_incident<'a>(alerts: &'a [Value], incident: &str) -> Vec<&'a Value> {
     alerts
         .iter()
         .filter(|a| {
-            a["labels"]["alertname"] == "SessionLossIncident" && a["labels"]["incident"] == incident
+            a["labels"]["alertname"] == "SessionLossIncident"
+                && a["annotations"]["incident"] == incident
         })
         .collect()
 }
@@ -237,6 +241,7 @@ async fn incident_fires_and_resolves_in_a_real_alertmanager() {
         "hint annotation {hint:?} in {firing}"
     );
     assert_eq!(firing["labels"]["service"], "sessionwatch", "{firing}");
+    assert_eq!(firing["labels"]["farm"], "default", "{firing}");
     assert!(
         parse_time(&firing["endsAt"]) > SystemTime::now(),
         "a firing alert must end in the future: {firing}"
@@ -314,6 +319,221 @@ async fn incident_fires_and_resolves_in_a_real_alertmanager() {
     );
 
     proxy.shutdown().await;
+    farm.shutdown().await;
+    drop(am);
+}
+
+/// One replica of a fleet: its proxy, its own alert log, and users that keep coming through it
+/// until told to stop.
+struct Replica {
+    proxy: RunningProxy,
+    log: PathBuf,
+    driving: Arc<AtomicBool>,
+    driver: JoinHandle<()>,
+}
+
+impl Replica {
+    /// A replica in front of `farm` for farm "shop", taking its member of `fleet`; `every` is
+    /// both its re-send period and its incident update period.
+    async fn start(
+        farm: &Farm,
+        scratch: &Scratch,
+        name: &str,
+        am: SocketAddr,
+        every: &str,
+        fleet: &InProcessFleet,
+    ) -> Self {
+        let log = scratch.path().join(format!("alerts-{name}.jsonl"));
+        let extra = format!(
+            "[alertmanager]\nurl = \"http://{am}\"\nfarm = \"shop\"\nresend_every = \"{every}\"\n\
+             [incident]\nresolve_after = \"2s\"\nwindow = \"3s\"\nupdate_every = \"{every}\"\n"
+        );
+        let toml = config_toml(&farm_backends(farm), farm.cookie_name(), &log, &extra);
+        let config = Config::parse(&toml, Path::new("test.toml"))
+            .unwrap_or_else(|e| panic!("bad test config:\n{e}\n---\n{toml}"));
+        let proxy = sessionwatch_proxy::start(
+            config,
+            StartOptions {
+                incident_tick: Some(Duration::from_millis(100)),
+                fleet_incidents: Some(fleet.member()),
+                ..StartOptions::default()
+            },
+        )
+        .await
+        .expect("proxy starts");
+        let driving = Arc::new(AtomicBool::new(true));
+        let driver = {
+            let driving = driving.clone();
+            let (target, cookie) = (proxy.addr(), farm.cookie_name().to_owned());
+            tokio::spawn(async move {
+                while driving.load(Ordering::Relaxed) {
+                    drive_users(target, &cookie, DriveConfig::new(8, 5)).await;
+                    sleep(Duration::from_millis(20)).await;
+                }
+            })
+        };
+        Self {
+            proxy,
+            log,
+            driving,
+            driver,
+        }
+    }
+
+    /// Its incident lines of one type.
+    fn lines(&self, kind: &str) -> Vec<Value> {
+        self.proxy.flush_alerts();
+        lines_of(&self.log, kind)
+    }
+
+    async fn stop_users(&mut self) {
+        self.driving.store(false, Ordering::Relaxed);
+        (&mut self.driver).await.expect("driver task");
+    }
+}
+
+/// The session-loss alerts Alertmanager holds, checked to be at most one: the farm's.
+async fn farm_alert(am: &Alertmanager) -> Option<Value> {
+    let alerts = am.alerts().await;
+    let ours: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == "SessionLossIncident")
+        .collect();
+    assert!(
+        ours.len() <= 1,
+        "the replicas' incidents became several alerts: {ours:?}"
+    );
+    let alert = ours.first().map(|a| (*a).clone())?;
+    assert_eq!(
+        alert["labels"],
+        serde_json::json!({
+            "alertname": "SessionLossIncident",
+            "severity": "critical",
+            "service": "sessionwatch",
+            "farm": "shop",
+        }),
+        "labels must be the farm's, alike from every replica: {alert}"
+    );
+    Some(alert)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_make_one_alert_that_ends_when_neither_sees_the_incident() {
+    let test_deadline = Instant::now() + Duration::from_secs(90);
+    let scratch = Scratch::new("alertmanager-fleet");
+    let am = Alertmanager::start(scratch.path()).await;
+    let farm = Farm::start(FarmConfig::new(2, StoreMode::PerNode))
+        .await
+        .expect("farm starts");
+    let fleet = InProcessFleet::new();
+    // The first replica to close re-sends every second; the other only every 30 s, so an
+    // alert the first one ended would stay ended long enough to be seen.
+    let mut first = Replica::start(&farm, &scratch, "first", am.addr, "1s", &fleet).await;
+    let mut other = Replica::start(&farm, &scratch, "other", am.addr, "30s", &fleet).await;
+
+    // 1. Both replicas see the incident; Alertmanager holds one alert for it, which starts when
+    // the earlier of the two incidents did.
+    let (first_opened, other_opened) = loop {
+        if let (Some(a), Some(b)) = (
+            first.lines("incident_opened").into_iter().next(),
+            other.lines("incident_opened").into_iter().next(),
+        ) {
+            break (a, b);
+        }
+        assert!(
+            Instant::now() < test_deadline,
+            "both replicas must see the incident; opened: {:?} / {:?}",
+            first.lines("incident_opened"),
+            other.lines("incident_opened")
+        );
+        sleep(POLL).await;
+    };
+    assert_ne!(first_opened["incident_id"], other_opened["incident_id"]);
+    let earliest = parse_time(&first_opened["started"]).min(parse_time(&other_opened["started"]));
+    loop {
+        let alert = farm_alert(&am).await;
+        if let Some(a) = &alert {
+            assert_eq!(a["status"]["state"], "active", "{a}");
+            if parse_time(&a["startsAt"]) == earliest {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < test_deadline,
+            "no alert starting at the earlier incident's start {earliest:?}: {alert:?}"
+        );
+        sleep(POLL).await;
+    }
+    assert_eq!(fleet.open_count(), 2);
+
+    // 2. The first replica's users leave; its incident resolves. The alert keeps firing: the
+    // other replica still sees the incident. Watched until the first replica's own last
+    // endsAt (three of its re-send periods) has passed.
+    first.stop_users().await;
+    let first_resolved_at = loop {
+        let alert = farm_alert(&am).await;
+        assert!(
+            alert.is_some(),
+            "the farm's alert ended while the other replica still sees the incident"
+        );
+        if !first.lines("incident_resolved").is_empty() {
+            break Instant::now();
+        }
+        assert!(
+            Instant::now() < test_deadline,
+            "the first replica's incident never resolved; its log:\n{}",
+            std::fs::read_to_string(&first.log).unwrap_or_default()
+        );
+        sleep(POLL).await;
+    };
+    let mut last_ends_at = SystemTime::UNIX_EPOCH;
+    while first_resolved_at.elapsed() < Duration::from_secs(4) {
+        let alert = farm_alert(&am).await.unwrap_or_else(|| {
+            panic!("one replica's resolution ended the farm's alert while the other still sees the incident")
+        });
+        assert_eq!(alert["status"]["state"], "active", "{alert}");
+        last_ends_at = last_ends_at.max(parse_time(&alert["endsAt"]));
+        sleep(POLL).await;
+    }
+    assert!(
+        other.lines("incident_resolved").is_empty(),
+        "the other replica's users are still coming: its incident must still be open"
+    );
+
+    // 3. The other replica's users leave too; when its incident resolves, Alertmanager drops
+    // the alert before the endsAt it last advertised: an explicit resolve, from the last one.
+    other.stop_users().await;
+    loop {
+        let alert = farm_alert(&am).await;
+        let Some(alert) = alert else { break };
+        last_ends_at = last_ends_at.max(parse_time(&alert["endsAt"]));
+        assert!(
+            SystemTime::now() < last_ends_at && Instant::now() < test_deadline,
+            "the alert was not resolved, only left to expire: {alert}"
+        );
+        sleep(POLL).await;
+    }
+    assert!(
+        !other.lines("incident_resolved").is_empty(),
+        "the alert ended before the last replica's incident did"
+    );
+    assert!(
+        SystemTime::now() < last_ends_at,
+        "the resolve did not reach Alertmanager"
+    );
+    assert_eq!(fleet.open_count(), 0);
+
+    // Each replica's alert log has its own incident, opened and resolved.
+    for r in [&first, &other] {
+        let opened = r.lines("incident_opened");
+        let resolved = r.lines("incident_resolved");
+        assert_eq!(opened.len(), 1, "{opened:?}");
+        assert_eq!(resolved.len(), 1, "{resolved:?}");
+        assert_eq!(opened[0]["incident_id"], resolved[0]["incident_id"]);
+    }
+
+    first.proxy.shutdown().await;
+    other.proxy.shutdown().await;
     farm.shutdown().await;
     drop(am);
 }

@@ -7,10 +7,11 @@
 //!
 //! The public API is small: [`Config::load`] or [`Config::parse`] validate a configuration
 //! (a [`ConfigError`] lists every problem with its place), [`start`] binds and runs the proxy
-//! with [`StartOptions`] for embedding (an extra event hook, the incident tick) or fails with a
-//! [`StartError`], and the [`RunningProxy`] it returns says where it listens, answers a few
-//! questions about its state (metrics, backend health, incidents, the session count) and shuts
-//! down. Every module is private (the fuzz targets aim at the codec crate, `sessionwatch-h1`).
+//! with [`StartOptions`] for embedding (an extra event hook, the incident tick, the
+//! [`FleetIncidents`] view the Alertmanager sink asks before it resolves the farm's alert) or
+//! fails with a [`StartError`], and the [`RunningProxy`] it returns says where it listens,
+//! answers a few questions about its state (metrics, backend health, incidents, the session
+//! count) and shuts down. Every module is private (the fuzz targets aim at the codec crate, `sessionwatch-h1`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,3 +43,4 @@ mod upstream;
 
 pub use app::{RunningProxy, StartError, StartOptions, start};
 pub use config::{Config, ConfigError};
+pub use report::sinks::{FleetIncidents, InProcessFleet, NoSharedView, OthersOpen};

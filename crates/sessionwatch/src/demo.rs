@@ -125,6 +125,7 @@ pub(crate) async fn run(opts: DemoOptions) -> std::io::Result<()> {
         StartOptions {
             extra_events: Some(watch.clone()),
             incident_tick: Some(Duration::from_millis(200)),
+            ..StartOptions::default()
         },
     )
     .await

@@ -25,7 +25,7 @@ use crate::prepare::RequestIds;
 use crate::report::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
 use crate::report::incidents::{Clock, IncidentWatch};
 use crate::report::reporter::Reporter;
-use crate::report::sinks::{self, SinkKind};
+use crate::report::sinks::{self, FleetIncidents, NoSharedView, Sink};
 use crate::route::balancer::Balancer;
 use crate::upstream::{Pool, Upstream};
 use workers::{Worker, bind_workers, sweep_idle};
@@ -89,6 +89,9 @@ pub struct StartOptions {
     pub extra_events: Option<Arc<dyn SessionEvents>>,
     /// How often the incident watch evaluates (default 500 ms).
     pub incident_tick: Option<Duration>,
+    /// What the Alertmanager sink asks before it resolves the farm's alert: whether other
+    /// replicas still see the incident (default: no shared view).
+    pub fleet_incidents: Option<Arc<dyn FleetIncidents>>,
 }
 
 /// A running proxy: where it listens, a few questions about its state, and its shutdown.
@@ -315,6 +318,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         &metrics,
         &pin_switch,
         options.incident_tick,
+        options.fleet_incidents,
         &shutdown_rx,
         &mut tasks,
     );
@@ -413,19 +417,21 @@ fn spawn_incidents(
     metrics: &Arc<Metrics>,
     pin_switch: &PinSwitch,
     tick: Option<Duration>,
+    fleet: Option<Arc<dyn FleetIncidents>>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Arc<IncidentWatch> {
+    let fleet = fleet.unwrap_or_else(|| Arc::new(NoSharedView));
     let mut sink_handles = Vec::new();
-    for (kind, cfg) in [
-        (SinkKind::Alertmanager, &config.alertmanager),
-        (SinkKind::Webhook, &config.webhook),
-    ] {
-        if let Some(cfg) = cfg {
-            let (handle, task) = sinks::spawn(kind, cfg.clone(), metrics.clone(), shutdown.clone());
-            sink_handles.push(handle);
-            tasks.push(task);
-        }
+    let alertmanager = config
+        .alertmanager
+        .clone()
+        .map(|am| Sink::Alertmanager(am, fleet));
+    let webhook = config.webhook.clone().map(Sink::Webhook);
+    for sink in alertmanager.into_iter().chain(webhook) {
+        let (handle, task) = sinks::spawn(sink, metrics.clone(), shutdown.clone());
+        sink_handles.push(handle);
+        tasks.push(task);
     }
     let incidents = Arc::new(IncidentWatch::new(
         config.incident.clone(),

@@ -18,7 +18,7 @@ pub(crate) struct FileConfig {
     pub(crate) health: Option<HealthFile>,
     pub(crate) alerts: Option<AlertsFile>,
     pub(crate) incident: Option<IncidentFile>,
-    pub(crate) alertmanager: Option<SinkFile>,
+    pub(crate) alertmanager: Option<AlertmanagerFile>,
     pub(crate) webhook: Option<SinkFile>,
     pub(crate) redis: Option<RedisFile>,
 }
@@ -159,4 +159,16 @@ pub(crate) struct RedisFile {
     pub(crate) password_env: Option<String>,
     pub(crate) ca_file: Option<String>,
     pub(crate) max_lookups_per_second: Option<u32>,
+}
+
+/// `[alertmanager]`: a sink, and how a fleet of replicas shares its one alert.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AlertmanagerFile {
+    /// Required (see [`BackendFile`]).
+    pub(crate) url: Option<String>,
+    pub(crate) resend_every: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) farm: Option<String>,
+    pub(crate) fleet: Option<bool>,
 }

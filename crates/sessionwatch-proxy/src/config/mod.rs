@@ -250,6 +250,19 @@ pub(crate) struct SinkConfig {
     pub timeout: Duration,
 }
 
+/// The Alertmanager sink: where it posts, and what makes the alert the farm's.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AlertmanagerConfig {
+    /// Where and how often.
+    pub sink: SinkConfig,
+    /// The `farm` label: the same on every replica in front of one farm.
+    pub farm: String,
+    /// Whether other replicas may still see the incident when no shared view can say: then a
+    /// replica whose incident closes stops re-sending and lets the alert expire by its `endsAt`,
+    /// instead of resolving it for everyone.
+    pub fleet: bool,
+}
+
 /// The whole, validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -287,7 +300,7 @@ pub struct Config {
     /// Incident detection.
     pub(crate) incident: IncidentConfig,
     /// Alertmanager v2 sink.
-    pub(crate) alertmanager: Option<SinkConfig>,
+    pub(crate) alertmanager: Option<AlertmanagerConfig>,
     /// Generic JSON webhook sink.
     pub(crate) webhook: Option<SinkConfig>,
 }

@@ -185,6 +185,16 @@ fn each_kind_of_error_names_file_line_column_and_field() {
             "farm.toml:5:7: alertmanager.url: ",
             "must be an http:// URL",
         ),
+        (
+            "[alertmanager]\nurl = \"http://am:9093\"\nfarm = \" shop\"\n",
+            "farm.toml:6:8: alertmanager.farm: ",
+            "no space at either end",
+        ),
+        (
+            "[alertmanager]\nurl = \"http://am:9093\"\nfarm = \"\"\n",
+            "farm.toml:6:8: alertmanager.farm: ",
+            "must be 1 to 128 bytes",
+        ),
     ];
     for (tail, prefix, fragment) in cases {
         one_error(&format!("{BACKEND}{tail}"), prefix, fragment);
@@ -429,6 +439,15 @@ fn defaults_are_filled_in() {
     assert!(c.alerts.stdout);
     assert_eq!(c.health.active, None);
 
+    // One farm per Alertmanager, one replica: no fleet settings needed.
+    let c = parse(&format!(
+        "{BACKEND}[alertmanager]\nurl = \"http://am:9093\"\n"
+    ))
+    .unwrap();
+    let am = c.alertmanager.unwrap();
+    assert_eq!(am.farm, "default");
+    assert!(!am.fleet);
+
     let c = parse(&format!(
         "{BACKEND}[webhook]\nurl = \"http://hooks:8080/x\"\n"
     ))
@@ -500,6 +519,8 @@ max_reset_lines_per_sec = 5
 url = \"http://am:9093\"
 resend_every = \"5m\"
 timeout = \"2s\"
+farm = \"shop\"
+fleet = true
 ",
     )
     .unwrap();
@@ -558,8 +579,10 @@ timeout = \"2s\"
         }
     );
     let am = c.alertmanager.unwrap();
-    assert_eq!(am.url, "http://am:9093");
-    assert_eq!(am.resend_every, Duration::from_secs(300));
+    assert_eq!(am.sink.url, "http://am:9093");
+    assert_eq!(am.sink.resend_every, Duration::from_secs(300));
+    assert_eq!(am.farm, "shop");
+    assert!(am.fleet);
 }
 
 #[test]

@@ -8,11 +8,11 @@ use http::{HeaderName, StatusCode, Uri};
 use sessionwatch_core::{CookieSpec, Framework, IncidentConfig, Marker, PinPolicy, SessionProfile};
 
 use super::fields::{address, affinity_cookie, duration, one_of, p, positive, required};
-use super::file::{FileConfig, SinkFile};
+use super::file::{AlertmanagerFile, FileConfig, SinkFile};
 use super::{
-    ActiveHealth, AlertsConfig, BackendConfig, BalancePolicy, Config, ConnectionLimit,
-    HealthConfig, Issues, KeySource, PinConfig, ReusePolicy, SessionConfig, SinkConfig, StoreKind,
-    UpstreamConfig, WhenUnhealthy,
+    ActiveHealth, AlertmanagerConfig, AlertsConfig, BackendConfig, BalancePolicy, Config,
+    ConnectionLimit, HealthConfig, Issues, KeySource, PinConfig, ReusePolicy, SessionConfig,
+    SinkConfig, StoreKind, UpstreamConfig, WhenUnhealthy,
 };
 
 /// As NGINX's `send_timeout`.
@@ -157,7 +157,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
     let alertmanager = raw
         .alertmanager
         .as_ref()
-        .and_then(|s| sink(&mut issues, "alertmanager", s));
+        .and_then(|s| alertmanager(&mut issues, s));
     let webhook = raw
         .webhook
         .as_ref()
@@ -518,6 +518,37 @@ fn sink(issues: &mut Issues, name: &str, s: &SinkFile) -> Option<SinkConfig> {
         url,
         resend_every,
         timeout,
+    })
+}
+
+/// The `farm` label when none is configured: one farm per Alertmanager needs no setting.
+const DEFAULT_FARM: &str = "default";
+
+fn alertmanager(issues: &mut Issues, a: &AlertmanagerFile) -> Option<AlertmanagerConfig> {
+    let sink = sink(
+        issues,
+        "alertmanager",
+        &SinkFile {
+            url: a.url.clone(),
+            resend_every: a.resend_every.clone(),
+            timeout: a.timeout.clone(),
+        },
+    );
+    let farm = match a.farm.as_deref() {
+        None => Some(DEFAULT_FARM.to_owned()),
+        Some(f) if !f.trim().is_empty() && f.trim() == f && f.len() <= 128 => Some(f.to_owned()),
+        Some(f) => {
+            issues.push(
+                p("alertmanager").key("farm"),
+                format!("{f:?} must be 1 to 128 bytes, with no space at either end"),
+            );
+            None
+        }
+    };
+    Some(AlertmanagerConfig {
+        sink: sink?,
+        farm: farm?,
+        fleet: a.fleet.unwrap_or(false),
     })
 }
 

@@ -54,7 +54,6 @@ struct State {
     tracker: IncidentTracker,
     incident_id: Option<String>,
     labels: Option<(String, String)>,
-    hint_code: &'static str,
 }
 
 /// See the module docs.
@@ -99,7 +98,6 @@ impl IncidentWatch {
                 tracker,
                 incident_id: None,
                 labels: None,
-                hint_code: "unclear",
             }),
             backends,
             log,
@@ -223,7 +221,6 @@ impl IncidentWatch {
             IncidentEvent::Opened(s) => {
                 st.incident_id = Some(uuid::Uuid::now_v7().simple().to_string());
                 st.labels = s.dominant.map(|(i, sv)| (self.name(i), self.name(sv)));
-                st.hint_code = s.hint.code();
                 (NoticeKind::Opened, s)
             }
             IncidentEvent::Updated(s) => (NoticeKind::Updated, s),
@@ -231,7 +228,6 @@ impl IncidentWatch {
         };
         let id = st.incident_id.clone().unwrap_or_default();
         let labels = st.labels.clone();
-        let hint_code = st.hint_code;
         if kind == NoticeKind::Resolved {
             st.incident_id = None;
             st.labels = None;
@@ -280,12 +276,7 @@ impl IncidentWatch {
             }
             NoticeKind::Updated => {}
         }
-        let notice = Arc::new(IncidentNotice {
-            kind,
-            line,
-            labels,
-            hint_code,
-        });
+        let notice = Arc::new(IncidentNotice { kind, line, labels });
         for sink in &self.sinks {
             sink.send(notice.clone());
         }
@@ -654,10 +645,10 @@ mod tests {
             "{}",
             opened[0]["summary"]
         );
-        // The sinks label the alert with the same code.
+        // The sinks are told the same code.
         let notice = w.notices.try_recv().unwrap();
         assert_eq!(notice.kind, NoticeKind::Opened);
-        assert_eq!(notice.hint_code, "new_backends_differ");
+        assert_eq!(notice.line.hint.code, "new_backends_differ");
         w.stop().await;
     }
 }

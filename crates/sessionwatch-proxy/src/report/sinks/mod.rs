@@ -5,8 +5,15 @@
 //! incident is re-posted every `resend_every` with an `endsAt` a few periods ahead; the resolve is
 //! a post with `endsAt` = now. Failures are logged and counted, and retried on the next period.
 //!
-//! What each sink sends is in its own file ([`alertmanager`], [`webhook`]); this one holds the
-//! delivery loop they share.
+//! The Alertmanager alert is the farm's, shared by every replica in front of it, so a replica
+//! whose incident closes resolves it only when no other replica still sees one. It asks its
+//! [`FleetIncidents`] view: no other open, it resolves; another open, it stops re-sending and
+//! leaves the alert to the replicas that still see the incident (their re-sends keep it firing,
+//! and the last of them resolves it); no shared view, it resolves unless `[alertmanager] fleet`
+//! says other replicas may still see it, in which case it lets the alert expire by its `endsAt`.
+//!
+//! What each sink sends is in its own file ([`alertmanager`], [`webhook`]), the fleet view in
+//! [`fleet_view`]; this one holds the delivery loop they share.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,12 +28,15 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::SinkConfig;
+use crate::config::{AlertmanagerConfig, SinkConfig};
 use crate::metrics::Metrics;
 use crate::report::lines::{IncidentLine, LineKind};
 
 mod alertmanager;
+pub(crate) mod fleet_view;
 mod webhook;
+
+pub use fleet_view::{FleetIncidents, InProcessFleet, NoSharedView, OthersOpen};
 
 /// Which transition a notice reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +67,8 @@ pub(crate) struct IncidentNotice {
     pub(crate) kind: NoticeKind,
     /// The incident, as in the alert log.
     pub(crate) line: IncidentLine,
-    /// `(issuer, server)` labels, fixed at open, when one pair dominated.
+    /// `(issuer, server)` of the pair that dominated when the incident opened, if one did.
     pub(crate) labels: Option<(String, String)>,
-    /// The hint's code when the incident opened. Alertmanager tells alerts apart by their labels,
-    /// so this label stays fixed for the incident's life while `line.hint` follows the window.
-    pub(crate) hint_code: &'static str,
 }
 
 /// The kinds of sink.
@@ -104,18 +111,58 @@ impl SinkHandle {
 
 type SinkClient = Client<HttpConnector, Full<Bytes>>;
 
+/// A sink to start, with what it needs.
+pub(crate) enum Sink {
+    /// Alertmanager, and the view it asks before it resolves the farm's alert.
+    Alertmanager(AlertmanagerConfig, Arc<dyn FleetIncidents>),
+    /// The JSON webhook.
+    Webhook(SinkConfig),
+}
+
+/// What the Alertmanager sink knows beyond its delivery settings.
+struct FarmAlert {
+    farm: String,
+    fleet: bool,
+    view: Arc<dyn FleetIncidents>,
+}
+
+impl FarmAlert {
+    /// Whether this replica's resolve may end the farm's alert now (see the module docs).
+    async fn may_resolve(&self, timeout: Duration) -> bool {
+        let others_open = tokio::time::timeout(timeout, self.view.others_open())
+            .await
+            .ok()
+            .flatten();
+        match others_open {
+            Some(open) => !open,
+            None => !self.fleet,
+        }
+    }
+}
+
 /// Start a sink task.
 pub(crate) fn spawn(
-    kind: SinkKind,
-    config: SinkConfig,
+    sink: Sink,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> (SinkHandle, JoinHandle<()>) {
+    let (kind, config, farm) = match sink {
+        Sink::Alertmanager(am, view) => (
+            SinkKind::Alertmanager,
+            am.sink,
+            Some(FarmAlert {
+                farm: am.farm,
+                fleet: am.fleet,
+                view,
+            }),
+        ),
+        Sink::Webhook(config) => (SinkKind::Webhook, config, None),
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(config.timeout));
     let client: SinkClient = Client::builder(TokioExecutor::new()).build(connector);
-    let task = tokio::spawn(run(kind, config, client, metrics, rx, shutdown));
+    let task = tokio::spawn(run(kind, config, farm, client, metrics, rx, shutdown));
     (SinkHandle { tx }, task)
 }
 
@@ -148,16 +195,18 @@ async fn post(
 /// Undelivered webhook notices kept for retry; past this the oldest are dropped (and logged).
 const WEBHOOK_BACKLOG: usize = 64;
 
-fn body_for(kind: SinkKind, n: &IncidentNotice, resend_every: Duration) -> Value {
-    match kind {
-        SinkKind::Alertmanager => alertmanager::body(n, SystemTime::now(), resend_every),
-        SinkKind::Webhook => webhook::body(n),
+/// The post for `n`: Alertmanager's when the sink has a farm alert, else the webhook's.
+fn body_for(farm: Option<&FarmAlert>, n: &IncidentNotice, resend_every: Duration) -> Value {
+    match farm {
+        Some(f) => alertmanager::body(n, &f.farm, SystemTime::now(), resend_every),
+        None => webhook::body(n),
     }
 }
 
 async fn run(
     kind: SinkKind,
     config: SinkConfig,
+    farm: Option<FarmAlert>,
     client: SinkClient,
     metrics: Arc<Metrics>,
     mut rx: mpsc::UnboundedReceiver<Arc<IncidentNotice>>,
@@ -172,6 +221,9 @@ async fn run(
     let mut ticker = tokio::time::interval(config.resend_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    // Whether this replica has told the fleet view its incident is open, so that a replica
+    // that stops while it sees one counts itself out.
+    let mut open = false;
     loop {
         // A new notice is sent at once; a tick re-sends (Alertmanager) or retries (webhook).
         // Shutdown is looked at first: after a post that took its whole timeout the ticker is
@@ -179,9 +231,13 @@ async fn run(
         // time, leaving the shutdown unbounded.
         tokio::select! {
             biased;
-            _ = crate::shutdown::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => break,
             n = rx.recv() => match n {
                 Some(n) => {
+                    if let Some(farm) = &farm {
+                        open = n.kind != NoticeKind::Resolved;
+                        farm.view.own_incident(open);
+                    }
                     if kind == SinkKind::Alertmanager {
                         queue.clear();
                     } else if queue.len() == WEBHOOK_BACKLOG {
@@ -190,12 +246,23 @@ async fn run(
                     }
                     queue.push_back(n);
                 }
-                None => return,
+                None => break,
             },
             _ = ticker.tick() => {}
         }
         while let Some(notice) = queue.front().cloned() {
-            let body = body_for(kind, &notice, config.resend_every);
+            if let (Some(farm), NoticeKind::Resolved) = (&farm, notice.kind) {
+                if !farm.may_resolve(config.timeout).await {
+                    tracing::info!(
+                        sink = kind.name(),
+                        incident = notice.line.incident_id,
+                        "incident resolved here; the farm's alert is left to the replicas that may still see it"
+                    );
+                    queue.clear();
+                    break;
+                }
+            }
+            let body = body_for(farm.as_ref(), &notice, config.resend_every);
             if let Err(e) = post(&client, &uri, &body, config.timeout).await {
                 metrics.sink_failure(kind.name());
                 tracing::warn!(sink = kind.name(), error = %e, "alert sink delivery failed; will retry");
@@ -214,6 +281,9 @@ async fn run(
                 }
             }
         }
+    }
+    if let (Some(farm), true) = (&farm, open) {
+        farm.view.own_incident(false);
     }
 }
 
@@ -242,6 +312,8 @@ fn notice_of(kind: NoticeKind) -> IncidentNotice {
             samples: Vec::new(),
         },
         labels: Some(("node-a".into(), "node-b".into())),
-        hint_code: "store_not_shared",
     }
 }
+
+#[cfg(test)]
+mod tests;
