@@ -290,7 +290,8 @@ pub async fn proxy_with(
     proxy_with_sections(farm, alert_log, pin, session_extra, "").await
 }
 
-/// [`proxy_with`] with `sections` (whole TOML tables, such as `[redis]`) added.
+/// [`proxy_with`] with `sections` added after the `[incident]` table's own keys: more `[incident]`
+/// keys first, then whole tables (such as `[redis]`).
 pub async fn proxy_with_sections(
     farm: &PhpFarm,
     alert_log: &Path,

@@ -52,15 +52,28 @@ fn redis_section(url: &str) -> String {
 }
 
 async fn fleet(name: &str, replicas: usize, shared: Shared, store: Store, pin: &str) -> Fleet {
+    fleet_with(name, replicas, shared, store, pin, "").await
+}
+
+/// [`fleet`] with `incident` (more `[incident]` keys) in every replica's configuration.
+async fn fleet_with(
+    name: &str,
+    replicas: usize,
+    shared: Shared,
+    store: Store,
+    pin: &str,
+    incident: &str,
+) -> Fleet {
     let scratch = Scratch::new(name);
     let farm = tokio::task::block_in_place(|| PhpFarm::start(&scratch, store, false));
     let redis = (shared == Shared::Redis)
         .then(|| tokio::task::block_in_place(|| RedisServer::start(&scratch.path().join("redis"))));
-    let (session_extra, sections) = match (&redis, shared) {
+    let (session_extra, tables) = match (&redis, shared) {
         (Some(r), _) => ("store = \"redis\"".to_owned(), redis_section(&r.url())),
         (None, Shared::Cookie) => ("affinity_cookie = true".to_owned(), String::new()),
         (None, _) => (String::new(), String::new()),
     };
+    let sections = format!("{incident}\n{tables}");
     let mut proxies = Vec::new();
     let mut logs = Vec::new();
     for i in 0..replicas {
@@ -396,4 +409,48 @@ async fn redis_killed_and_restarted_empty_fails_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stalled_fails_no_request() {
     outage("fleet-redis-stalled", |r| r.pause(), |r| r.resume()).await;
+}
+
+/// An incident the fleet's traffic opens, though no replica alone sees enough resets: the
+/// replicas sharing Redis add up their windows; with the affinity cookie alone each decides on
+/// its own third.
+async fn fleet_incident(name: &str, shared: Shared) -> (usize, Vec<serde_json::Value>) {
+    // About 13 of the 40-odd losses reach each replica: under 25 alone, over it together.
+    let fleet = fleet_with(name, 3, shared, Store::PerNode, "off", "min_resets = 25").await;
+    let figures = fleet.drive(9, 31).await;
+    let resets = fleet.lines("session_reset").len();
+    assert!(
+        figures.losses >= 30 && resets * 100 >= figures.losses * 99,
+        "{figures:?}, {resets} detected"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut opened = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        opened = fleet.lines("incident_opened");
+        if opened.len() == fleet.proxies.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    fleet.stop().await;
+    eprintln!("{name}: {figures:?}, {} replicas opened", opened.len());
+    (figures.losses, opened)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_redis_open_the_incident_on_the_fleets_traffic() {
+    let (losses, opened) = fleet_incident("fleet-incident-redis", Shared::Redis).await;
+    assert_eq!(opened.len(), 3, "every replica opens: {opened:?}");
+    for line in &opened {
+        assert!(line["resets"].as_u64().unwrap() >= 25, "{line}");
+        assert!(line["resets"].as_u64().unwrap() <= losses as u64, "{line}");
+        assert_eq!(line["hint"]["code"], "store_not_shared", "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_the_cookie_alone_decide_on_their_own_share() {
+    // What the README says the cookie-only fleet costs: the same traffic opens nothing.
+    let (_, opened) = fleet_incident("fleet-incident-cookie", Shared::Cookie).await;
+    assert!(opened.is_empty(), "{opened:?}");
 }

@@ -112,6 +112,18 @@ pub struct IncidentTracker {
     history: History,
     samples: VecDeque<ShortFingerprint>,
     open: Option<Open>,
+    /// The other replicas' window counts, per pair, when a fleet shares them.
+    peers: Option<WindowCounts>,
+}
+
+/// Requests with a known session and resets per (issuer, server) pair over a window, issuer
+/// major: pair `(i, s)` is at `i * backends + s`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowCounts {
+    /// Requests per pair.
+    pub requests: Vec<u64>,
+    /// Resets per pair.
+    pub resets: Vec<u64>,
 }
 
 impl IncidentTracker {
@@ -124,7 +136,23 @@ impl IncidentTracker {
             history: History::new(backends.max(1)),
             samples: VecDeque::new(),
             open: None,
+            peers: None,
         }
+    }
+
+    /// This tracker's own counts in the window ending `now`, for a fleet to share.
+    pub fn own_counts(&self, now: Timestamp) -> WindowCounts {
+        let (requests, resets) = self.own_totals(now);
+        WindowCounts { requests, resets }
+    }
+
+    /// The sum of the other replicas' window counts, added to this tracker's own from now on, so
+    /// that every replica of a fleet decides on the traffic of all (`None`: no peers, or their
+    /// counts are stale). Counts for another number of backends are ignored: replicas that
+    /// disagree on the farm cannot add up.
+    pub fn set_peer_counts(&mut self, peers: Option<WindowCounts>) {
+        let pairs = self.n * self.n;
+        self.peers = peers.filter(|p| p.requests.len() == pairs && p.resets.len() == pairs);
     }
 
     /// Whether an incident is open.
@@ -232,6 +260,19 @@ impl IncidentTracker {
     }
 
     fn totals(&self, now: Timestamp) -> (Vec<u64>, Vec<u64>) {
+        let (mut req, mut res) = self.own_totals(now);
+        if let Some(peers) = &self.peers {
+            for (t, v) in req.iter_mut().zip(&peers.requests) {
+                *t += v;
+            }
+            for (t, v) in res.iter_mut().zip(&peers.resets) {
+                *t += v;
+            }
+        }
+        (req, res)
+    }
+
+    fn own_totals(&self, now: Timestamp) -> (Vec<u64>, Vec<u64>) {
         let window = self.config.window.as_secs().max(1);
         let second = now.as_secs();
         let mut req = vec![0u64; self.n * self.n];

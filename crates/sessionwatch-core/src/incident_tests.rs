@@ -426,3 +426,54 @@ fn a_stray_reset_after_an_older_join_does_not_hide_a_rollout() {
         }
     );
 }
+
+#[test]
+fn replicas_that_share_their_window_counts_open_on_the_fleets_traffic() {
+    // Three replicas each see a third of a per-node farm's losses: 3 resets each, under
+    // min_resets (5) alone.
+    let mut replicas: Vec<IncidentTracker> = (0..3)
+        .map(|_| IncidentTracker::new(IncidentConfig::default(), 2))
+        .collect();
+    for tr in &mut replicas {
+        traffic(tr, A, A, 4, 0, t(0));
+        traffic(tr, A, B, 3, 3, t(0));
+    }
+    for tr in &mut replicas {
+        assert_eq!(tr.clone().evaluate(t(100)), None, "one replica alone stays quiet");
+    }
+    let own: Vec<WindowCounts> = replicas.iter().map(|tr| tr.own_counts(t(100))).collect();
+    for (i, tr) in replicas.iter_mut().enumerate() {
+        let mut peers = WindowCounts {
+            requests: vec![0; 4],
+            resets: vec![0; 4],
+        };
+        for (_, counts) in own.iter().enumerate().filter(|(j, _)| *j != i) {
+            for (t, v) in peers.requests.iter_mut().zip(&counts.requests) {
+                *t += v;
+            }
+            for (t, v) in peers.resets.iter_mut().zip(&counts.resets) {
+                *t += v;
+            }
+        }
+        tr.set_peer_counts(Some(peers));
+        let Some(IncidentEvent::Opened(s)) = tr.evaluate(t(100)) else {
+            panic!("replica {i} did not open on the fleet's counts");
+        };
+        assert_eq!((s.requests, s.resets), (21, 9));
+        assert_eq!(s.hint, Hint::StoreNotShared);
+        // Its own counts are still its own: what it shares does not echo the others'.
+        assert_eq!(tr.own_counts(t(100)), own[i]);
+    }
+}
+
+#[test]
+fn peer_counts_for_another_farm_size_are_ignored() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 2);
+    traffic(&mut tr, A, B, 3, 3, t(0));
+    tr.set_peer_counts(Some(WindowCounts {
+        requests: vec![100; 9],
+        resets: vec![100; 9],
+    }));
+    assert_eq!(tr.evaluate(t(100)), None);
+    assert_eq!(tr.snapshot(t(100)).requests, 3);
+}

@@ -20,6 +20,7 @@ use crate::backends::{Backends, Transition};
 use crate::config::{Config, KeySource, StoreKind};
 use crate::fleet::codec::ListedIssuers;
 use crate::fleet::redis::RedisStore;
+use crate::fleet::window::FleetWindow;
 use crate::metrics::Metrics;
 use crate::prepare::RequestIds;
 use crate::report::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
@@ -280,7 +281,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let idle = config.session.profile.idle_timeout();
-    let mut fleet = None;
+    let mut fleet: Option<Arc<RedisStore>> = None;
     let store: Arc<dyn SessionStore> = match (config.session.store, &config.session.redis) {
         (StoreKind::Compact, _) => Arc::new(CompactStore::new(config.session.max_sessions, idle)),
         (StoreKind::Redis, Some(redis)) => {
@@ -311,6 +312,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     )));
     let pin_switch = PinSwitch::default();
 
+    // With a shared store, the replicas share their incident windows too.
+    let window = fleet
+        .as_ref()
+        .map(|store| FleetWindow::new((**store).clone(), config.backends.len()));
+    let fleet_incidents = options.fleet_incidents.or_else(|| {
+        window
+            .clone()
+            .map(|w| -> Arc<dyn FleetIncidents> { w })
+    });
     let incidents = spawn_incidents(
         &config,
         &backends,
@@ -318,10 +328,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         &metrics,
         &pin_switch,
         options.incident_tick,
-        options.fleet_incidents,
+        fleet_incidents,
         &shutdown_rx,
         &mut tasks,
     );
+    if let Some(window) = window {
+        tasks.push(tokio::spawn(
+            window.run(incidents.clone(), shutdown_rx.clone()),
+        ));
+    }
 
     let health = spawn_health(
         &config,

@@ -3,3 +3,4 @@
 
 pub(crate) mod codec;
 pub(crate) mod redis;
+pub(crate) mod window;

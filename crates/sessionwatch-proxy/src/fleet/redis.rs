@@ -57,20 +57,26 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 
 /// A connection: one server through the reconnecting manager, or a cluster.
 #[derive(Clone)]
-enum Link {
+pub(crate) enum Link {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
 }
 
 impl Link {
-    async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> RedisResult<T> {
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &redis::Cmd,
+    ) -> RedisResult<T> {
         match self {
             Link::Single(c) => cmd.query_async(c).await,
             Link::Cluster(c) => cmd.query_async(c).await,
         }
     }
 
-    async fn pipe(&mut self, pipe: &redis::Pipeline) -> RedisResult<()> {
+    pub(crate) async fn pipe<T: redis::FromRedisValue>(
+        &mut self,
+        pipe: &redis::Pipeline,
+    ) -> RedisResult<T> {
         match self {
             Link::Single(c) => pipe.query_async(c).await,
             Link::Cluster(c) => pipe.query_async(c).await,
@@ -309,6 +315,16 @@ impl RedisStore {
     pub(crate) fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Relaxed)
     }
+
+    /// The connection, while the store answers.
+    pub(crate) fn link(&self) -> Option<Link> {
+        self.inner.link()
+    }
+
+    /// The configured key prefix.
+    pub(crate) fn prefix(&self) -> &[u8] {
+        &self.inner.prefix
+    }
 }
 
 impl Inner {
@@ -529,7 +545,7 @@ async fn write(
             inner.counters.dropped.increment(n as u64);
             continue;
         };
-        match tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe(&pipe)).await {
+        match tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe::<()>(&pipe)).await {
             Ok(Ok(())) => {
                 inner.counters.batch_ok.increment(n as u64);
             }
@@ -652,7 +668,7 @@ async fn recover(inner: &Inner, mut link: Link, first: bool) {
             }
         }
         if !matches!(
-            tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe(&pipe)).await,
+            tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe::<()>(&pipe)).await,
             Ok(Ok(()))
         ) {
             break;
@@ -663,7 +679,7 @@ async fn recover(inner: &Inner, mut link: Link, first: bool) {
         for f in chunk {
             pipe.cmd("DEL").arg(inner.key(*f)).ignore();
         }
-        let _ = tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe(&pipe)).await;
+        let _ = tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe::<()>(&pipe)).await;
     }
     let down_ms = since.map(|s| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX));
     tracing::info!(down_ms, rewritten, "session store recovered");

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use sessionwatch_core::{
     BackendId, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PinPolicy,
-    Timestamp,
+    Timestamp, WindowCounts,
 };
 use sessionwatch_tower::{Observed, PinSwitch};
 use tokio::sync::watch;
@@ -112,6 +112,18 @@ impl IncidentWatch {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave counters inconsistent enough to matter.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This replica's own window counts, and whether its incident is open, for the fleet.
+    pub(crate) fn own_counts(&self) -> (WindowCounts, bool) {
+        let now = self.clock.now();
+        let st = self.lock();
+        (st.tracker.own_counts(now), st.tracker.is_open())
+    }
+
+    /// The other replicas' summed window counts (`None` when not known now).
+    pub(crate) fn set_peer_counts(&self, peers: Option<WindowCounts>) {
+        self.lock().tracker.set_peer_counts(peers);
     }
 
     /// Count one observation; for a reset, whether its alert line may be written.
