@@ -56,6 +56,12 @@ impl RedisServer {
         Self::start_with(dir, free_port(), Vec::new(), false)
     }
 
+    /// A server started with `args` too (such as `--requirepass`).
+    pub fn start_with_args(dir: &Path, args: &[&str]) -> Self {
+        let extra = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::start_with(dir, free_port(), extra, false)
+    }
+
     /// A server that speaks only TLS, with this certificate and key (PEM files).
     pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Self {
         let port = free_port();
@@ -121,7 +127,9 @@ impl RedisServer {
             let up = if self.tls {
                 TcpStream::connect(self.addr()).is_ok()
             } else {
-                redis_cli(self.port, &["PING"]).trim() == "PONG"
+                // A server that wants a password answers NOAUTH: it is up all the same.
+                let answer = redis_cli(self.port, &["PING"]);
+                answer.trim() == "PONG" || answer.contains("NOAUTH")
             };
             if up {
                 return;
@@ -193,6 +201,14 @@ impl RedisServer {
     /// Keys held now.
     pub fn dbsize(&self) -> u64 {
         redis_cli(self.port, &["DBSIZE"])
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("DBSIZE did not answer a number"))
+    }
+
+    /// Keys held now, asked with `password`.
+    pub fn dbsize_with_password(&self, password: &str) -> u64 {
+        redis_cli(self.port, &["--no-auth-warning", "-a", password, "DBSIZE"])
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("DBSIZE did not answer a number"))

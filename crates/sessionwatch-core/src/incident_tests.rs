@@ -439,7 +439,11 @@ fn replicas_that_share_their_window_counts_open_on_the_fleets_traffic() {
         traffic(tr, A, B, 3, 3, t(0));
     }
     for tr in &mut replicas {
-        assert_eq!(tr.clone().evaluate(t(100)), None, "one replica alone stays quiet");
+        assert_eq!(
+            tr.clone().evaluate(t(100)),
+            None,
+            "one replica alone stays quiet"
+        );
     }
     let own: Vec<WindowCounts> = replicas.iter().map(|tr| tr.own_counts(t(100))).collect();
     for (i, tr) in replicas.iter_mut().enumerate() {

@@ -47,7 +47,9 @@ pub use cookies::{
 };
 pub use fingerprint::{Fingerprint, Fingerprinter, ShortFingerprint};
 pub use hint::{Direction, Hint, PairCounts};
-pub use incident::{IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, WindowCounts};
+pub use incident::{
+    IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, WindowCounts,
+};
 pub use paths::loggable_path;
 pub use pin::{PinPolicy, RouteDecision, UnknownPinPolicy, route};
 pub use profile::{CookieSpec, Framework, MAX_COOKIES, Marker, ProfileError, SessionProfile};

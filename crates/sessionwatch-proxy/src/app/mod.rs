@@ -316,11 +316,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let window = fleet
         .as_ref()
         .map(|store| FleetWindow::new((**store).clone(), config.backends.len()));
-    let fleet_incidents = options.fleet_incidents.or_else(|| {
-        window
-            .clone()
-            .map(|w| -> Arc<dyn FleetIncidents> { w })
-    });
+    let fleet_incidents = options
+        .fleet_incidents
+        .or_else(|| window.clone().map(|w| -> Arc<dyn FleetIncidents> { w }));
     let incidents = spawn_incidents(
         &config,
         &backends,

@@ -612,8 +612,13 @@ async fn keep(inner: Arc<Inner>, target: Target, mut shutdown: watch::Receiver<b
                 first = false;
             }
             Ok(Err(e)) => {
-                first = false;
-                inner.degrade("error", Some(e.to_string()));
+                // A server that refuses us (a wrong password, say) is an outage like any other.
+                let error = Some(e.to_string());
+                if first {
+                    unreachable_at_start(&inner, &mut first, error);
+                } else {
+                    inner.degrade("error", error);
+                }
                 // A fresh connection next time: the old one may never come back.
                 if let Ok(mut slot) = inner.link.write() {
                     *slot = None;
@@ -621,8 +626,11 @@ async fn keep(inner: Arc<Inner>, target: Target, mut shutdown: watch::Receiver<b
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             Err(_) => {
-                first = false;
-                inner.degrade("timeout", None);
+                if first {
+                    unreachable_at_start(&inner, &mut first, None);
+                } else {
+                    inner.degrade("timeout", None);
+                }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }

@@ -225,12 +225,12 @@ fn decode(value: &[u8], backends: usize) -> Option<(WindowCounts, bool)> {
         resets: Vec::with_capacity(pairs),
     };
     for pair in body.chunks_exact(8) {
-        counts
-            .requests
-            .push(u64::from(u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]])));
-        counts
-            .resets
-            .push(u64::from(u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]])));
+        counts.requests.push(u64::from(u32::from_le_bytes([
+            pair[0], pair[1], pair[2], pair[3],
+        ])));
+        counts.resets.push(u64::from(u32::from_le_bytes([
+            pair[4], pair[5], pair[6], pair[7],
+        ])));
     }
     Some((counts, head[1] == 1))
 }
