@@ -214,3 +214,53 @@ async fn a_three_node_cluster_spreads_the_sessions_and_shares_them() {
         "30 sessions all landed on one node: {sizes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_cookies_cannot_flood_redis() {
+    let scratch = Scratch::new("redis-flood");
+    let redis = tokio::task::block_in_place(|| RedisServer::start(&scratch.path().join("redis")));
+    let pair = pair(
+        "redis-flood",
+        &format!("url = \"{}\"\nmax_lookups_per_second = 20", redis.url()),
+    )
+    .await;
+    pair.until_up().await;
+    let to = pair.addrs()[0];
+    let metric = |labels: &[&str]| {
+        metric_sum(&pair.proxies[0].metrics_text(), "sessionwatch_store_lookups_total", labels)
+    };
+    let skipped = |reason: &str| {
+        metric_sum(
+            &pair.proxies[0].metrics_text(),
+            "sessionwatch_store_lookups_skipped_total",
+            &[&format!("reason=\"{reason}\"")],
+        )
+    };
+
+    // One made-up value sent over and over is asked about once: Redis did not know it.
+    let mut browser = Browser::new();
+    browser.jar.insert("SID".into(), "made-up-0".into());
+    for _ in 0..50 {
+        let (status, _, _) = browser.send(to, Method::GET, "/me", "").await;
+        assert!(!status.is_server_error(), "{status}");
+    }
+    assert_eq!(metric(&["result=\"miss\""]), 1.0);
+    assert!(skipped("unknown") >= 49.0, "{}", skipped("unknown"));
+
+    // A new made-up value every request: past 20 lookups a second the rest are not asked.
+    let started = std::time::Instant::now();
+    for i in 0..300 {
+        let mut browser = Browser::new();
+        browser.jar.insert("SID".into(), format!("made-up-{}", i + 1));
+        let (status, _, _) = browser.send(to, Method::GET, "/me", "").await;
+        assert!(!status.is_server_error(), "{status}");
+    }
+    let seconds = started.elapsed().as_secs() as f64 + 2.0;
+    let asked = metric(&[]);
+    assert!(skipped("capped") > 0.0, "the cap was never hit: {asked} lookups");
+    assert!(
+        asked <= 20.0 * seconds + 1.0,
+        "{asked} lookups in about {seconds} s with a cap of 20 a second"
+    );
+    pair.stop().await;
+}
