@@ -227,7 +227,11 @@ async fn made_up_cookies_cannot_flood_redis() {
     pair.until_up().await;
     let to = pair.addrs()[0];
     let metric = |labels: &[&str]| {
-        metric_sum(&pair.proxies[0].metrics_text(), "sessionwatch_store_lookups_total", labels)
+        metric_sum(
+            &pair.proxies[0].metrics_text(),
+            "sessionwatch_store_lookups_total",
+            labels,
+        )
     };
     let skipped = |reason: &str| {
         metric_sum(
@@ -251,13 +255,18 @@ async fn made_up_cookies_cannot_flood_redis() {
     let started = std::time::Instant::now();
     for i in 0..300 {
         let mut browser = Browser::new();
-        browser.jar.insert("SID".into(), format!("made-up-{}", i + 1));
+        browser
+            .jar
+            .insert("SID".into(), format!("made-up-{}", i + 1));
         let (status, _, _) = browser.send(to, Method::GET, "/me", "").await;
         assert!(!status.is_server_error(), "{status}");
     }
     let seconds = started.elapsed().as_secs() as f64 + 2.0;
     let asked = metric(&[]);
-    assert!(skipped("capped") > 0.0, "the cap was never hit: {asked} lookups");
+    assert!(
+        skipped("capped") > 0.0,
+        "the cap was never hit: {asked} lookups"
+    );
     assert!(
         asked <= 20.0 * seconds + 1.0,
         "{asked} lookups in about {seconds} s with a cap of 20 a second"

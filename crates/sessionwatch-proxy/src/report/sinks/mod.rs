@@ -258,7 +258,9 @@ async fn run(
                         incident = notice.line.incident_id,
                         "incident resolved here; the farm's alert is left to the replicas that may still see it"
                     );
-                    queue.clear();
+                    // Asked again at every tick, not re-sent: replicas that resolve within one
+                    // exchange of each other each see the other still open, and the last to
+                    // hear otherwise resolves the alert instead of leaving it to expire.
                     break;
                 }
             }

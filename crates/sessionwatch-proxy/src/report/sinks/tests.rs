@@ -57,11 +57,20 @@ impl Running {
     /// An Alertmanager sink for farm "shop" asking `view`. Re-sends are an hour apart, so every
     /// post a case sees answers a notice it sent.
     async fn start(view: Arc<dyn FleetIncidents>, fleet: bool) -> Self {
+        Self::start_every(view, fleet, Duration::from_secs(3600)).await
+    }
+
+    /// The same sink re-sending every `resend_every`.
+    async fn start_every(
+        view: Arc<dyn FleetIncidents>,
+        fleet: bool,
+        resend_every: Duration,
+    ) -> Self {
         let (url, posts) = receiver().await;
         let config = AlertmanagerConfig {
             sink: SinkConfig {
                 url,
-                resend_every: Duration::from_secs(3600),
+                resend_every,
                 timeout: Duration::from_millis(500),
             },
             farm: "shop".into(),
@@ -130,6 +139,32 @@ async fn a_closed_incident_leaves_the_alert_to_a_replica_that_still_sees_one() {
     sink.send(NoticeKind::Resolved, "second");
     assert_eq!(sink.next_post().await, ("second".into(), RESOLVES));
     assert_eq!(fleet.open_count(), 0);
+    sink.stop().await;
+}
+
+#[tokio::test]
+async fn a_resolve_held_for_the_others_goes_out_once_they_have_closed() {
+    // Two replicas that resolve within one exchange of each other each see the other still
+    // open; the one that hears otherwise at its next tick resolves the alert after all.
+    let fleet = InProcessFleet::new();
+    let other = fleet.member();
+    let mut sink = Running::start_every(fleet.member(), false, Duration::from_millis(200)).await;
+    other.own_incident(true);
+    sink.send(NoticeKind::Opened, "first");
+    assert_eq!(sink.next_post().await, ("first".into(), FIRING));
+    sink.send(NoticeKind::Resolved, "first");
+    // The sink has taken the resolve (it counted itself out) and asked, in the same step, while
+    // the other was still open.
+    while fleet.open_count() != 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    other.own_incident(false);
+    assert_eq!(
+        sink.next_post().await,
+        ("first".into(), RESOLVES),
+        "the held resolve never went out: the alert was left to expire"
+    );
     sink.stop().await;
 }
 
