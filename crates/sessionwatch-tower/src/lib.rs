@@ -40,7 +40,7 @@ pub use extensions::{RescueAttempt, ServedBy, SessionRoute};
 pub use future::ResponseFuture;
 pub use layer::SessionLayer;
 pub use service::{SessionService, X_REQUEST_ID};
-pub use shared::{BackendHealth, PinSwitch};
+pub use shared::{BackendDirectory, BackendHealth, PinSwitch, SameOrder};
 pub use store::{Evictions, MokaStore, SessionStore};
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sessionwatch_core::{BackendId, Fingerprinter};
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::backends::discovery::Discovery;
 use crate::backends::health::Health;
 use crate::backends::{Backends, Transition};
 use crate::config::{Config, KeySource, StoreKind};
@@ -28,6 +29,7 @@ use crate::route::balancer::Balancer;
 use crate::upstream::{Pool, Upstream};
 use workers::{Worker, bind_workers, sweep_idle};
 
+mod farm;
 pub(crate) mod fd_limit;
 mod stack;
 mod workers;
@@ -126,6 +128,21 @@ impl RunningProxy {
     /// Whether backend `id` (its index in `[[backends]]`) takes traffic now.
     pub fn backend_is_up(&self, id: BackendId) -> bool {
         self.backends.is_up(id)
+    }
+
+    /// The names of the farm's members now (a discovered backend is named by its address), in
+    /// name order.
+    pub fn members(&self) -> Vec<String> {
+        let live = self.backends.live();
+        live.members
+            .iter()
+            .map(|id| self.backends.name(*id).to_owned())
+            .collect()
+    }
+
+    /// The id this proxy gave the backend `name`, if it knows one (member or gone).
+    pub fn backend_id(&self, name: &str) -> Option<BackendId> {
+        self.backends.by_name(name)
     }
 
     /// Whether any backend takes traffic (what `/readyz` answers).
@@ -254,7 +271,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let backends = Arc::new(Backends::new(&config.backends));
-    let metrics = Arc::new(Metrics::new(backends.all().iter().map(|b| &*b.name)));
+    let metrics = Arc::new(Metrics::new(
+        config.backends.iter().map(|b| b.name.as_str()),
+    ));
     let (log, writer) = AlertLog::start(
         AlertTargets {
             file: config.alerts.log_file.clone(),
@@ -292,6 +311,22 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         &mut tasks,
     );
 
+    let hooks = Arc::new(farm::FarmHooks {
+        backends: backends.clone(),
+        incidents: incidents.clone(),
+        log: log.clone(),
+        health: OnceLock::new(),
+    });
+    let discovery = start_discovery(
+        &config,
+        &backends,
+        &metrics,
+        &hooks,
+        &shutdown_rx,
+        &mut tasks,
+    )
+    .await;
+
     let health = spawn_health(
         &config,
         &backends,
@@ -308,7 +343,19 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         incidents.clone(),
         options.extra_events,
     );
-    let session = session_layer(&config, store.clone(), reporter, pin_switch, &backends);
+    let _ = hooks.health.set(health.clone());
+    let directory = Arc::new(farm::Directory {
+        backends: backends.clone(),
+        discovery,
+    });
+    let session = session_layer(
+        &config,
+        store.clone(),
+        reporter,
+        pin_switch,
+        &backends,
+        directory,
+    );
     // Each worker numbers its own requests under its own prefix: no counter shared across cores.
     let id_prefix: u32 = rand::random();
     let balancer = Arc::new(Balancer::new(config.balance, backends.clone()));
@@ -343,7 +390,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         };
         tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
     }
-    tracing::info!(%addr, backends = config.backends.len(), pin = config.pin.policy.as_str(), "sessionwatch listening");
+    tracing::info!(%addr, backends = backends.live().members.len(), pin = config.pin.policy.as_str(), "sessionwatch listening");
 
     Ok(RunningProxy {
         addr,
@@ -362,10 +409,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
 /// `listen.max_connections` as the file-descriptor limit allows it, shared out over the workers
 /// (each stops accepting at its share).
 fn connections_per_worker(config: &Config) -> Result<usize, StartError> {
-    // Each worker keeps two idle lists per backend (its own HTTP/1.1 connections, hyper's).
-    let pooled =
-        (2 * config.workers * config.backends.len() * config.upstream.pool_max_idle_per_host)
-            as u64;
+    // Each worker keeps two idle lists per backend (its own HTTP/1.1 connections, hyper's). A
+    // discovered farm's size is not known yet: each entry is taken for a few backends.
+    let backends = config.backends.len() + 4 * config.discovery.len();
+    let pooled = (2 * config.workers * backends * config.upstream.pool_max_idle_per_host) as u64;
     let max_connections = fd_limit::connection_cap(
         config.max_connections,
         fd_limit::raise_open_files_limit(),
@@ -447,6 +494,31 @@ fn spawn_health(
     health
 }
 
+/// Discovery of the configured DNS entries, if there are any: resolved once before the proxy
+/// listens (so the farm it starts with is there), then on its schedule, its tasks in `tasks`.
+async fn start_discovery(
+    config: &Config,
+    backends: &Arc<Backends>,
+    metrics: &Arc<Metrics>,
+    hooks: &Arc<farm::FarmHooks>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Option<Arc<Discovery>> {
+    if config.discovery.is_empty() {
+        return None;
+    }
+    let discovery = Arc::new(Discovery::new(
+        &config.discovery,
+        backends.clone(),
+        metrics.clone(),
+        hooks.clone(),
+        None,
+    ));
+    discovery.resolve_all().await;
+    tasks.extend(discovery.spawn(shutdown));
+    Some(discovery)
+}
+
 /// The session layer as the configuration asks for it, reporting to `reporter`.
 fn session_layer(
     config: &Config,
@@ -454,6 +526,7 @@ fn session_layer(
     reporter: Reporter,
     pin_switch: PinSwitch,
     backends: &Arc<Backends>,
+    directory: Arc<farm::Directory>,
 ) -> SessionLayer {
     let mut session = SessionLayer::new(
         config.session.profile.clone(),
@@ -462,7 +535,8 @@ fn session_layer(
     )
     .with_events(Arc::new(reporter))
     .with_pin_policy(config.pin.policy)
-    .with_pin_switch(pin_switch);
+    .with_pin_switch(pin_switch)
+    .with_backend_directory(directory);
     if config.rescue {
         session = session.with_rescue(backends.clone());
     }

@@ -24,6 +24,10 @@ pub(crate) enum LineKind {
     PinningStarted,
     /// `on_incident` pinning stopped ([`PinningLine`]).
     PinningStopped,
+    /// A discovered backend joined the farm ([`BackendLine`]).
+    BackendJoined,
+    /// A discovered backend left the farm ([`BackendLine`]).
+    BackendLeft,
 }
 
 impl LineKind {
@@ -37,6 +41,8 @@ impl LineKind {
             LineKind::IncidentResolved => "incident_resolved",
             LineKind::PinningStarted => "pinning_started",
             LineKind::PinningStopped => "pinning_stopped",
+            LineKind::BackendJoined => "backend_joined",
+            LineKind::BackendLeft => "backend_left",
         }
     }
 }
@@ -181,4 +187,13 @@ pub(crate) struct PinningLine<'a> {
     pub(crate) reason: &'static str,
     /// The incident it switched for.
     pub(crate) incident_id: &'a str,
+}
+
+/// The body of `backend_joined` and `backend_left` lines.
+#[derive(Debug, Serialize)]
+pub(crate) struct BackendLine<'a> {
+    /// The backend (a discovered backend's name is its address).
+    pub(crate) backend: &'a str,
+    /// The farm's members after the change.
+    pub(crate) members: usize,
 }
