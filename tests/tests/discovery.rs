@@ -302,3 +302,127 @@ async fn a_rollout_to_pods_that_do_not_share_the_store_is_named_in_the_hint() {
     assert_eq!(left, gone);
     p.shutdown().await;
 }
+
+/// Keeps every cookie it is given and sends them all back.
+#[derive(Default)]
+struct Browser {
+    jar: std::collections::BTreeMap<String, String>,
+}
+
+impl Browser {
+    async fn send(&mut self, to: SocketAddr, method: http::Method, path: &str) -> (u16, String) {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{to}{path}"))
+            .header("content-type", "application/x-www-form-urlencoded");
+        if !self.jar.is_empty() {
+            let pairs: Vec<String> = self.jar.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            req = req.header("cookie", pairs.join("; "));
+        }
+        let body = http_body_util::Full::new(bytes::Bytes::from_static(b"user=u"));
+        let client = sessionwatch_test_support::shared_client();
+        let resp = client.request(req.body(body).unwrap()).await.unwrap();
+        for line in resp.headers().get_all("set-cookie") {
+            let line = line.to_str().unwrap();
+            let (name, rest) = line.split_once('=').unwrap();
+            let value = rest.split(';').next().unwrap().trim();
+            if value.is_empty() || line.contains("Max-Age=0") {
+                self.jar.remove(name);
+            } else {
+                self.jar.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        let node = resp
+            .headers()
+            .get("x-served-by")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (resp.status().as_u16(), node)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cookie_naming_a_pod_this_replica_has_not_resolved_makes_it_look_again() {
+    let farm = Farm::start(FarmConfig::new(2, StoreMode::PerNode))
+        .await
+        .unwrap();
+    let (dns_a, dns_b) = (
+        DnsServer::start().await.unwrap(),
+        DnsServer::start().await.unwrap(),
+    );
+    publish(&dns_a, &[(&farm, 0)]);
+    // B's server does not list node-a yet.
+    publish(&dns_b, &[(&farm, 0)]);
+    let node_b = farm.addrs()[1];
+    dns_b.set_srv(SRV, &[(&target(1), node_b.port())]);
+    // Refreshes far apart: only a wake explains a question before the test ends.
+    let extra = "[session]\ncookies = [{ name = \"SID\" }]\n\
+                 fingerprint_key = \"a fleet's shared fingerprint key\"\naffinity_cookie = true\n\
+                 [pin]\npolicy = \"learn\"\n";
+    let entry = |dns: &DnsServer| format!("{}\nrefresh = \"60s\"", srv_entry(dns));
+    let (sa, sb) = (
+        Scratch::new("discovery-wake-a"),
+        Scratch::new("discovery-wake-b"),
+    );
+    let mut toml_a = config_toml(&[], "SID", &sa.alert_log(), extra);
+    toml_a.push_str(&format!("[[backends]]\n{}\n", entry(&dns_a)));
+    let mut toml_b = config_toml(&[], "SID", &sb.alert_log(), extra);
+    toml_b.push_str(&format!("[[backends]]\n{}\n", entry(&dns_b)));
+    let (a, b) = (start_proxy(&toml_a).await, start_proxy(&toml_b).await);
+    assert_eq!(b.members(), [name(node_b)]);
+
+    // A user whose session node-a issued, through A.
+    let mut user = Browser::default();
+    for _ in 0..4 {
+        user = Browser::default();
+        if user.send(a.addr(), http::Method::POST, "/login").await.1 == "node-a" {
+            break;
+        }
+    }
+    assert!(user.jar.contains_key("swaff"), "{:?}", user.jar.keys());
+    assert_eq!(
+        user.send(a.addr(), http::Method::GET, "/me").await,
+        (200, "node-a".into())
+    );
+
+    // Now node-a is published to B too, but B would see it only in a minute.
+    publish(&dns_b, &[(&farm, 0)]);
+    let asked = dns_b.queries();
+    let (status, _) = user.send(b.addr(), http::Method::GET, "/me").await;
+    assert_ne!(status, 200, "B cannot reach a pod it does not know");
+    let metrics = b.metrics_text();
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "sessionwatch_affinity_cookies_total",
+            &["result=\"unresolved\""]
+        ),
+        1.0
+    );
+    assert!(
+        wait_until(WAIT, || b.members().len() == 2).await,
+        "the unknown tag made B resolve again ({} questions before, {} now)",
+        asked,
+        dns_b.queries()
+    );
+    b.flush_alerts();
+    assert!(
+        lines_of(&sb.alert_log(), "session_reset").is_empty(),
+        "an unresolved issuer is no verdict"
+    );
+    // Once resolved, the cookie pins the session to its pod on B as on A.
+    assert_eq!(
+        user.send(b.addr(), http::Method::GET, "/me").await,
+        (200, "node-a".into())
+    );
+    assert_eq!(
+        metric_sum(
+            &b.metrics_text(),
+            "sessionwatch_affinity_cookies_total",
+            &["result=\"adopted\""]
+        ),
+        1.0
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

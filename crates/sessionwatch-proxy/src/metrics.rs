@@ -95,6 +95,8 @@ pub(crate) struct Metrics {
     pub alert_lines_dropped: Counter,
     /// Affinity cookies a session's record was taken from.
     pub affinity_adopted: Counter,
+    /// Authentic affinity cookies whose issuer this replica has not resolved (yet).
+    pub affinity_unresolved: Counter,
     /// Affinity cookies ignored, by why: malformed, forged, stale (that order).
     pub affinity_rejected: [Counter; 3],
     resets: Mutex<HashMap<(ResetSignal, Attribution, u16, u16), Counter>>,
@@ -235,6 +237,7 @@ impl Metrics {
             ),
             alert_lines_dropped: counter("sessionwatch_alert_lines_dropped_total"),
             affinity_adopted: affinity("adopted"),
+            affinity_unresolved: affinity("unresolved"),
             affinity_rejected: [affinity("malformed"), affinity("forged"), affinity("stale")],
             backends: Slots::default(),
             resets: Mutex::new(HashMap::new()),
@@ -442,7 +445,8 @@ fn describe(r: &PrometheusRecorder) {
         Some(Unit::Count),
         "Affinity cookies met next to a session this replica's table missed, by result: \
          `adopted` (the record was taken from it) or why it was ignored (`malformed`, `forged`: \
-         another key or another session, `stale`: older than the idle timeout).",
+         another key or another session, `stale`: older than the idle timeout, `unresolved`: \
+         its issuer is a backend this replica has not discovered yet).",
     );
     d(
         "sessionwatch_alert_sink_failures_total",
