@@ -5,11 +5,14 @@
 //! that binds the issuer and the times to the session's fingerprint. Another replica (its own
 //! table, the same fingerprint key, the same backend list) that misses the session in its table
 //! takes the record from the cookie instead, so a fleet without a shared store classifies and pins
-//! as one proxy would. A client cannot mint one: the cookie is authenticated, and it is valid only
+//! as one proxy would. The issuer travels as its tag, a 32-bit hash of its name that every replica
+//! derives alike (replicas number their backends each in its own order, and those discovered at
+//! run time in the order they appeared); each replica maps the tag back to its own id. A client cannot mint one: the cookie is authenticated, and it is valid only
 //! next to the session value it was minted for.
 //!
-//! The value is `base64url(version || ciphertext || tag)`, 35 bytes (47 characters):
-//! - the plaintext is `issuer (u16) || issued_at (ms, u64) || minted_at (ms, u64)`, little-endian;
+//! The value is `base64url(version || ciphertext || tag)`, 37 bytes (50 characters):
+//! - the plaintext is `issuer tag (u32) || issued_at (ms, u64) || minted_at (ms, u64)`,
+//!   little-endian (version 1 carried the issuer's index, a `u16`: it is refused as malformed);
 //! - `tag` is the first 16 bytes of keyed BLAKE3 (the MAC key) over
 //!   `version || fingerprint || plaintext`, so it binds the cookie to one session;
 //! - the ciphertext is the plaintext XOR keyed BLAKE3's output stream (the encryption key) over
@@ -27,8 +30,8 @@ use http::header::COOKIE;
 use crate::cookies::trim_wsp;
 use crate::{BackendId, Fingerprint, Fingerprinter, SessionRecord, Timestamp};
 
-const VERSION: u8 = 1;
-const PLAIN: usize = 18;
+const VERSION: u8 = 2;
+const PLAIN: usize = 20;
 const TAG: usize = 16;
 const RAW: usize = 1 + PLAIN + TAG;
 /// How far ahead of this replica's clock another replica's may be.
@@ -37,8 +40,9 @@ const CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// What an affinity cookie says about its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Affinity {
-    /// The backend whose `Set-Cookie` issued the session.
-    pub issuer: BackendId,
+    /// The tag of the backend whose `Set-Cookie` issued the session (its name's hash, the same
+    /// on every replica).
+    pub issuer_tag: u32,
     /// When the session was issued.
     pub issued_at: Timestamp,
     /// When this cookie was minted: it is stale once older than the idle timeout.
@@ -46,11 +50,12 @@ pub struct Affinity {
 }
 
 impl Affinity {
-    /// The record a replica takes for a session it learns from the cookie. The client presents
-    /// it, so it is `presented`; it was last seen, as far as this replica can tell, at the mint.
-    pub fn record(&self) -> SessionRecord {
+    /// The record a replica takes for a session it learns from the cookie, `issuer` being its
+    /// own id for [`Affinity::issuer_tag`]. The client presents it, so it is `presented`; it was
+    /// last seen, as far as this replica can tell, at the mint.
+    pub fn record(&self, issuer: BackendId) -> SessionRecord {
         SessionRecord {
-            issuer: self.issuer,
+            issuer,
             issued_at: self.issued_at,
             last_seen: self.minted_at,
             pinned: false,
@@ -129,9 +134,9 @@ impl AffinityKey {
     /// The cookie value for the session `fingerprint`.
     pub fn mint(&self, fingerprint: Fingerprint, affinity: &Affinity) -> String {
         let mut plain = [0u8; PLAIN];
-        plain[..2].copy_from_slice(&affinity.issuer.0.to_le_bytes());
-        plain[2..10].copy_from_slice(&affinity.issued_at.as_millis().to_le_bytes());
-        plain[10..].copy_from_slice(&affinity.minted_at.as_millis().to_le_bytes());
+        plain[..4].copy_from_slice(&affinity.issuer_tag.to_le_bytes());
+        plain[4..12].copy_from_slice(&affinity.issued_at.as_millis().to_le_bytes());
+        plain[12..].copy_from_slice(&affinity.minted_at.as_millis().to_le_bytes());
         let tag = self.tag(fingerprint, &plain);
         self.xor_stream(&tag, &mut plain);
         let mut raw = [0u8; RAW];
@@ -159,10 +164,10 @@ impl AffinityKey {
         if !constant_time_eq(&self.tag(fingerprint, &plain), &tag) {
             return Err(AffinityRejection::Forged);
         }
-        let (issuer, rest) = plain.split_at(2);
+        let (issuer, rest) = plain.split_at(4);
         let (issued, minted) = rest.split_at(8);
         let affinity = Affinity {
-            issuer: BackendId(u16::from_le_bytes([issuer[0], issuer[1]])),
+            issuer_tag: u32::from_le_bytes([issuer[0], issuer[1], issuer[2], issuer[3]]),
             issued_at: Timestamp::from_millis(le_u64(issued)),
             minted_at: Timestamp::from_millis(le_u64(minted)),
         };

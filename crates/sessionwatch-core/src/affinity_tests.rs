@@ -16,9 +16,9 @@ fn at(secs: u64) -> Timestamp {
     Timestamp::from_millis(1_795_478_400_000 + secs * 1000)
 }
 
-fn minted(issuer: u16) -> Affinity {
+fn minted(issuer_tag: u32) -> Affinity {
     Affinity {
-        issuer: BackendId(issuer),
+        issuer_tag,
         issued_at: at(0),
         minted_at: at(5),
     }
@@ -30,11 +30,12 @@ const FP: Fingerprint = Fingerprint(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
 fn a_minted_cookie_verifies_for_its_session_on_any_replica_with_the_key() {
     let a = minted(3);
     let value = key().mint(FP, &a);
-    assert_eq!(value.len(), 47);
+    assert_eq!(value.len(), 50);
     // Another replica: its own key object, derived from the same secret.
     assert_eq!(key().verify(value.as_bytes(), FP, at(60), IDLE), Ok(a));
-    assert_eq!(a.record().issuer, BackendId(3));
-    assert!(a.record().presented);
+    assert_eq!(a.issuer_tag, 3);
+    assert_eq!(a.record(BackendId(7)).issuer, BackendId(7));
+    assert!(a.record(BackendId(7)).presented);
 }
 
 #[test]
@@ -125,7 +126,7 @@ fn the_issuer_cannot_be_read_from_the_cookie() {
     let a = k.mint(Fingerprint(1), &minted(0)).into_bytes();
     let b = k.mint(Fingerprint(2), &minted(0)).into_bytes();
     let same = a.iter().zip(&b).skip(1).filter(|(x, y)| x == y).count();
-    assert!(same < 8, "{same} of 46 characters in common");
+    assert!(same < 8, "{same} of 49 characters in common");
     // Two issuers for one session: the values differ throughout, not in one spot.
     let c = k.mint(Fingerprint(1), &minted(1)).into_bytes();
     let differ = a.iter().zip(&c).filter(|(x, y)| x != y).count();
@@ -134,9 +135,9 @@ fn the_issuer_cannot_be_read_from_the_cookie() {
 
 #[test]
 fn base64url_round_trips_and_rejects_non_canonical_text() {
-    for issuer in [0u16, 1, 255, u16::MAX - 1] {
+    for issuer_tag in [0u32, 1, 255, 0xdead_beef, u32::MAX] {
         let a = Affinity {
-            issuer: BackendId(issuer),
+            issuer_tag,
             ..minted(0)
         };
         assert_eq!(
@@ -146,10 +147,10 @@ fn base64url_round_trips_and_rejects_non_canonical_text() {
     }
     // The last character carries two unused bits: set them and the text is not canonical.
     let good = key().mint(FP, &minted(1));
-    let last = good.as_bytes()[46];
+    let last = good.as_bytes()[49];
     let pos = ALPHABET_FOR_TEST.iter().position(|c| *c == last).unwrap();
     let mut odd = good.into_bytes();
-    odd[46] = ALPHABET_FOR_TEST[pos ^ 1];
+    odd[49] = ALPHABET_FOR_TEST[pos ^ 1];
     assert_eq!(
         key().verify(&odd, FP, at(6), IDLE),
         Err(AffinityRejection::Malformed)

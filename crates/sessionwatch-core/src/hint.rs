@@ -174,6 +174,13 @@ impl History {
         }
     }
 
+    pub(crate) fn grow(&mut self, backends: usize) {
+        if backends > self.restarts.len() {
+            self.restarts.resize(backends, None);
+            self.joins.resize(backends, None);
+        }
+    }
+
     pub(crate) fn note_restart(&mut self, backend: BackendId, now: Timestamp) {
         if let Some(r) = self.restarts.get_mut(backend.index()) {
             *r = Some(now);

@@ -254,9 +254,36 @@ impl IncidentTracker {
     }
 
     /// A backend joined the farm (a new pod, a new address): resets of the older backends'
-    /// sessions that it serves soon after read as a rollout whose new backends differ.
+    /// sessions that it serves soon after read as a rollout whose new backends differ. A backend
+    /// past the farm the tracker was made for grows it (see [`IncidentTracker::grow`]).
     pub fn note_joined(&mut self, backend: BackendId, now: Timestamp) {
+        if backend != BackendId::UNKNOWN {
+            self.grow(backend.index() + 1);
+        }
         self.history.note_joined(backend, now);
+    }
+
+    /// Make room for `backends` backends (ids `0..backends`), keeping every count: a farm that
+    /// gains backends at run time calls this (or [`IncidentTracker::note_joined`]) before their
+    /// traffic comes, since requests of backends past the size are not counted. It never shrinks.
+    pub fn grow(&mut self, backends: usize) {
+        let (old, new) = (self.n, backends);
+        if new <= old {
+            return;
+        }
+        let relay = |v: &mut Vec<u32>| {
+            let mut grown = vec![0; new * new];
+            for i in 0..old {
+                grown[i * new..i * new + old].copy_from_slice(&v[i * old..(i + 1) * old]);
+            }
+            *v = grown;
+        };
+        for b in &mut self.buckets {
+            relay(&mut b.requests);
+            relay(&mut b.resets);
+        }
+        self.history.grow(new);
+        self.n = new;
     }
 
     fn totals(&self, now: Timestamp) -> (Vec<u64>, Vec<u64>) {

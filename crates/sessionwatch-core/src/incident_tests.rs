@@ -481,3 +481,37 @@ fn peer_counts_for_another_farm_size_are_ignored() {
     assert_eq!(tr.evaluate(t(100)), None);
     assert_eq!(tr.snapshot(t(100)).requests, 3);
 }
+
+#[test]
+fn a_tracker_grows_for_backends_that_join_and_keeps_its_counts() {
+    // Made for node-a and node-b; two pods join at run time, past its size.
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 2);
+    traffic(&mut tr, A, B, 30, 2, t(40_000));
+    tr.record_request(A, C, t(45_000));
+    assert!(
+        tr.snapshot(t(45_000)).matrix.iter().all(|p| p.server != C),
+        "a backend past the size is not counted until it joins"
+    );
+    tr.note_joined(C, t(50_000));
+    tr.note_joined(D, t(50_000));
+    // The counts from before the growth are where they were.
+    let before = tr.snapshot(t(50_000));
+    let ab = before
+        .matrix
+        .iter()
+        .find(|p| (p.issuer, p.server) == (A, B));
+    assert_eq!(ab.map(|p| (p.requests, p.resets)), Some((30, 2)));
+    // And the new backends' rejections make the rollout hint.
+    for b in [A, B, C, D] {
+        traffic(&mut tr, b, b, 20, 0, t(50_000));
+    }
+    traffic(&mut tr, A, C, 40, 40, t(62_000));
+    traffic(&mut tr, B, D, 40, 40, t(62_000));
+    assert_eq!(
+        tr.snapshot(t(63_000)).hint,
+        Hint::NewBackendsDiffer {
+            joined: vec![C, D],
+            after: Duration::from_secs(12)
+        }
+    );
+}

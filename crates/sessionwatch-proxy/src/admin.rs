@@ -79,9 +79,8 @@ pub(crate) fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Re
         "/status" => {
             let backends: Vec<serde_json::Value> = state
                 .backends
-                .all()
-                .iter()
-                .map(|b| serde_json::json!({"name": &*b.name, "healthy": b.is_healthy(), "in_flight": b.in_flight()}))
+                .known()
+                .map(|b| serde_json::json!({"name": &*b.name, "member": b.is_member(), "healthy": b.is_healthy(), "in_flight": b.in_flight()}))
                 .collect();
             let body = serde_json::json!({
                 "incident_open": state.incidents.is_open(),

@@ -3,10 +3,13 @@
 //! Each proxy owns its recorder instead of installing a process-wide one, so several proxies in
 //! one process (tests, the demo) keep separate figures. Handles are registered once and kept, so
 //! counting on the request path is an atomic add, not a registry lookup. Every label is bounded:
-//! backend names from the configuration and fixed enums, never a session id or fingerprint.
+//! backend names (configured, or a discovered backend's address, at most
+//! [`crate::backends::MAX_KNOWN`] of them), discovery targets from the configuration and fixed
+//! enums, never a session id or fingerprint. A backend that joins at run time gets its series when
+//! it is added ([`Metrics::add_backend`]); they stay after it leaves, as its id does.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
@@ -14,7 +17,9 @@ use metrics::{
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use sessionwatch_core::{Attribution, ResetSignal};
+use sessionwatch_core::{Attribution, BackendId, ResetSignal};
+
+use crate::backends::slots::Slots;
 
 const META: Metadata<'static> = Metadata::new("sessionwatch", metrics::Level::INFO, None);
 
@@ -34,14 +39,14 @@ pub(crate) struct BackendMetrics {
     /// Connections closed because the backend sent bytes past the end of an answer, or while
     /// the connection was idle.
     pub poisoned: Counter,
+    name: SharedString,
 }
 
 /// The proxy's metrics.
 pub(crate) struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    /// Per backend, indexed by backend id.
-    pub backends: Vec<BackendMetrics>,
+    backends: Slots<BackendMetrics>,
     /// Requests that carried a known, live session.
     pub session_requests: Counter,
     /// Requests routed to a pinned backend.
@@ -50,6 +55,16 @@ pub(crate) struct Metrics {
     pub pin_broken: Counter,
     /// Pinned requests answered 503 because their backend was down.
     pub pin_failed: Counter,
+    /// Pinned requests whose backend left the farm (also counted as broken or failed).
+    pub pin_left: Counter,
+    /// Backends in the farm now, and known but gone.
+    pub backends_live: Gauge,
+    /// Backends known but no longer in the farm.
+    pub backends_left: Gauge,
+    /// Backends that joined, and that left, since start (configured ones not counted).
+    pub backend_changes: [Counter; 2],
+    /// Discovered addresses refused because the proxy knows too many backends already.
+    pub backends_refused: Counter,
     /// Rescues whose replay kept the user signed in.
     pub rescues_ok: Counter,
     /// Rescues whose replay still showed the session lost.
@@ -80,11 +95,23 @@ pub(crate) struct Metrics {
     pub alert_lines_dropped: Counter,
     /// Affinity cookies a session's record was taken from.
     pub affinity_adopted: Counter,
+    /// Authentic affinity cookies whose issuer this replica has not resolved (yet).
+    pub affinity_unresolved: Counter,
     /// Affinity cookies ignored, by why: malformed, forged, stale (that order).
     pub affinity_rejected: [Counter; 3],
     resets: Mutex<HashMap<(ResetSignal, Attribution, u16, u16), Counter>>,
     sink_failures: Mutex<HashMap<&'static str, Counter>>,
-    backend_names: Vec<SharedString>,
+}
+
+/// One discovery target's handles.
+#[derive(Debug, Clone)]
+pub(crate) struct DiscoveryMetrics {
+    /// Resolutions that failed (the last known set was kept).
+    pub failures: Counter,
+    /// 1 while the last resolution succeeded, 0 while the last known set is kept.
+    pub up: Gauge,
+    /// Addresses the last successful resolution gave.
+    pub addresses: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -101,6 +128,14 @@ impl Metrics {
     /// Register every metric, with one set of per-backend series for each of `backend_names`
     /// (in the backends' order: series `i` belong to backend `i`).
     pub(crate) fn new<'a>(backend_names: impl IntoIterator<Item = &'a str>) -> Self {
+        let m = Self::empty();
+        for (i, name) in backend_names.into_iter().enumerate() {
+            m.add_backend(BackendId(u16::try_from(i).unwrap_or(u16::MAX)), name);
+        }
+        m
+    }
+
+    fn empty() -> Self {
         let builder = PrometheusBuilder::new();
         let builder = match builder.set_buckets_for_metric(
             Matcher::Full("sessionwatch_upstream_request_duration_seconds".into()),
@@ -133,43 +168,30 @@ impl Metrics {
                 &META,
             )
         };
-        let backend_names: Vec<SharedString> = backend_names
-            .into_iter()
-            .map(|name| SharedString::from(name.to_owned()))
-            .collect();
-        let per_backend = backend_names
-            .iter()
-            .map(|name| {
-                let labels = || vec![Label::new("backend", name.clone())];
-                let key = |n: &'static str| Key::from_parts(n, labels());
-                let kind = |k: &'static str| {
-                    Key::from_parts(
-                        "sessionwatch_upstream_errors_total",
-                        vec![Label::new("backend", name.clone()), Label::new("kind", k)],
-                    )
-                };
-                BackendMetrics {
-                    requests: recorder.register_counter(&key("sessionwatch_requests_total"), &META),
-                    duration: recorder.register_histogram(
-                        &key("sessionwatch_upstream_request_duration_seconds"),
-                        &META,
-                    ),
-                    connect_errors: recorder.register_counter(&kind("connect"), &META),
-                    timeouts: recorder.register_counter(&kind("timeout"), &META),
-                    up: recorder.register_gauge(&key("sessionwatch_backend_up"), &META),
-                    poisoned: recorder
-                        .register_counter(&key("sessionwatch_upstream_poisoned_total"), &META),
-                }
-            })
-            .collect::<Vec<_>>();
-        for b in &per_backend {
-            b.up.set(1.0);
-        }
         let m = Self {
             session_requests: counter("sessionwatch_session_requests_total"),
             pins: counter("sessionwatch_pins_total"),
             pin_broken: counter("sessionwatch_pin_broken_total"),
             pin_failed: counter("sessionwatch_pin_failed_total"),
+            pin_left: counter("sessionwatch_pins_left_total"),
+            backends_live: recorder.register_gauge(
+                &Key::from_parts("sessionwatch_backends", vec![Label::new("state", "live")]),
+                &META,
+            ),
+            backends_left: recorder.register_gauge(
+                &Key::from_parts("sessionwatch_backends", vec![Label::new("state", "left")]),
+                &META,
+            ),
+            backend_changes: ["joined", "left"].map(|change| {
+                recorder.register_counter(
+                    &Key::from_parts(
+                        "sessionwatch_backend_changes_total",
+                        vec![Label::new("change", change)],
+                    ),
+                    &META,
+                )
+            }),
+            backends_refused: counter("sessionwatch_backends_refused_total"),
             rescues_ok: recorder.register_counter(
                 &Key::from_parts(
                     "sessionwatch_rescues_total",
@@ -215,28 +237,86 @@ impl Metrics {
             ),
             alert_lines_dropped: counter("sessionwatch_alert_lines_dropped_total"),
             affinity_adopted: affinity("adopted"),
+            affinity_unresolved: affinity("unresolved"),
             affinity_rejected: [affinity("malformed"), affinity("forged"), affinity("stale")],
-            backends: per_backend,
+            backends: Slots::default(),
             resets: Mutex::new(HashMap::new()),
             sink_failures: Mutex::new(HashMap::new()),
             handle,
             recorder,
-            backend_names,
         };
         m.incident_open.set(0.0);
         m.client_connections.set(0.0);
         m
     }
 
+    /// Register backend `id`'s series under `name` (a second call for the same id does
+    /// nothing). Its health gauge starts at 1, as the backend does.
+    pub(crate) fn add_backend(&self, id: BackendId, name: &str) {
+        let recorder = &self.recorder;
+        self.backends.get_or_init(id.index(), || {
+            let name = SharedString::from(name.to_owned());
+            let labels = || vec![Label::new("backend", name.clone())];
+            let key = |n: &'static str| Key::from_parts(n, labels());
+            let kind = |k: &'static str| {
+                Key::from_parts(
+                    "sessionwatch_upstream_errors_total",
+                    vec![Label::new("backend", name.clone()), Label::new("kind", k)],
+                )
+            };
+            let b = BackendMetrics {
+                requests: recorder.register_counter(&key("sessionwatch_requests_total"), &META),
+                duration: recorder.register_histogram(
+                    &key("sessionwatch_upstream_request_duration_seconds"),
+                    &META,
+                ),
+                connect_errors: recorder.register_counter(&kind("connect"), &META),
+                timeouts: recorder.register_counter(&kind("timeout"), &META),
+                up: recorder.register_gauge(&key("sessionwatch_backend_up"), &META),
+                poisoned: recorder
+                    .register_counter(&key("sessionwatch_upstream_poisoned_total"), &META),
+                name: name.clone(),
+            };
+            b.up.set(1.0);
+            b
+        });
+    }
+
+    /// Backend `id`'s handles, once it has been added.
+    #[inline]
+    pub(crate) fn backend(&self, id: BackendId) -> Option<&BackendMetrics> {
+        self.backends.get(id.index())
+    }
+
+    /// The handles of the discovery target `target` (its text in the configuration).
+    pub(crate) fn discovery(&self, target: &str) -> DiscoveryMetrics {
+        let key =
+            |n: &'static str| Key::from_parts(n, vec![Label::new("target", target.to_owned())]);
+        DiscoveryMetrics {
+            failures: self
+                .recorder
+                .register_counter(&key("sessionwatch_discovery_failures_total"), &META),
+            up: self
+                .recorder
+                .register_gauge(&key("sessionwatch_discovery_up"), &META),
+            addresses: self
+                .recorder
+                .register_gauge(&key("sessionwatch_discovery_addresses"), &META),
+        }
+    }
+
     /// Each backend's counter of poisoned upstream connections, for a worker's pool.
-    pub(crate) fn poisoned_counters(&self) -> Vec<Counter> {
-        self.backends.iter().map(|b| b.poisoned.clone()).collect()
+    pub(crate) fn poisoned_counters(self: &Arc<Self>) -> crate::upstream::PoisonedCounters {
+        let this = self.clone();
+        Arc::new(move |slot| {
+            let id = BackendId(u16::try_from(slot).ok()?);
+            this.backend(id).map(|b| b.poisoned.clone())
+        })
     }
 
     fn backend_label(&self, id: u16) -> SharedString {
-        self.backend_names
-            .get(usize::from(id))
-            .cloned()
+        self.backend(BackendId(id))
+            .map(|b| b.name.clone())
             .unwrap_or_else(|| SharedString::from("unknown"))
     }
 
@@ -410,7 +490,8 @@ fn describe(r: &PrometheusRecorder) {
         Some(Unit::Count),
         "Affinity cookies met next to a session this replica's table missed, by result: \
          `adopted` (the record was taken from it) or why it was ignored (`malformed`, `forged`: \
-         another key or another session, `stale`: older than the idle timeout).",
+         another key or another session, `stale`: older than the idle timeout, `unresolved`: \
+         its issuer is a backend this replica has not discovered yet).",
     );
     d(
         "sessionwatch_alert_sink_failures_total",
@@ -453,6 +534,40 @@ fn describe(r: &PrometheusRecorder) {
         "1 while a session-loss incident is open.",
     );
     g("sessionwatch_backend_up", "1 while the backend is healthy.");
+    g(
+        "sessionwatch_backends",
+        "Backends by state: `live` (in the farm now) or `left` (known, gone: discovery no longer \
+         returns its address).",
+    );
+    d(
+        "sessionwatch_backend_changes_total",
+        Some(Unit::Count),
+        "Discovered backends that joined or left the farm, by change.",
+    );
+    d(
+        "sessionwatch_backends_refused_total",
+        Some(Unit::Count),
+        "Discovered addresses not added because the proxy already knows its most backends.",
+    );
+    d(
+        "sessionwatch_pins_left_total",
+        Some(Unit::Count),
+        "Pinned requests whose backend left the farm, redistributed or failed as \
+         pin.when_unhealthy says.",
+    );
+    d(
+        "sessionwatch_discovery_failures_total",
+        Some(Unit::Count),
+        "DNS resolutions of a discovery target that failed (the last known set was kept).",
+    );
+    g(
+        "sessionwatch_discovery_up",
+        "1 while a discovery target's last resolution succeeded, 0 while its last known set is kept.",
+    );
+    g(
+        "sessionwatch_discovery_addresses",
+        "Addresses a discovery target's last successful resolution gave.",
+    );
     r.describe_histogram(
         KeyName::from_const_str("sessionwatch_upstream_request_duration_seconds"),
         Some(Unit::Seconds),

@@ -35,6 +35,10 @@ pub struct FarmConfig {
     /// Node names, sent back in `x-served-by` (default `node-a`, `node-b`, ...). Missing entries
     /// are filled with the default name for that index.
     pub node_names: Vec<String>,
+    /// Where each node listens (default `127.0.0.1:0`); missing entries take the default. Nodes
+    /// on other loopback addresses (127.0.0.2, ...) and one port look like pods behind one DNS
+    /// name.
+    pub bind: Vec<SocketAddr>,
 }
 
 impl FarmConfig {
@@ -46,6 +50,7 @@ impl FarmConfig {
             loss: LossStyle::default(),
             cookie_name: "SID".to_owned(),
             node_names: (0..nodes).map(default_node_name).collect(),
+            bind: Vec::new(),
         }
     }
 
@@ -68,6 +73,12 @@ impl FarmConfig {
         S: Into<String>,
     {
         self.node_names = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets where the nodes listen (index `i` for node `i`).
+    pub fn with_bind(mut self, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.bind = addrs.into_iter().collect();
         self
     }
 
@@ -112,7 +123,8 @@ pub struct Farm {
 }
 
 impl Farm {
-    /// Binds one listener per node on `127.0.0.1:0` and starts serving.
+    /// Binds one listener per node (on `127.0.0.1:0` unless [`FarmConfig::with_bind`] says
+    /// otherwise) and starts serving.
     ///
     /// Fails on an invalid config (no nodes, a bad cookie name, a node name that is not a valid
     /// header value) or if a port cannot be bound.
@@ -137,7 +149,11 @@ impl Farm {
                 store,
                 Arc::clone(&ids),
             );
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let addr = cfg
+                .bind
+                .get(i)
+                .copied()
+                .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
             nodes.push(Node::bind(state, addr).await?);
         }
         Ok(Farm {

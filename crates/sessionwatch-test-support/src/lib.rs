@@ -18,6 +18,7 @@
 
 mod app;
 mod body;
+mod dns;
 mod drive;
 mod farm;
 mod node;
@@ -30,6 +31,7 @@ mod tests;
 
 use std::time::Duration;
 
+pub use dns::DnsServer;
 pub use drive::{DriveConfig, DriveReport, drive_users, drive_users_with_client};
 pub use farm::{Farm, FarmConfig, StoreMode};
 pub use node::Node;

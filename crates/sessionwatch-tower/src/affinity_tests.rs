@@ -14,8 +14,8 @@ use sessionwatch_core::{
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use crate::{
-    AffinityUse, MokaStore, Observed, ServedBy, SessionEvents, SessionLayer, SessionRoute,
-    SessionStore,
+    AffinityUse, BackendDirectory, MokaStore, Observed, ServedBy, SessionEvents, SessionLayer,
+    SessionRoute, SessionStore,
 };
 
 type Body = Empty<bytes::Bytes>;
@@ -98,15 +98,17 @@ pub(super) struct Replica {
 
 /// A replica with its own table, the shared secret (or `secret`), and the cookie on or off.
 fn replica(secret: &[u8], policy: PinPolicy, affinity: bool, balance_to: u16) -> Replica {
-    replica_with(secret, policy, affinity, balance_to, None)
+    replica_with(secret, policy, affinity, balance_to, None, None)
 }
 
-/// The same, sharing records through `fleet` when given.
+/// As [`replica`], naming its backends through `directory` (else by index) and sharing
+/// records through `fleet` when given.
 pub(super) fn replica_with(
     secret: &[u8],
     policy: PinPolicy,
     affinity: bool,
     balance_to: u16,
+    directory: Option<Arc<dyn BackendDirectory>>,
     fleet: Option<Arc<dyn crate::FleetStore>>,
 ) -> Replica {
     let seen = Arc::new(Seen::default());
@@ -122,6 +124,9 @@ pub(super) fn replica_with(
     }
     if let Some(fleet) = fleet {
         layer = layer.with_fleet_store(fleet);
+    }
+    if let Some(directory) = directory {
+        layer = layer.with_backend_directory(directory);
     }
     let inner = farm(seen.clone(), balance_to.clone());
     Replica {
@@ -235,7 +240,7 @@ async fn forged_stale_mismatched_and_malformed_cookies_pin_nothing_and_teach_not
     let fp = Fingerprinter::from_secret(SECRET).fingerprint("SID", b"0-user");
     let now = Timestamp::now();
     let affinity = |minted_at| Affinity {
-        issuer: BackendId(0),
+        issuer_tag: 0,
         issued_at: minted_at,
         minted_at,
     };
@@ -331,7 +336,7 @@ async fn an_active_session_gets_a_fresh_cookie_before_its_own_runs_out() {
         key.mint(
             fp,
             &Affinity {
-                issuer: BackendId(0),
+                issuer_tag: 0,
                 issued_at: at,
                 minted_at: at,
             },
@@ -352,7 +357,7 @@ async fn an_active_session_gets_a_fresh_cookie_before_its_own_runs_out() {
             Duration::from_secs(1800),
         )
         .unwrap();
-    assert_eq!(got.issuer, BackendId(0));
+    assert_eq!(got.issuer_tag, 0);
     assert_eq!(got.issued_at.as_millis(), now.as_millis() - 900_000);
     assert!(Timestamp::now().since(got.minted_at) < Duration::from_secs(60));
     // A recent one is left alone.
@@ -360,5 +365,72 @@ async fn an_active_session_gets_a_fresh_cookie_before_its_own_runs_out() {
     assert!(set_cookies(&resp, "swaff").is_empty());
     // A known session whose client dropped the cookie gets it back.
     let resp = b.send("/me", "SID=0-user").await;
-    assert_eq!(affinity_value(&resp).len(), 47);
+    assert_eq!(affinity_value(&resp).len(), 50);
+}
+
+/// Backends known by tag, in this replica's order; counts the tags it was asked about.
+struct Tags {
+    tags: Vec<u32>,
+    asked: Mutex<Vec<u32>>,
+}
+
+impl BackendDirectory for Tags {
+    fn tag(&self, backend: BackendId) -> u32 {
+        self.tags[backend.index()]
+    }
+
+    fn resolve(&self, tag: u32) -> Option<BackendId> {
+        self.asked.lock().unwrap().push(tag);
+        let i = self.tags.iter().position(|t| *t == tag)?;
+        Some(BackendId(u16::try_from(i).unwrap()))
+    }
+}
+
+fn tags(tags: &[u32]) -> Arc<Tags> {
+    Arc::new(Tags {
+        tags: tags.to_vec(),
+        asked: Mutex::new(Vec::new()),
+    })
+}
+
+#[tokio::test]
+async fn replicas_that_number_the_backends_otherwise_agree_through_the_tags() {
+    // A's node 0 is B's node 1: the cookie names it by tag, and B pins to its own id for it.
+    let (on_a, on_b) = (tags(&[0xaaaa, 0xbbbb]), tags(&[0xbbbb, 0xaaaa]));
+    let mut a = replica_with(SECRET, PinPolicy::Learn, true, 0, Some(on_a), None);
+    let mut b = replica_with(SECRET, PinPolicy::Learn, true, 0, Some(on_b.clone()), None);
+    let swaff = affinity_value(&a.send("/login", "").await);
+    b.send("/me", &format!("SID=0-user; swaff={swaff}")).await;
+    assert_eq!(*on_b.asked.lock().unwrap(), [0xaaaa]);
+    assert_eq!(
+        b.seen.routes.lock().unwrap()[0],
+        Some(RouteDecision::Pin(BackendId(1)))
+    );
+    let fp = Fingerprinter::from_secret(SECRET).fingerprint("SID", b"0-user");
+    assert_eq!(b.store.get(fp).map(|r| r.issuer), Some(BackendId(1)));
+}
+
+#[tokio::test]
+async fn a_cookie_whose_issuer_this_replica_has_not_resolved_leaves_the_session_unknown() {
+    let mut a = replica_with(SECRET, PinPolicy::Off, true, 0, Some(tags(&[0xaaaa])), None);
+    let not_yet = tags(&[0xcccc]);
+    let mut b = replica_with(SECRET, PinPolicy::Off, true, 1, Some(not_yet.clone()), None);
+    let swaff = affinity_value(&a.send("/login", "").await);
+    // B balances to node 1, which does not know the session: with an issuer, that would be a
+    // reset; an unknown session gives no verdict.
+    let resp = b.send("/me", &format!("SID=0-user; swaff={swaff}")).await;
+    assert_eq!(resp.status(), StatusCode::FOUND);
+    assert_eq!(*b.seen.uses.lock().unwrap(), [AffinityUse::Unresolved]);
+    assert_eq!(
+        *not_yet.asked.lock().unwrap(),
+        [0xaaaa],
+        "the directory heard of the tag"
+    );
+    assert!(b.seen.observed.lock().unwrap().is_empty(), "no verdict");
+    assert_eq!(
+        b.seen.routes.lock().unwrap()[0],
+        Some(RouteDecision::Balance)
+    );
+    let fp = Fingerprinter::from_secret(SECRET).fingerprint("SID", b"0-user");
+    assert!(b.store.get(fp).is_none(), "nothing learnt from it");
 }

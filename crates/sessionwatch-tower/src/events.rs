@@ -64,6 +64,9 @@ pub enum AffinityUse {
     Adopted,
     /// Ignored, and why.
     Rejected(AffinityRejection),
+    /// Authentic, but its issuer's tag names no backend this replica knows (yet): ignored, and
+    /// the directory was told (see [`crate::BackendDirectory::resolve`]).
+    Unresolved,
 }
 
 /// Receives what the layer saw. Called on the request path: implementations must be quick and

@@ -84,8 +84,8 @@ impl FleetStore for MemFleet {
 fn fleet_of_two(policy: PinPolicy) -> (Arc<MemFleet>, Replica, Replica) {
     let fleet = Arc::new(MemFleet::default());
     let shared: Arc<dyn FleetStore> = fleet.clone();
-    let a = replica_with(SECRET, policy, false, 0, Some(shared.clone()));
-    let b = replica_with(SECRET, policy, false, 1, Some(shared));
+    let a = replica_with(SECRET, policy, false, 0, None, Some(shared.clone()));
+    let b = replica_with(SECRET, policy, false, 1, None, Some(shared));
     (fleet, a, b)
 }
 

@@ -16,7 +16,7 @@ use sessionwatch_core::{
 use tower::Service;
 
 use crate::service::{route_and_call, take_found};
-use crate::shared::{AffinityCookie, Shared};
+use crate::shared::{AffinityCookie, BackendDirectory, Shared};
 use crate::{Lookup, Observed, Publish, RescueAttempt, Rescued, ServedBy, SessionRoute};
 
 /// The carried session cookies of one request, inline: at most one per configured cookie.
@@ -321,7 +321,8 @@ fn apply_updates<RB>(
     if let Some(a) = &shared.affinity
         && is_from_backend(shared, resp)
     {
-        affinity_answer(a, ctx, resp, c, learned.map(|(_, f, r)| (f, r)));
+        let directory = &*shared.directory;
+        affinity_answer(a, directory, ctx, resp, c, learned.map(|(_, f, r)| (f, r)));
     }
     match writes.len() {
         0 => None,
@@ -345,6 +346,7 @@ fn join(mut writes: Vec<Publish>) -> Publish {
 
 fn affinity_answer<RB>(
     a: &AffinityCookie,
+    directory: &dyn BackendDirectory,
     ctx: &RequestContext,
     resp: &mut Response<RB>,
     c: &Classified,
@@ -355,7 +357,7 @@ fn affinity_answer<RB>(
             let value = a.key.mint(
                 fingerprint,
                 &Affinity {
-                    issuer: record.issuer,
+                    issuer_tag: directory.tag(record.issuer),
                     issued_at: record.issued_at,
                     minted_at: c.now,
                 },
@@ -363,7 +365,7 @@ fn affinity_answer<RB>(
             set_cookie_header(&a.name, &value, a.max_age, a.secure)
         }
         None if ctx.affinity_seen && session_ended(c) => expire_cookie_header(&a.name, a.secure),
-        None => match refreshed(a, ctx, c) {
+        None => match refreshed(a, directory, ctx, c) {
             Some(value) => set_cookie_header(&a.name, &value, a.max_age, a.secure),
             None => return,
         },
@@ -378,7 +380,12 @@ fn affinity_answer<RB>(
 /// A fresh cookie for a known session that goes on, when the client has none valid for it or
 /// its own is a quarter of the idle timeout old: the browser drops the cookie `Max-Age` after it
 /// was set, and an active session must not lose its affinity then.
-fn refreshed(a: &AffinityCookie, ctx: &RequestContext, c: &Classified) -> Option<String> {
+fn refreshed(
+    a: &AffinityCookie,
+    directory: &dyn BackendDirectory,
+    ctx: &RequestContext,
+    c: &Classified,
+) -> Option<String> {
     if !matches!(c.verdict.outcome, Outcome::Continued) {
         return None;
     }
@@ -393,7 +400,7 @@ fn refreshed(a: &AffinityCookie, ctx: &RequestContext, c: &Classified) -> Option
     Some(a.key.mint(
         carried.fingerprint,
         &Affinity {
-            issuer: record.issuer,
+            issuer_tag: directory.tag(record.issuer),
             issued_at: record.issued_at,
             minted_at: c.now,
         },

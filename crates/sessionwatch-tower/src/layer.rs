@@ -5,7 +5,9 @@ use std::sync::Arc;
 use sessionwatch_core::{AffinityKey, BackendId, Fingerprinter, PinPolicy, SessionProfile};
 use tower::Layer;
 
-use crate::shared::{AffinityCookie, BackendHealth, PinSwitch, Shared};
+use crate::shared::{
+    AffinityCookie, BackendDirectory, BackendHealth, PinSwitch, SameOrder, Shared,
+};
 use crate::{FleetStore, SessionEvents, SessionService, SessionStore};
 
 /// Learns sessions and classifies responses for the service it wraps. See the crate docs.
@@ -43,6 +45,7 @@ impl SessionLayer {
                 default_server: BackendId::UNKNOWN,
                 affinity: None,
                 fleet: None,
+                directory: Arc::new(SameOrder),
             }),
         }
     }
@@ -118,6 +121,13 @@ impl SessionLayer {
     /// issues a session goes to the client once `fleet` has it.
     pub fn with_fleet_store(self, fleet: Arc<dyn FleetStore>) -> Self {
         self.edit(|s| s.fleet = Some(fleet))
+    }
+
+    /// Name backends to other replicas through `directory` (in the affinity cookie) instead of
+    /// by their index, for replicas that number their backends each in its own order (backends
+    /// discovered at run time).
+    pub fn with_backend_directory(self, directory: Arc<dyn BackendDirectory>) -> Self {
+        self.edit(|s| s.directory = directory)
     }
 
     /// The store the layer uses.

@@ -42,7 +42,7 @@ pub use fleet::{FleetStore, Found, Lookup, Publish};
 pub use future::ResponseFuture;
 pub use layer::SessionLayer;
 pub use service::{SessionService, X_REQUEST_ID};
-pub use shared::{BackendHealth, PinSwitch};
+pub use shared::{BackendDirectory, BackendHealth, PinSwitch, SameOrder};
 pub use store::{Evictions, MokaStore, SessionStore};
 
 #[cfg(test)]

@@ -197,7 +197,13 @@ fn adopt(
         }
         match verified {
             Ok(affinity) => {
-                let record = affinity.record();
+                // Another replica's backend this one has not resolved yet: the session stays
+                // unknown here (no verdict, no pin) rather than be put on the wrong backend.
+                let Some(issuer) = shared.directory.resolve(affinity.issuer_tag) else {
+                    shared.events.affinity(AffinityUse::Unresolved);
+                    return None;
+                };
+                let record = affinity.record(issuer);
                 shared.store.put(c.fingerprint, record);
                 c.record = Some(record);
                 shared.events.affinity(AffinityUse::Adopted);

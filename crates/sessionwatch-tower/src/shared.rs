@@ -18,6 +18,32 @@ pub trait BackendHealth: Send + Sync + 'static {
     fn is_healthy(&self, backend: BackendId) -> bool;
 }
 
+/// Tells the layer how other replicas name this replica's backends. Each replica numbers its
+/// backends in its own order ([`BackendId`] is an index), so what crosses replicas (the affinity
+/// cookie) carries a tag that every replica derives alike from the backend's name instead.
+pub trait BackendDirectory: Send + Sync + 'static {
+    /// The tag other replicas know `backend` by.
+    fn tag(&self, backend: BackendId) -> u32;
+    /// This replica's backend for `tag`, if it knows one. `None` makes the cookie that carried it
+    /// count as unknown: a replica that has not yet learnt a backend gives no verdict on it.
+    fn resolve(&self, tag: u32) -> Option<BackendId>;
+}
+
+/// The directory of a farm whose every replica numbers its backends alike (one static list):
+/// the tag is the index.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SameOrder;
+
+impl BackendDirectory for SameOrder {
+    fn tag(&self, backend: BackendId) -> u32 {
+        u32::from(backend.0)
+    }
+
+    fn resolve(&self, tag: u32) -> Option<BackendId> {
+        u16::try_from(tag).ok().map(BackendId)
+    }
+}
+
 /// Turns "pin every known session" on and off for the `on_incident` policy, from whatever
 /// watches the reset rate.
 #[derive(Debug, Clone, Default)]
@@ -57,6 +83,7 @@ pub(crate) struct Shared {
     pub(crate) affinity: Option<AffinityCookie>,
     /// The store the fleet shares, asked when `store` misses.
     pub(crate) fleet: Option<Arc<dyn FleetStore>>,
+    pub(crate) directory: Arc<dyn BackendDirectory>,
 }
 
 impl Shared {
@@ -73,6 +100,7 @@ impl Shared {
             default_server: self.default_server,
             affinity: self.affinity.clone(),
             fleet: self.fleet.clone(),
+            directory: self.directory.clone(),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sessionwatch_core::{BackendId, Fingerprinter};
@@ -15,10 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::backends::discovery::Discovery;
 use crate::backends::health::Health;
 use crate::backends::{Backends, Transition};
 use crate::config::{Config, KeySource, StoreKind};
-use crate::fleet::codec::ListedIssuers;
 use crate::fleet::redis::RedisStore;
 use crate::fleet::window::FleetWindow;
 use crate::metrics::Metrics;
@@ -31,6 +31,7 @@ use crate::route::balancer::Balancer;
 use crate::upstream::{Pool, Upstream};
 use workers::{Worker, bind_workers, sweep_idle};
 
+mod farm;
 pub(crate) mod fd_limit;
 mod stack;
 mod workers;
@@ -137,6 +138,21 @@ impl RunningProxy {
     /// Whether backend `id` (its index in `[[backends]]`) takes traffic now.
     pub fn backend_is_up(&self, id: BackendId) -> bool {
         self.backends.is_up(id)
+    }
+
+    /// The names of the farm's members now (a discovered backend is named by its address), in
+    /// name order.
+    pub fn members(&self) -> Vec<String> {
+        let live = self.backends.live();
+        live.members
+            .iter()
+            .map(|id| self.backends.name(*id).to_owned())
+            .collect()
+    }
+
+    /// The id this proxy gave the backend `name`, if it knows one (member or gone).
+    pub fn backend_id(&self, name: &str) -> Option<BackendId> {
+        self.backends.by_name(name)
     }
 
     /// Whether any backend takes traffic (what `/readyz` answers).
@@ -265,7 +281,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let backends = Arc::new(Backends::new(&config.backends));
-    let metrics = Arc::new(Metrics::new(backends.all().iter().map(|b| &*b.name)));
+    let metrics = Arc::new(Metrics::new(
+        config.backends.iter().map(|b| b.name.as_str()),
+    ));
     let (log, writer) = AlertLog::start(
         AlertTargets {
             file: config.alerts.log_file.clone(),
@@ -281,19 +299,22 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let idle = config.session.profile.idle_timeout();
+    // How this replica names its backends to the others (cookies, Redis records, the shared
+    // incident window); discovery, once started, is woken by a name it does not know yet.
+    let directory = Arc::new(farm::Directory {
+        backends: backends.clone(),
+        discovery: OnceLock::new(),
+    });
     let mut fleet: Option<Arc<RedisStore>> = None;
     let store: Arc<dyn SessionStore> = match (config.session.store, &config.session.redis) {
         (StoreKind::Compact, _) => Arc::new(CompactStore::new(config.session.max_sessions, idle)),
         (StoreKind::Redis, Some(redis)) => {
             let near = Arc::new(MokaStore::new(config.session.max_sessions, idle));
-            let issuers = Arc::new(ListedIssuers {
-                len: config.backends.len(),
-            });
             let (shared, keepers) = RedisStore::start(
                 redis,
                 idle,
                 near.clone(),
-                issuers,
+                directory.clone(),
                 &metrics,
                 log.clone(),
                 shutdown_rx.clone(),
@@ -315,7 +336,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     // With a shared store, the replicas share their incident windows too.
     let window = fleet
         .as_ref()
-        .map(|store| FleetWindow::new((**store).clone(), config.backends.len()));
+        .map(|store| FleetWindow::new((**store).clone(), directory.clone()));
     let fleet_incidents = options
         .fleet_incidents
         .or_else(|| window.clone().map(|w| -> Arc<dyn FleetIncidents> { w }));
@@ -336,6 +357,22 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         ));
     }
 
+    let hooks = Arc::new(farm::FarmHooks {
+        backends: backends.clone(),
+        incidents: incidents.clone(),
+        log: log.clone(),
+        health: OnceLock::new(),
+    });
+    let discovery = start_discovery(
+        &config,
+        &backends,
+        &metrics,
+        &hooks,
+        &shutdown_rx,
+        &mut tasks,
+    )
+    .await;
+
     let health = spawn_health(
         &config,
         &backends,
@@ -352,7 +389,18 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         incidents.clone(),
         options.extra_events,
     );
-    let mut session = session_layer(&config, store.clone(), reporter, pin_switch, &backends);
+    let _ = hooks.health.set(health.clone());
+    if let Some(discovery) = discovery {
+        let _ = directory.discovery.set(discovery);
+    }
+    let mut session = session_layer(
+        &config,
+        store.clone(),
+        reporter,
+        pin_switch,
+        &backends,
+        directory,
+    );
     if let Some(fleet) = fleet {
         session = session.with_fleet_store(fleet);
     }
@@ -390,7 +438,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         };
         tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
     }
-    tracing::info!(%addr, backends = config.backends.len(), pin = config.pin.policy.as_str(), "sessionwatch listening");
+    tracing::info!(%addr, backends = backends.live().members.len(), pin = config.pin.policy.as_str(), "sessionwatch listening");
 
     Ok(RunningProxy {
         addr,
@@ -409,10 +457,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
 /// `listen.max_connections` as the file-descriptor limit allows it, shared out over the workers
 /// (each stops accepting at its share).
 fn connections_per_worker(config: &Config) -> Result<usize, StartError> {
-    // Each worker keeps two idle lists per backend (its own HTTP/1.1 connections, hyper's).
-    let pooled =
-        (2 * config.workers * config.backends.len() * config.upstream.pool_max_idle_per_host)
-            as u64;
+    // Each worker keeps two idle lists per backend (its own HTTP/1.1 connections, hyper's). A
+    // discovered farm's size is not known yet: each entry is taken for a few backends.
+    let backends = config.backends.len() + 4 * config.discovery.len();
+    let pooled = (2 * config.workers * backends * config.upstream.pool_max_idle_per_host) as u64;
     let max_connections = fd_limit::connection_cap(
         config.max_connections,
         fd_limit::raise_open_files_limit(),
@@ -496,6 +544,31 @@ fn spawn_health(
     health
 }
 
+/// Discovery of the configured DNS entries, if there are any: resolved once before the proxy
+/// listens (so the farm it starts with is there), then on its schedule, its tasks in `tasks`.
+async fn start_discovery(
+    config: &Config,
+    backends: &Arc<Backends>,
+    metrics: &Arc<Metrics>,
+    hooks: &Arc<farm::FarmHooks>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Option<Arc<Discovery>> {
+    if config.discovery.is_empty() {
+        return None;
+    }
+    let discovery = Arc::new(Discovery::new(
+        &config.discovery,
+        backends.clone(),
+        metrics.clone(),
+        hooks.clone(),
+        None,
+    ));
+    discovery.resolve_all().await;
+    tasks.extend(discovery.spawn(shutdown));
+    Some(discovery)
+}
+
 /// The session layer as the configuration asks for it, reporting to `reporter`.
 fn session_layer(
     config: &Config,
@@ -503,6 +576,7 @@ fn session_layer(
     reporter: Reporter,
     pin_switch: PinSwitch,
     backends: &Arc<Backends>,
+    directory: Arc<farm::Directory>,
 ) -> SessionLayer {
     let mut session = SessionLayer::new(
         config.session.profile.clone(),
@@ -511,7 +585,8 @@ fn session_layer(
     )
     .with_events(Arc::new(reporter))
     .with_pin_policy(config.pin.policy)
-    .with_pin_switch(pin_switch);
+    .with_pin_switch(pin_switch)
+    .with_backend_directory(directory);
     if config.rescue {
         session = session.with_rescue(backends.clone());
     }

@@ -1,8 +1,11 @@
 //! Backend health: active HTTP checks with rise/fall thresholds, and passive ejection on connect
 //! errors and timeouts seen on live traffic. Active checks go through the same upstream path
 //! as traffic ([`Upstream`]), so a check passes only if a request would.
+//!
+//! A backend that joins at run time gets its checker when it joins; a checker stops when its
+//! backend leaves (or leaves and joins again, which starts another).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::header::HOST;
 use http::{HeaderValue, Request};
@@ -26,6 +29,15 @@ pub(crate) struct Health {
     config: HealthConfig,
     metrics: Arc<Metrics>,
     listener: Option<TransitionListener>,
+    /// What each active checker needs, once [`Health::spawn_checks`] has run.
+    checks: OnceLock<Checks>,
+}
+
+#[derive(Clone)]
+struct Checks {
+    upstream: Upstream,
+    active: ActiveHealth,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Health {
@@ -49,6 +61,7 @@ impl Health {
             config,
             metrics,
             listener,
+            checks: OnceLock::new(),
         }
     }
 
@@ -62,7 +75,7 @@ impl Health {
             Transition::Down => tracing::warn!(backend = name, reason = why, "backend marked down"),
             Transition::Up => tracing::info!(backend = name, reason = why, "backend back up"),
         }
-        if let Some(m) = self.metrics.backends.get(id.index()) {
+        if let Some(m) = self.metrics.backend(id) {
             m.up.set(if healthy { 1.0 } else { 0.0 });
         }
         if let Some(l) = &self.listener {
@@ -97,7 +110,8 @@ impl Health {
         self.backends.passive_success(id);
     }
 
-    /// Start one active checker per backend; they stop when `shutdown` turns true.
+    /// Start one active checker per member; they stop when `shutdown` turns true. Backends that
+    /// join later get theirs from [`Health::check_joined`].
     pub(crate) fn spawn_checks(
         self: &Arc<Self>,
         upstream: Upstream,
@@ -106,29 +120,47 @@ impl Health {
         let Some(active) = self.config.active.clone() else {
             return Vec::new();
         };
-        self.backends
-            .all()
-            .iter()
-            .map(|b| {
-                let this = self.clone();
-                let upstream = upstream.clone();
-                let active = active.clone();
-                let id = b.id;
-                let endpoint = b.endpoint.clone();
-                let mut shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = this.check_loop(id, endpoint, upstream, active) => {}
-                        _ = crate::shutdown::stopped(&mut shutdown) => {}
-                    }
-                })
-            })
+        let checks = self.checks.get_or_init(|| Checks {
+            upstream,
+            active,
+            shutdown,
+        });
+        let members = self.backends.live().members.clone();
+        members
+            .into_iter()
+            .filter_map(|id| self.spawn_check(id, checks.clone()))
             .collect()
     }
 
+    /// Start the active checker of `id`, which has just joined (nothing without active checks).
+    pub(crate) fn check_joined(self: &Arc<Self>, id: BackendId) {
+        if let Some(checks) = self.checks.get() {
+            self.spawn_check(id, checks.clone());
+        }
+    }
+
+    fn spawn_check(self: &Arc<Self>, id: BackendId, checks: Checks) -> Option<JoinHandle<()>> {
+        let b = self.backends.get(id)?;
+        let (endpoint, joins) = (b.endpoint.clone(), b.joins());
+        let this = self.clone();
+        let Checks {
+            upstream,
+            active,
+            mut shutdown,
+        } = checks;
+        Some(tokio::spawn(async move {
+            tokio::select! {
+                _ = this.check_loop(id, joins, endpoint, upstream, active) => {}
+                _ = crate::shutdown::stopped(&mut shutdown) => {}
+            }
+        }))
+    }
+
+    /// Check `id` every interval while it is the member that joined for the `joins`th time.
     async fn check_loop(
         &self,
         id: BackendId,
+        joins: u32,
         endpoint: Endpoint,
         upstream: Upstream,
         active: ActiveHealth,
@@ -136,8 +168,16 @@ impl Health {
         let (mut ok_run, mut fail_run) = (0u32, 0u32);
         let mut ticker = tokio::time::interval(active.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let still_ours = || {
+            self.backends
+                .get(id)
+                .is_some_and(|b| b.is_member() && b.joins() == joins)
+        };
         loop {
             ticker.tick().await;
+            if !still_ours() {
+                return;
+            }
             let healthy = probe(&upstream, &endpoint, &active).await;
             if healthy {
                 ok_run = ok_run.saturating_add(1);

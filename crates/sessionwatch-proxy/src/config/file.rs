@@ -10,6 +10,7 @@ pub(crate) struct FileConfig {
     pub(crate) admin: Option<AdminFile>,
     #[serde(default)]
     pub(crate) backends: Vec<BackendFile>,
+    pub(crate) discovery: Option<DiscoveryFile>,
     pub(crate) balance: Option<BalanceFile>,
     pub(crate) upstream: Option<UpstreamFile>,
     pub(crate) session: Option<SessionFile>,
@@ -47,6 +48,18 @@ pub(crate) struct BackendFile {
     pub(crate) name: Option<String>,
     pub(crate) url: Option<String>,
     pub(crate) weight: Option<u32>,
+    /// `host:port`: every A/AAAA address of `host` is a backend on `port`.
+    pub(crate) dns: Option<String>,
+    /// An SRV name: every target and port it lists is a backend.
+    pub(crate) srv: Option<String>,
+    pub(crate) refresh: Option<String>,
+    pub(crate) resolver: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DiscoveryFile {
+    pub(crate) resolver: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! that the rest of the proxy takes. Every error names the file, the `line:column` and the
 //! field path (`backends[1].url`), so `check-config` and `serve` can say exactly what is wrong.
 
+mod discovery;
 mod fields;
 mod file;
 mod locate;
@@ -30,6 +31,38 @@ pub(crate) struct BackendConfig {
     /// `host:port` to connect to.
     pub authority: Authority,
     /// Relative share of new traffic.
+    pub weight: u32,
+}
+
+/// What a discovered backend set is resolved from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DnsTarget {
+    /// Every A and AAAA address of `host`, each on `port`.
+    Host {
+        /// The name to resolve.
+        host: String,
+        /// The port every address is reached on.
+        port: u16,
+    },
+    /// Every target of the SRV name, on the port each record gives.
+    Srv {
+        /// The SRV name (`_http._tcp.app.shop.svc.cluster.local`).
+        name: String,
+    },
+}
+
+/// A `[[backends]]` entry that names a DNS record rather than one backend.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DiscoveryConfig {
+    /// What to resolve.
+    pub target: DnsTarget,
+    /// The target as written (`dns` or `srv`), for logs and the metric label.
+    pub text: String,
+    /// How often it is resolved again.
+    pub refresh: Duration,
+    /// The DNS server to ask; `None`: the system's resolver.
+    pub resolver: Option<SocketAddr>,
+    /// Each discovered backend's share of new traffic.
     pub weight: u32,
 }
 
@@ -281,8 +314,10 @@ pub struct Config {
     pub(crate) max_connections: ConnectionLimit,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub(crate) admin: Option<SocketAddr>,
-    /// The farm.
+    /// The farm's configured backends.
     pub(crate) backends: Vec<BackendConfig>,
+    /// The farm's discovered backends: the entries that name DNS records.
+    pub(crate) discovery: Vec<DiscoveryConfig>,
     /// Balancing policy.
     pub(crate) balance: BalancePolicy,
     /// Upstream connections.

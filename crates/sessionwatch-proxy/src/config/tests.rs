@@ -810,3 +810,78 @@ fn a_redis_store_without_its_section_a_key_or_a_good_url_is_refused() {
         "is not set",
     );
 }
+
+#[test]
+fn discovery_entries_resolve_names_with_defaults_and_a_shared_resolver() {
+    let src = "[discovery]\nresolver = \"10.96.0.10:53\"\n\
+               [[backends]]\ndns = \"app-headless.shop.svc.cluster.local:8080\"\n\
+               [[backends]]\nsrv = \"_http._tcp.app.shop.svc.cluster.local\"\nrefresh = \"1s\"\nresolver = \"127.0.0.1:5353\"\nweight = 2\n";
+    let c = parse(src).unwrap();
+    assert!(c.backends.is_empty());
+    assert_eq!(
+        c.discovery,
+        [
+            DiscoveryConfig {
+                target: DnsTarget::Host {
+                    host: "app-headless.shop.svc.cluster.local".into(),
+                    port: 8080
+                },
+                text: "app-headless.shop.svc.cluster.local:8080".into(),
+                refresh: Duration::from_secs(5),
+                resolver: Some("10.96.0.10:53".parse().unwrap()),
+                weight: 1,
+            },
+            DiscoveryConfig {
+                target: DnsTarget::Srv {
+                    name: "_http._tcp.app.shop.svc.cluster.local".into()
+                },
+                text: "_http._tcp.app.shop.svc.cluster.local".into(),
+                refresh: Duration::from_secs(1),
+                resolver: Some("127.0.0.1:5353".parse().unwrap()),
+                weight: 2,
+            }
+        ]
+    );
+    // Without a resolver: the system's.
+    let c = parse("[[backends]]\ndns = \"app:80\"\n").unwrap();
+    assert_eq!(c.discovery[0].resolver, None);
+}
+
+#[test]
+fn discovery_entries_say_what_is_wrong_where() {
+    one_error(
+        "[[backends]]\ndns = \"app.shop\"\n",
+        "farm.toml:2:7: backends[0].dns: ",
+        "is not a DNS name and port",
+    );
+    one_error(
+        "[[backends]]\ndns = \"app:80\"\nname = \"a\"\n",
+        "farm.toml:3:8: backends[0].name: ",
+        "named by its address",
+    );
+    one_error(
+        "[[backends]]\ndns = \"app:80\"\nsrv = \"_http._tcp.app\"\n",
+        "farm.toml:3:7: backends[0].srv: ",
+        "not both",
+    );
+    one_error(
+        "[[backends]]\nsrv = \"_http._tcp.app:80\"\n",
+        "farm.toml:2:7: backends[0].srv: ",
+        "the port comes from the records",
+    );
+    one_error(
+        "[[backends]]\ndns = \"app:80\"\nrefresh = \"10ms\"\n",
+        "farm.toml:3:11: backends[0].refresh: ",
+        "at least 100ms",
+    );
+    one_error(
+        "[[backends]]\ndns = \"app:80\"\nresolver = \"dns.local\"\n",
+        "farm.toml:3:12: backends[0].resolver: ",
+        "is not an IP address and port",
+    );
+    one_error(
+        &format!("{BACKEND}refresh = \"1s\"\n"),
+        "farm.toml:4:11: backends[0].refresh: ",
+        "only for a backend discovered by DNS",
+    );
+}

@@ -46,6 +46,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
     };
 
     let backends = backends(&mut issues, &raw);
+    let discovery = super::discovery::entries(&mut issues, &raw);
     let balance = one_of(
         &mut issues,
         p("balance").key("policy"),
@@ -188,6 +189,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             max_connections,
             admin,
             backends,
+            discovery,
             balance,
             upstream,
             session,
@@ -205,7 +207,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
 
 fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
     if raw.backends.is_empty() {
-        issues.push(p("backends"), "at least one backend is needed: [[backends]] name = \"a\" url = \"http://127.0.0.1:8081\"");
+        issues.push(p("backends"), "at least one backend is needed: [[backends]] name = \"a\" url = \"http://127.0.0.1:8081\", or [[backends]] dns = \"app.example:8080\"");
     }
     if raw.backends.len() > 256 {
         // The incident matrix is backends x backends counters per second of the window.
@@ -213,7 +215,22 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
     }
     let mut out = Vec::new();
     for (i, b) in raw.backends.iter().enumerate() {
+        if b.dns.is_some() || b.srv.is_some() {
+            // Discovered: checked apart (see `discovery`).
+            continue;
+        }
         let path = p("backends").index(i);
+        for (key, set) in [
+            ("refresh", b.refresh.is_some()),
+            ("resolver", b.resolver.is_some()),
+        ] {
+            if set {
+                issues.push(
+                    path.clone().key(key),
+                    "only for a backend discovered by DNS (with dns or srv)",
+                );
+            }
+        }
         let name = required(issues, path.clone().key("name"), b.name.as_deref());
         if let Some(name) = name {
             if name.is_empty()

@@ -3,10 +3,11 @@
 //!
 //! The value is `version (1) || issuer tag (u32) || issued_at (ms, u64) || last_seen (ms, u64)
 //! || flags (u8)`, little-endian. The issuer is a tag every replica derives alike from the
-//! backend (its [`BackendId`] is this replica's own), so another replica reads it back to its
-//! own id, or to nothing when it does not know that backend.
+//! backend's name (its `BackendId` is this replica's own), so another replica reads it back to
+//! its own id, or to nothing when it does not know that backend yet.
 
-use sessionwatch_core::{BackendId, Fingerprint, SessionRecord, Timestamp};
+use sessionwatch_core::{Fingerprint, SessionRecord, Timestamp};
+use sessionwatch_tower::BackendDirectory;
 
 const VERSION: u8 = 1;
 /// The length of an encoded value.
@@ -15,14 +16,6 @@ pub(crate) const VALUE_LEN: usize = 22;
 const PINNED: u8 = 1;
 const LOST: u8 = 2;
 const PRESENTED: u8 = 4;
-
-/// How this replica names its backends to the others.
-pub(crate) trait Issuers: Send + Sync + 'static {
-    /// The tag written for `id`.
-    fn tag(&self, id: BackendId) -> u32;
-    /// The backend `tag` names here, if this replica knows it.
-    fn id(&self, tag: u32) -> Option<BackendId>;
-}
 
 /// The key of `fingerprint` under `prefix`.
 pub(crate) fn key(prefix: &[u8], fingerprint: Fingerprint) -> Vec<u8> {
@@ -33,7 +26,7 @@ pub(crate) fn key(prefix: &[u8], fingerprint: Fingerprint) -> Vec<u8> {
 }
 
 /// The stored value of `record`.
-pub(crate) fn encode(record: &SessionRecord, issuers: &dyn Issuers) -> [u8; VALUE_LEN] {
+pub(crate) fn encode(record: &SessionRecord, issuers: &dyn BackendDirectory) -> [u8; VALUE_LEN] {
     let mut out = [0u8; VALUE_LEN];
     out[0] = VERSION;
     out[1..5].copy_from_slice(&issuers.tag(record.issuer).to_le_bytes());
@@ -53,7 +46,7 @@ pub(crate) fn encode(record: &SessionRecord, issuers: &dyn Issuers) -> [u8; VALU
 
 /// The record a stored value says, if it is a value this version writes and its issuer is a
 /// backend this replica knows. Anything else is no record: never a guess at one.
-pub(crate) fn decode(value: &[u8], issuers: &dyn Issuers) -> Option<SessionRecord> {
+pub(crate) fn decode(value: &[u8], issuers: &dyn BackendDirectory) -> Option<SessionRecord> {
     let value: &[u8; VALUE_LEN] = value.try_into().ok()?;
     if value[0] != VERSION {
         return None;
@@ -67,7 +60,7 @@ pub(crate) fn decode(value: &[u8], issuers: &dyn Issuers) -> Option<SessionRecor
     tag.copy_from_slice(&value[1..5]);
     let flags = value[21];
     Some(SessionRecord {
-        issuer: issuers.id(u32::from_le_bytes(tag))?,
+        issuer: issuers.resolve(u32::from_le_bytes(tag))?,
         issued_at: Timestamp::from_millis(u64_at(5)),
         last_seen: Timestamp::from_millis(u64_at(13)),
         pinned: flags & PINNED != 0,
@@ -76,29 +69,27 @@ pub(crate) fn decode(value: &[u8], issuers: &dyn Issuers) -> Option<SessionRecor
     })
 }
 
-/// Backends named by their position in the configured list, which every replica of one
-/// configuration shares.
-pub(crate) struct ListedIssuers {
-    /// How many backends the list has.
-    pub(crate) len: usize,
-}
-
-impl Issuers for ListedIssuers {
-    fn tag(&self, id: BackendId) -> u32 {
-        u32::from(id.0)
-    }
-
-    fn id(&self, tag: u32) -> Option<BackendId> {
-        let id = u16::try_from(tag).ok()?;
-        (usize::from(id) < self.len).then_some(BackendId(id))
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use sessionwatch_core::BackendId;
+
     use super::*;
 
-    const TWO: ListedIssuers = ListedIssuers { len: 2 };
+    /// A farm of `.0` backends whose tags are their index plus 100.
+    struct Farm(u16);
+
+    impl BackendDirectory for Farm {
+        fn tag(&self, id: BackendId) -> u32 {
+            u32::from(id.0) + 100
+        }
+
+        fn resolve(&self, tag: u32) -> Option<BackendId> {
+            let id = u16::try_from(tag.checked_sub(100)?).ok()?;
+            (id < self.0).then_some(BackendId(id))
+        }
+    }
+
+    const TWO: Farm = Farm(2);
 
     fn record() -> SessionRecord {
         SessionRecord {
@@ -123,7 +114,8 @@ mod tests {
     #[test]
     fn an_unknown_issuer_a_short_value_or_another_version_is_no_record() {
         let value = encode(&record(), &TWO);
-        assert_eq!(decode(&value, &ListedIssuers { len: 1 }), None);
+        assert_eq!(decode(&value, &Farm(1)), None);
+        assert_eq!(value[1..5], 101u32.to_le_bytes(), "the tag, not the index");
         assert_eq!(decode(&value[..VALUE_LEN - 1], &TWO), None);
         let mut other = value;
         other[0] = 2;

@@ -29,10 +29,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{IntoConnectionInfo, RedisError, RedisResult};
 use sessionwatch_core::{Fingerprint, SessionRecord, Timestamp};
-use sessionwatch_tower::{FleetStore, Found, Lookup, MokaStore, Publish};
+use sessionwatch_tower::{BackendDirectory, FleetStore, Found, Lookup, MokaStore, Publish};
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::codec::{self, Issuers};
+use super::codec;
 use crate::config::RedisConfig;
 use crate::metrics::Metrics;
 use crate::report::alert_log::AlertLog;
@@ -242,7 +242,7 @@ struct Inner {
     budget: Budget,
     changes: mpsc::Sender<Change>,
     pending_removals: Mutex<Vec<Fingerprint>>,
-    issuers: Arc<dyn Issuers>,
+    issuers: Arc<dyn BackendDirectory>,
     near: Arc<MokaStore>,
     counters: Counters,
     log: AlertLog,
@@ -270,7 +270,7 @@ impl RedisStore {
         config: &RedisConfig,
         ttl: Duration,
         near: Arc<MokaStore>,
-        issuers: Arc<dyn Issuers>,
+        issuers: Arc<dyn BackendDirectory>,
         metrics: &Metrics,
         log: AlertLog,
         shutdown: watch::Receiver<bool>,

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sessionwatch_core::WindowCounts;
+use sessionwatch_core::{BackendId, WindowCounts};
+use sessionwatch_tower::BackendDirectory;
 use tokio::sync::watch;
 
 use super::redis::RedisStore;
@@ -37,18 +38,19 @@ const SOME_OPEN: u8 = 2;
 pub(crate) struct FleetWindow {
     store: RedisStore,
     id: String,
-    backends: usize,
+    /// Names backends across replicas: each numbers its own, in the order it learnt them.
+    directory: Arc<dyn BackendDirectory>,
     others: AtomicU8,
     last_exchange: Mutex<Option<Instant>>,
 }
 
 impl FleetWindow {
-    /// The part of a replica with a random id, over a farm of `backends` backends.
-    pub(crate) fn new(store: RedisStore, backends: usize) -> Arc<Self> {
+    /// The part of a replica with a random id, naming backends through `directory`.
+    pub(crate) fn new(store: RedisStore, directory: Arc<dyn BackendDirectory>) -> Arc<Self> {
         Arc::new(Self {
             store,
             id: format!("{:016x}", rand::random::<u64>()),
-            backends,
+            directory,
             others: AtomicU8::new(UNKNOWN),
             last_exchange: Mutex::new(None),
         })
@@ -104,7 +106,7 @@ impl FleetWindow {
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(self.key(&format!("w:{}", self.id)))
-            .arg(encode(own, open, self.backends))
+            .arg(encode(own, open, &*self.directory))
             .arg("PX")
             .arg(ENTRY_TTL.as_millis() as u64)
             .ignore()
@@ -128,10 +130,11 @@ impl FleetWindow {
             .filter(|id| **id != self.id)
             .map(|id| self.key(&format!("w:{id}")))
             .collect();
-        let pairs = self.backends * self.backends;
+        // The others' pairs, in this replica's own numbering, as wide as its own matrix.
+        let n = side(own);
         let mut sum = WindowCounts {
-            requests: vec![0; pairs],
-            resets: vec![0; pairs],
+            requests: vec![0; n * n],
+            resets: vec![0; n * n],
         };
         if others.is_empty() {
             return Some((sum, false));
@@ -143,13 +146,22 @@ impl FleetWindow {
         let values: Vec<Option<Vec<u8>>> = link.query(&mget).await.ok()?;
         let mut any_open = false;
         for value in values.into_iter().flatten() {
-            if let Some((counts, open)) = decode(&value, self.backends) {
-                any_open |= open;
-                for (t, v) in sum.requests.iter_mut().zip(&counts.requests) {
-                    *t += v;
-                }
-                for (t, v) in sum.resets.iter_mut().zip(&counts.resets) {
-                    *t += v;
+            let Some((pairs, open)) = decode(&value) else {
+                continue;
+            };
+            any_open |= open;
+            for pair in pairs {
+                // A backend this replica does not know (yet) has no place in its matrix.
+                let (Some(i), Some(s)) = (
+                    self.directory.resolve(pair.issuer),
+                    self.directory.resolve(pair.server),
+                ) else {
+                    continue;
+                };
+                if i.index() < n && s.index() < n {
+                    let k = i.index() * n + s.index();
+                    sum.requests[k] += u64::from(pair.requests);
+                    sum.resets[k] += u64::from(pair.resets);
                 }
             }
         }
@@ -197,59 +209,116 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `version || open || backends (u16) || per pair: requests (u32) || resets (u32)`.
-fn encode(counts: &WindowCounts, open: bool, backends: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(4 + counts.requests.len() * 8);
-    out.push(VERSION);
-    out.push(u8::from(open));
-    out.extend_from_slice(&u16::try_from(backends).unwrap_or(u16::MAX).to_le_bytes());
-    for (req, res) in counts.requests.iter().zip(&counts.resets) {
-        out.extend_from_slice(&u32::try_from(*req).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(&u32::try_from(*res).unwrap_or(u32::MAX).to_le_bytes());
+/// The side of a square matrix of counts.
+fn side(counts: &WindowCounts) -> usize {
+    counts.requests.len().isqrt()
+}
+
+/// One pair of another replica's window, named by tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pair {
+    issuer: u32,
+    server: u32,
+    requests: u32,
+    resets: u32,
+}
+
+/// `version || open || per pair with any count: issuer tag, server tag, requests, resets (u32
+/// each)`, little-endian.
+fn encode(counts: &WindowCounts, open: bool, directory: &dyn BackendDirectory) -> Vec<u8> {
+    let n = side(counts);
+    let mut out = vec![VERSION, u8::from(open)];
+    for (k, (req, res)) in counts.requests.iter().zip(&counts.resets).enumerate() {
+        if *req == 0 && *res == 0 {
+            continue;
+        }
+        let id = |i: usize| BackendId(u16::try_from(i).unwrap_or(u16::MAX));
+        let (i, s) = (id(k / n), id(k % n));
+        for v in [
+            directory.tag(i),
+            directory.tag(s),
+            u32::try_from(*req).unwrap_or(u32::MAX),
+            u32::try_from(*res).unwrap_or(u32::MAX),
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
     out
 }
 
-/// Another replica's entry, if it is of this version and for a farm of this size.
-fn decode(value: &[u8], backends: usize) -> Option<(WindowCounts, bool)> {
-    let (head, body) = value.split_at_checked(4)?;
-    if head[0] != VERSION || usize::from(u16::from_le_bytes([head[2], head[3]])) != backends {
+/// Another replica's entry, if it is of this version.
+fn decode(value: &[u8]) -> Option<(Vec<Pair>, bool)> {
+    let (head, body) = value.split_at_checked(2)?;
+    if head[0] != VERSION || body.len() % 16 != 0 {
         return None;
     }
-    let pairs = backends * backends;
-    if body.len() != pairs * 8 {
-        return None;
-    }
-    let mut counts = WindowCounts {
-        requests: Vec::with_capacity(pairs),
-        resets: Vec::with_capacity(pairs),
-    };
-    for pair in body.chunks_exact(8) {
-        counts.requests.push(u64::from(u32::from_le_bytes([
-            pair[0], pair[1], pair[2], pair[3],
-        ])));
-        counts.resets.push(u64::from(u32::from_le_bytes([
-            pair[4], pair[5], pair[6], pair[7],
-        ])));
-    }
-    Some((counts, head[1] == 1))
+    let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let pairs = body
+        .chunks_exact(16)
+        .map(|p| Pair {
+            issuer: word(&p[0..4]),
+            server: word(&p[4..8]),
+            requests: word(&p[8..12]),
+            resets: word(&p[12..16]),
+        })
+        .collect();
+    Some((pairs, head[1] == 1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Tags are the index plus 100.
+    struct Tags;
+
+    impl BackendDirectory for Tags {
+        fn tag(&self, id: BackendId) -> u32 {
+            u32::from(id.0) + 100
+        }
+
+        fn resolve(&self, tag: u32) -> Option<BackendId> {
+            tag.checked_sub(100)
+                .and_then(|i| u16::try_from(i).ok())
+                .map(BackendId)
+        }
+    }
+
     #[test]
-    fn an_entry_reads_back_and_one_for_another_farm_does_not() {
+    fn an_entry_names_its_pairs_by_tag_and_carries_only_those_with_counts() {
         let counts = WindowCounts {
             requests: vec![4, 3, 0, 9],
             resets: vec![0, 3, 0, 1],
         };
-        let value = encode(&counts, true, 2);
-        assert_eq!(decode(&value, 2), Some((counts.clone(), true)));
-        assert_eq!(decode(&encode(&counts, false, 2), 2), Some((counts, false)));
-        assert_eq!(decode(&value, 3), None);
-        assert_eq!(decode(&value[..value.len() - 1], 2), None);
-        assert_eq!(decode(b"", 2), None);
+        let value = encode(&counts, true, &Tags);
+        let (pairs, open) = decode(&value).unwrap();
+        assert!(open);
+        assert_eq!(
+            pairs,
+            [
+                Pair {
+                    issuer: 100,
+                    server: 100,
+                    requests: 4,
+                    resets: 0
+                },
+                Pair {
+                    issuer: 100,
+                    server: 101,
+                    requests: 3,
+                    resets: 3
+                },
+                Pair {
+                    issuer: 101,
+                    server: 101,
+                    requests: 9,
+                    resets: 1
+                },
+            ]
+        );
+        assert!(!decode(&encode(&counts, false, &Tags)).unwrap().1);
+        assert_eq!(decode(&value[..value.len() - 1]), None);
+        assert_eq!(decode(b""), None);
+        assert_eq!(decode(&[2, 0]), None, "another version");
     }
 }

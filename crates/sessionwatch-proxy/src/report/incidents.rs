@@ -92,7 +92,7 @@ impl IncidentWatch {
         sinks: Vec<SinkHandle>,
         clock: Clock,
     ) -> Self {
-        let tracker = IncidentTracker::new(config, backends.all().len());
+        let tracker = IncidentTracker::new(config, backends.known().count());
         Self {
             state: Mutex::new(State {
                 tracker,
@@ -155,16 +155,16 @@ impl IncidentWatch {
         self.lock().tracker.note_restart(backend, now);
     }
 
-    /// A backend joined the farm (now).
-    // Backends that join come from DNS discovery, which does not exist yet: until it calls this,
-    // only the tests do.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "called once backends can join at run time")
-    )]
+    /// A backend joined the farm (now); call it before the backend takes traffic, so that the
+    /// tracker counts it from its first request.
     pub(crate) fn note_joined(&self, backend: BackendId) {
         let now = self.clock.now();
         self.lock().tracker.note_joined(backend, now);
+    }
+
+    /// Make room for backend `backend`, part of the farm the proxy starts with (not a join).
+    pub(crate) fn make_room(&self, backend: BackendId) {
+        self.lock().tracker.grow(backend.index() + 1);
     }
 
     /// Whether an incident is open.

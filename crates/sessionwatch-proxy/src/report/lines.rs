@@ -28,6 +28,10 @@ pub(crate) enum LineKind {
     StoreDegraded,
     /// The shared session store answers again ([`StoreLine`]).
     StoreRecovered,
+    /// A discovered backend joined the farm ([`BackendLine`]).
+    BackendJoined,
+    /// A discovered backend left the farm ([`BackendLine`]).
+    BackendLeft,
 }
 
 impl LineKind {
@@ -43,6 +47,8 @@ impl LineKind {
             LineKind::PinningStopped => "pinning_stopped",
             LineKind::StoreDegraded => "store_degraded",
             LineKind::StoreRecovered => "store_recovered",
+            LineKind::BackendJoined => "backend_joined",
+            LineKind::BackendLeft => "backend_left",
         }
     }
 }
@@ -205,4 +211,13 @@ pub(crate) struct StoreLine {
     /// On recovery: the near cache's sessions written back (those the store did not have).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rewritten: Option<u64>,
+}
+
+/// The body of `backend_joined` and `backend_left` lines.
+#[derive(Debug, Serialize)]
+pub(crate) struct BackendLine<'a> {
+    /// The backend (a discovered backend's name is its address).
+    pub(crate) backend: &'a str,
+    /// The farm's members after the change.
+    pub(crate) members: usize,
 }

@@ -108,6 +108,7 @@ impl SessionEvents for Reporter {
         }
         let counter = match event {
             AffinityUse::Adopted => &self.metrics.affinity_adopted,
+            AffinityUse::Unresolved => &self.metrics.affinity_unresolved,
             AffinityUse::Rejected(AffinityRejection::Malformed) => {
                 &self.metrics.affinity_rejected[0]
             }

@@ -8,14 +8,12 @@ use sessionwatch_core::BackendId;
 use crate::backends::Backends;
 use crate::config::BalancePolicy;
 
-/// Picks healthy backends under a balancing policy.
+/// Picks healthy backends under a balancing policy, over the farm as it is now (the backends'
+/// [`crate::backends::Live`] picture, which carries the weighted wheel).
 #[derive(Debug)]
 pub(crate) struct Balancer {
     policy: BalancePolicy,
     backends: Arc<Backends>,
-    /// Weighted round-robin order, precomputed with the smooth weighted algorithm so heavy
-    /// backends are interleaved rather than served in bursts.
-    wheel: Vec<BackendId>,
     next: AtomicUsize,
     rng: AtomicU64,
 }
@@ -23,11 +21,9 @@ pub(crate) struct Balancer {
 impl Balancer {
     /// A balancer over `backends`.
     pub(crate) fn new(policy: BalancePolicy, backends: Arc<Backends>) -> Self {
-        let wheel = smooth_wheel(&backends);
         Self {
             policy,
             backends,
-            wheel,
             next: AtomicUsize::new(0),
             rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id())),
         }
@@ -35,21 +31,23 @@ impl Balancer {
 
     /// A healthy backend, or `None` when every backend is down.
     pub(crate) fn pick(&self) -> Option<BackendId> {
-        if self.wheel.is_empty() {
+        let live = self.backends.live();
+        let wheel = &live.wheel;
+        if wheel.is_empty() {
             return None;
         }
         match self.policy {
-            BalancePolicy::RoundRobin => self.round_robin(),
-            BalancePolicy::LeastRequests => self.least_requests(),
+            BalancePolicy::RoundRobin => self.round_robin(wheel),
+            BalancePolicy::LeastRequests => self.least_requests(wheel),
         }
     }
 
-    fn round_robin(&self) -> Option<BackendId> {
-        let n = self.wheel.len();
+    fn round_robin(&self, wheel: &[BackendId]) -> Option<BackendId> {
+        let n = wheel.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         (0..n)
-            .map(|i| self.wheel[(start + i) % n])
-            .find(|id| self.backends.get(*id).is_some_and(|b| b.is_healthy()))
+            .map(|i| wheel[(start + i) % n])
+            .find(|id| self.backends.is_up(*id))
     }
 
     /// splitmix64 over an atomic: statistically fine for choosing two backends, no lock.
@@ -65,13 +63,13 @@ impl Balancer {
 
     /// Power of two choices: two random healthy backends (drawn by weight from the wheel), the
     /// one with fewer in-flight requests per unit of weight wins.
-    fn least_requests(&self) -> Option<BackendId> {
-        let n = self.wheel.len() as u64;
+    fn least_requests(&self, wheel: &[BackendId]) -> Option<BackendId> {
+        let n = wheel.len() as u64;
         let draw = || {
             let start = (self.random() % n) as usize;
-            (0..self.wheel.len())
-                .map(|i| self.wheel[(start + i) % self.wheel.len()])
-                .find(|id| self.backends.get(*id).is_some_and(|b| b.is_healthy()))
+            (0..wheel.len())
+                .map(|i| wheel[(start + i) % wheel.len()])
+                .find(|id| self.backends.is_up(*id))
         };
         let a = draw()?;
         let b = draw()?;
@@ -84,28 +82,6 @@ impl Balancer {
     }
 }
 
-fn smooth_wheel(backends: &Backends) -> Vec<BackendId> {
-    let all = backends.all();
-    let total: i64 = all.iter().map(|b| i64::from(b.weight)).sum();
-    let mut current = vec![0i64; all.len()];
-    let mut wheel = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-    for _ in 0..total {
-        for (c, b) in current.iter_mut().zip(all) {
-            *c += i64::from(b.weight);
-        }
-        let Some((best, _)) = current
-            .iter()
-            .enumerate()
-            .max_by_key(|(i, c)| (**c, -(*i as i64)))
-        else {
-            break;
-        };
-        current[best] -= total;
-        wheel.push(all[best].id);
-    }
-    wheel
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,7 +92,8 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, w)| BackendConfig {
-                name: format!("b{i}"),
+                // Named so that their order by name is their order in the list.
+                name: format!("b{i:02}"),
                 authority: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
                 weight: *w,
             })
@@ -136,7 +113,7 @@ mod tests {
     fn round_robin_follows_weights_and_interleaves() {
         let bal = Balancer::new(BalancePolicy::RoundRobin, backends(&[3, 1]));
         assert_eq!(counts(&bal, 400, 2), vec![300, 100]);
-        let wheel: Vec<u16> = bal.wheel.iter().map(|b| b.0).collect();
+        let wheel: Vec<u16> = bal.backends.live().wheel.iter().map(|b| b.0).collect();
         assert_eq!(
             wheel,
             vec![0, 0, 1, 0],
@@ -170,6 +147,18 @@ mod tests {
         drop(_busy);
         let c = counts(&bal, 2000, 2);
         assert!(c[0] > 800 && c[1] > 800, "even when idle: {c:?}");
+    }
+
+    #[test]
+    fn a_backend_that_joins_gets_traffic_and_one_that_leaves_none() {
+        let b = backends(&[1, 1]);
+        let bal = Balancer::new(BalancePolicy::RoundRobin, b.clone());
+        let c = b.add("b02", "127.0.0.1:9002".parse().unwrap(), 1).unwrap();
+        assert_eq!(counts(&bal, 300, 3)[2], 0, "known is not yet a member");
+        b.set_members(&[BackendId(0), BackendId(1), c]);
+        assert_eq!(counts(&bal, 300, 3), vec![100, 100, 100]);
+        b.set_members(&[BackendId(1), c]);
+        assert_eq!(counts(&bal, 300, 3), vec![0, 150, 150]);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Which backend serves a request, and what its answer says about that backend.
 //!
 //! In order: a rescue replay goes to the backend that issued its session; a pinned session goes
-//! to its backend while that one is up (and, when it is down, `pin.when_unhealthy` says whether
-//! to fail or to redistribute); anything else goes to the [`balancer`]. The chosen backend's
+//! to its backend while that one is up (and, when it is down or has left the farm,
+//! `pin.when_unhealthy` says whether to fail or to redistribute); anything else goes to the [`balancer`]. The chosen backend's
 //! answer is marked [`ServedBy`] for the session layer, and its failures count against it
 //! (passive health, per-backend metrics) unless they are the client's.
 
@@ -101,6 +101,10 @@ impl Inner {
                 self.metrics.pins.increment(1);
                 return Ok(*id);
             }
+            // A backend that left the farm is down for good, as far as its sessions go.
+            if self.backends.get(*id).is_some_and(|b| !b.is_member()) {
+                self.metrics.pin_left.increment(1);
+            }
             match self.pin.when_unhealthy {
                 WhenUnhealthy::Fail => {
                     self.metrics.pin_failed.increment(1);
@@ -133,7 +137,7 @@ impl Inner {
             .backends
             .get(id)
             .ok_or(ForwardError::NoHealthyBackend)?;
-        let metrics = self.metrics.backends.get(id.index());
+        let metrics = self.metrics.backend(id);
         if let Some(m) = metrics {
             m.requests.increment(1);
         }

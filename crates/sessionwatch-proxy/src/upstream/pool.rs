@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
 use super::Endpoint;
+use crate::backends::slots::Slots;
 use crate::config::{ReusePolicy, UpstreamConfig};
 use crate::extensions::FirstOnConnection;
 use crate::upstream::body::{RequestBody, ResponseBody};
@@ -84,6 +85,10 @@ impl UpstreamError {
     }
 }
 
+/// Each backend's counter of connections closed because it sent bytes nobody asked for, by the
+/// backend's slot (`None` for a slot without one).
+pub(crate) type PoisonedCounters = Arc<dyn Fn(usize) -> Option<Counter> + Send + Sync>;
+
 /// Keep-alive connections to every backend, for the tasks of one worker thread.
 #[derive(Clone)]
 pub(crate) struct Pool {
@@ -95,11 +100,13 @@ struct PoolInner {
     idle_timeout: Duration,
     max_idle: usize,
     /// Idle connections per backend index, the most recently used last: hyper's, and ours.
-    idle: Box<[Mutex<Vec<Idle>>]>,
-    plain: Box<[Mutex<Vec<PlainIdle>>]>,
+    /// A backend's lists are made the first time a connection to it goes back, so backends that
+    /// join at run time need nothing from the pool beforehand.
+    idle: Slots<Mutex<Vec<Idle>>>,
+    plain: Slots<Mutex<Vec<PlainIdle>>>,
     reuse: ReusePolicy,
     /// Per backend: connections closed because the backend sent bytes nobody asked for.
-    poisoned: Box<[Counter]>,
+    poisoned: PoisonedCounters,
 }
 
 struct Idle {
@@ -158,19 +165,18 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// An empty pool with the configured limits, for as many backends as `poisoned` has
-    /// counters (each counts that backend's connections closed for bytes sent unasked).
-    pub(crate) fn new(cfg: &UpstreamConfig, poisoned: Vec<Counter>) -> Self {
-        let backends = poisoned.len();
+    /// An empty pool with the configured limits; `poisoned` gives each backend's counter of
+    /// connections closed for bytes sent unasked.
+    pub(crate) fn new(cfg: &UpstreamConfig, poisoned: PoisonedCounters) -> Self {
         Self {
             inner: Arc::new(PoolInner {
                 connect_timeout: cfg.connect_timeout,
                 idle_timeout: cfg.pool_idle_timeout,
                 max_idle: cfg.pool_max_idle_per_host,
-                idle: (0..backends).map(|_| Mutex::new(Vec::new())).collect(),
-                plain: (0..backends).map(|_| Mutex::new(Vec::new())).collect(),
+                idle: Slots::default(),
+                plain: Slots::default(),
                 reuse: cfg.reuse,
-                poisoned: poisoned.into_boxed_slice(),
+                poisoned,
             }),
         }
     }
@@ -299,11 +305,11 @@ impl Pool {
     /// Drop idle connections that are closed or idle past the idle timeout.
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
-        for slot in self.inner.idle.iter() {
+        for (_, slot) in self.inner.idle.iter() {
             let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
             idle.retain(|c| !c.conn.sender.is_closed() && !self.inner.expired(c.since, now));
         }
-        for (i, slot) in self.inner.plain.iter().enumerate() {
+        for (i, slot) in self.inner.plain.iter() {
             let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
             // Once a second: each idle connection asks its socket.
             idle.retain(|c| {
@@ -318,13 +324,13 @@ impl Pool {
         self.inner
             .idle
             .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .map(|(_, s)| s.lock().unwrap_or_else(PoisonError::into_inner).len())
             .sum::<usize>()
             + self
                 .inner
                 .plain
                 .iter()
-                .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+                .map(|(_, s)| s.lock().unwrap_or_else(PoisonError::into_inner).len())
                 .sum::<usize>()
     }
 
@@ -460,7 +466,7 @@ impl PoolInner {
     }
 
     fn count_poisoned(&self, slot: usize) {
-        if let Some(c) = self.poisoned.get(slot) {
+        if let Some(c) = (self.poisoned)(slot) {
             c.increment(1);
         }
         tracing::debug!(
@@ -479,7 +485,7 @@ impl PoolInner {
     }
 
     fn put_back_plain(&self, slot: usize, conn: plain::Conn) {
-        let Some(idle) = self.plain.get(slot) else {
+        let Some(idle) = self.plain.get_or_init(slot, Mutex::default) else {
             return;
         };
         let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -499,7 +505,7 @@ impl PoolInner {
         if conn.sender.is_closed() {
             return;
         }
-        let Some(idle) = self.idle.get(slot) else {
+        let Some(idle) = self.idle.get_or_init(slot, Mutex::default) else {
             return;
         };
         let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -596,7 +602,7 @@ mod tests {
     fn pool(idle_timeout: Duration) -> Pool {
         Pool::new(
             &config(idle_timeout, ReusePolicy::Always),
-            vec![Counter::noop()],
+            Arc::new(|_| None),
         )
     }
 
@@ -605,7 +611,10 @@ mod tests {
         let poisoned = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let pool = Pool::new(
             &config(Duration::from_secs(60), reuse),
-            vec![Counter::from_arc(poisoned.clone())],
+            Arc::new({
+                let poisoned = poisoned.clone();
+                move |_| Some(Counter::from_arc(poisoned.clone()))
+            }),
         );
         (pool, poisoned)
     }
