@@ -39,6 +39,7 @@ mod respond;
 mod route;
 mod sensitive;
 mod shutdown;
+mod slots;
 mod upstream;
 
 pub use app::{RunningProxy, StartError, StartOptions, start};

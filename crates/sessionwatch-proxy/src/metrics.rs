@@ -19,7 +19,7 @@ use metrics_exporter_prometheus::{
 };
 use sessionwatch_core::{Attribution, BackendId, ResetSignal};
 
-use crate::backends::slots::Slots;
+use crate::slots::Slots;
 
 const META: Metadata<'static> = Metadata::new("sessionwatch", metrics::Level::INFO, None);
 

@@ -186,3 +186,51 @@ async fn a_logout_is_removed_from_the_fleet_and_renewals_are_updates() {
     assert_eq!(fleet.removed.load(Ordering::Relaxed), 1);
     assert!(fleet.records.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn with_the_cookie_too_the_cookie_answers_first_and_the_fleet_covers_clients_that_drop_it() {
+    let fleet = Arc::new(MemFleet::default());
+    let shared: Arc<dyn FleetStore> = fleet.clone();
+    let mut a = replica_with(
+        SECRET,
+        PinPolicy::Learn,
+        true,
+        0,
+        None,
+        Some(shared.clone()),
+    );
+    let mut b = replica_with(
+        SECRET,
+        PinPolicy::Learn,
+        true,
+        1,
+        None,
+        Some(shared.clone()),
+    );
+    let mut c = replica_with(SECRET, PinPolicy::Learn, true, 1, None, Some(shared));
+    let login = a.send("/login", "").await;
+    let swaff = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find_map(|v| {
+            v.strip_prefix("swaff=")
+                .map(|r| r.split(';').next().unwrap().to_owned())
+        })
+        .expect("the affinity cookie");
+
+    // With the cookie: adopted, pinned, and Redis not asked.
+    let resp = b.send("/me", &format!("SID=0-user; swaff={swaff}")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(fleet.lookups.load(Ordering::Relaxed), 0);
+
+    // A client that dropped the cookie: the fleet store knows the session all the same.
+    let resp = c.send("/me", "SID=0-user").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(fleet.lookups.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        c.seen.routes.lock().unwrap()[0],
+        Some(RouteDecision::Pin(BackendId(0)))
+    );
+}

@@ -6,78 +6,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::header::{LOCATION, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use sessionwatch_core::{
-    Affinity, BackendId, Carried, CookieId, Exchange, Fingerprint, MAX_COOKIES, Outcome,
-    RouteDecision, SessionRecord, SetCookieEvent, StoreUpdate, Timestamp, Verdict, classify,
-    expire_cookie_header, plan_updates, read_set_cookie, set_cookie_header,
+    Affinity, BackendId, CookieId, Exchange, Fingerprint, MAX_COOKIES, Outcome, RouteDecision,
+    SessionRecord, SetCookieEvent, StoreUpdate, Timestamp, Verdict, classify, expire_cookie_header,
+    plan_updates, read_set_cookie, set_cookie_header,
 };
 use tower::Service;
 
-use crate::service::{route_and_call, take_found};
+use crate::request::{RequestContext, route_and_call, take_found};
 use crate::shared::{AffinityCookie, BackendDirectory, Shared};
 use crate::{Lookup, Observed, Publish, RescueAttempt, Rescued, ServedBy, SessionRoute};
-
-/// The carried session cookies of one request, inline: at most one per configured cookie.
-#[derive(Clone, Copy)]
-pub(crate) struct CarriedSet {
-    items: [Carried; MAX_COOKIES],
-    len: usize,
-}
-
-impl CarriedSet {
-    const EMPTY: Carried = Carried {
-        cookie: CookieId(0),
-        fingerprint: Fingerprint(0),
-        record: None,
-    };
-
-    pub(crate) fn new() -> Self {
-        Self {
-            items: [Self::EMPTY; MAX_COOKIES],
-            len: 0,
-        }
-    }
-
-    pub(crate) fn push(&mut self, c: Carried) {
-        if let Some(slot) = self.items.get_mut(self.len) {
-            *slot = c;
-            self.len += 1;
-        }
-    }
-
-    pub(crate) fn as_slice(&self) -> &[Carried] {
-        &self.items[..self.len]
-    }
-
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [Carried] {
-        &mut self.items[..self.len]
-    }
-}
-
-/// What the replay of a rescued request needs from the original.
-pub(crate) struct ReplayParts {
-    pub(crate) headers: HeaderMap,
-    pub(crate) version: Version,
-    /// The original's extensions (the client's address among them), for the replay.
-    pub(crate) extensions: http::Extensions,
-}
-
-/// What the response side needs to know about the request.
-pub(crate) struct RequestContext {
-    pub(crate) carried: CarriedSet,
-    pub(crate) method: Method,
-    pub(crate) uri: Uri,
-    pub(crate) request_id: Option<HeaderValue>,
-    pub(crate) replay: Option<ReplayParts>,
-    /// The session a rescue is about, once one starts.
-    pub(crate) subject: Option<sessionwatch_core::Fingerprint>,
-    /// Whether the request carried the proxy's affinity cookie.
-    pub(crate) affinity_seen: bool,
-    /// The session that cookie is valid for, and when it was minted.
-    pub(crate) affinity_valid: Option<(Fingerprint, Timestamp)>,
-}
 
 pin_project! {
     #[project = StateProj]

@@ -31,6 +31,7 @@ mod extensions;
 mod fleet;
 mod future;
 mod layer;
+mod request;
 mod service;
 mod shared;
 mod store;

@@ -3,17 +3,18 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use sessionwatch_core::{
-    AffinityRejection, Carried, Fingerprint, MAX_COOKIES, SessionRecord, Timestamp, read_cookie,
-    read_request_cookies, route, strip_cookie,
+    AffinityRejection, Carried, Fingerprint, MAX_COOKIES, Timestamp, read_cookie,
+    read_request_cookies, strip_cookie,
 };
 use tower::Service;
 
-use crate::future::{CarriedSet, ReplayParts, RequestContext, ResponseFuture};
+use crate::future::ResponseFuture;
+use crate::request::{CarriedSet, RequestContext, route_and_call};
 use crate::shared::AffinityCookie;
-use crate::shared::{Shared, pinning_all};
-use crate::{AffinityUse, Found, Lookup, SessionRoute};
+use crate::shared::Shared;
+use crate::{AffinityUse, Lookup};
 
 /// See [`crate::SessionLayer`].
 pub struct SessionService<S> {
@@ -128,52 +129,6 @@ fn ask_fleet(shared: &Shared, carried: &CarriedSet) -> Option<Lookup> {
     fleet.lookup(&misses[..n])
 }
 
-/// Takes what the fleet knows into the request's carried sessions and the near cache. The
-/// client presents these sessions now, so the records say `presented`.
-pub(crate) fn take_found(shared: &Shared, carried: &mut CarriedSet, found: Found) {
-    for (fingerprint, record) in found {
-        let record = SessionRecord {
-            presented: true,
-            ..record
-        };
-        for c in carried.as_mut_slice() {
-            if c.fingerprint == fingerprint && c.record.is_none() {
-                c.record = Some(record);
-                shared.store.put(fingerprint, record);
-            }
-        }
-    }
-}
-
-/// Routes the request by what is known of its sessions and calls `inner`, which must be ready.
-/// Returns the call's future and, when the request may be rescued, a clone of `inner` for the
-/// replay.
-pub(crate) fn route_and_call<S, B>(
-    inner: &mut S,
-    mut req: Request<B>,
-    ctx: &mut RequestContext,
-    shared: &Shared,
-) -> (S::Future, Option<S>)
-where
-    S: Service<Request<B>> + Clone,
-    B: http_body::Body,
-{
-    let first_known = ctx.carried.as_slice().iter().find_map(|c| c.record);
-    let decision = route(shared.policy, first_known.as_ref(), pinning_all(shared));
-    req.extensions_mut().insert(SessionRoute { decision });
-    ctx.replay = match (&shared.rescue, first_known) {
-        (Some(_), Some(_)) if is_replayable(&req) => Some(ReplayParts {
-            headers: req.headers().clone(),
-            version: req.version(),
-            extensions: req.extensions().clone(),
-        }),
-        _ => None,
-    };
-    // The clone serves the replay; `ServiceExt::ready` is polled on it before use.
-    let rescue_svc = ctx.replay.as_ref().map(|_| inner.clone());
-    (inner.call(req), rescue_svc)
-}
-
 /// Takes the record of a carried session the table misses from a valid affinity cookie, and
 /// remembers it, as the replica that minted the cookie learned it from the backend's
 /// `Set-Cookie`. An invalid cookie changes nothing; either way the use is reported (for a
@@ -218,13 +173,4 @@ fn adopt(
         shared.events.affinity(AffinityUse::Rejected(e));
     }
     None
-}
-
-/// Only a GET or HEAD without a body may be sent twice: replaying anything else could repeat a
-/// side effect, and a streamed body cannot be read twice. A protocol upgrade is not replayed
-/// either: the client's side of the switch belongs to the first attempt.
-fn is_replayable<B: http_body::Body>(req: &Request<B>) -> bool {
-    (req.method() == Method::GET || req.method() == Method::HEAD)
-        && req.body().is_end_stream()
-        && !req.headers().contains_key(http::header::UPGRADE)
 }

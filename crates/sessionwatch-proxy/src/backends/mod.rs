@@ -18,12 +18,11 @@ use sessionwatch_core::BackendId;
 use sessionwatch_tower::{BackendDirectory, BackendHealth};
 
 use crate::config::BackendConfig;
+use crate::slots::Slots;
 use crate::upstream::Endpoint;
-use slots::Slots;
 
 pub(crate) mod discovery;
 pub(crate) mod health;
-pub(crate) mod slots;
 
 /// The most backends in the farm at once (the incident matrix is members x members).
 pub(crate) const MAX_LIVE: usize = 256;

@@ -25,9 +25,9 @@ use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
 use super::Endpoint;
-use crate::backends::slots::Slots;
 use crate::config::{ReusePolicy, UpstreamConfig};
 use crate::extensions::FirstOnConnection;
+use crate::slots::Slots;
 use crate::upstream::body::{RequestBody, ResponseBody};
 
 use super::plain::{self, Error as Http1Error};
