@@ -315,6 +315,7 @@ async fn outage(
     name: &str,
     fault: impl FnOnce(&mut RedisServer) + Send,
     recover: impl FnOnce(&mut RedisServer) + Send,
+    recovered_as: &str,
 ) {
     let mut fleet = fleet(name, 3, Shared::Redis, Store::PerNode, "off").await;
     let mut old = (0..USERS).map(|u| User::new(17, u)).collect::<Vec<_>>();
@@ -351,6 +352,9 @@ async fn outage(
     let recovered = fleet.lines("store_recovered");
     assert_eq!(degraded.len(), fleet.proxies.len(), "{degraded:?}");
     assert_eq!(recovered.len(), fleet.proxies.len(), "{recovered:?}");
+    for line in &recovered {
+        assert_eq!(line["reason"], recovered_as, "{line}");
+    }
     assert_eq!(
         fleet.metric("sessionwatch_store_up", &[]),
         fleet.proxies.len() as f64
@@ -402,13 +406,22 @@ async fn redis_killed_and_restarted_empty_fails_no_request() {
         "fleet-redis-killed",
         |r| tokio::task::block_in_place(|| r.kill()),
         |r| tokio::task::block_in_place(|| r.restart()),
+        // Empty: every replica writes its whole near cache back.
+        "answering_empty",
     )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stalled_fails_no_request() {
-    outage("fleet-redis-stalled", |r| r.pause(), |r| r.resume()).await;
+    outage(
+        "fleet-redis-stalled",
+        |r| r.pause(),
+        |r| r.resume(),
+        // Its data kept: only what changed while it was out is written back.
+        "answering",
+    )
+    .await;
 }
 
 /// An incident the fleet's traffic opens, though no replica alone sees enough resets: the
@@ -421,7 +434,11 @@ async fn fleet_incident(name: &str, shared: Shared) -> (usize, Vec<serde_json::V
     let resets = fleet.lines("session_reset").len();
     assert!(
         figures.losses >= 30 && resets * 100 >= figures.losses * 99,
-        "{figures:?}, {resets} detected"
+        "{figures:?}, {resets} detected; store: {} timeouts, {} skipped, {} errors, {} outages",
+        fleet.metric("sessionwatch_store_timeouts_total", &[]),
+        fleet.metric("sessionwatch_store_lookups_skipped_total", &[]),
+        fleet.metric("sessionwatch_store_lookups_total", &["result=\"error\""]),
+        fleet.metric("sessionwatch_store_outages_total", &[]),
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let mut opened = Vec::new();

@@ -19,8 +19,15 @@ pub type Lookup = Pin<Box<dyn Future<Output = Found> + Send + 'static>>;
 /// A write an answer waits for.
 pub type Publish = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// What a lookup found: the records of the sessions the fleet knows, by fingerprint.
-pub type Found = Vec<(Fingerprint, SessionRecord)>;
+/// What a lookup found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The records of the sessions the fleet knows, by fingerprint.
+    pub records: Vec<(Fingerprint, SessionRecord)>,
+    /// The store did not answer within its timeout: the request has had its one wait, and a
+    /// session its answer issues is written without holding the answer back.
+    pub waited_out: bool,
+}
 
 /// The records several replicas share (the proxy's Redis store).
 pub trait FleetStore: Send + Sync + 'static {
@@ -29,8 +36,10 @@ pub trait FleetStore: Send + Sync + 'static {
     /// the store's timeout, to nothing if the store did not answer in time.
     fn lookup(&self, misses: &[Fingerprint]) -> Option<Lookup>;
     /// A session a backend has just issued: the answer that issued it waits for this write, so
-    /// that the client's next request finds the session on any replica. `None` when there is
-    /// nothing to wait for (the store is down: the write is kept for when it is back).
+    /// that the client's next request finds the session on any replica (unless the request
+    /// already waited out a lookup: then the layer calls [`FleetStore::update`] instead). `None`
+    /// when there is nothing to wait for (the store is down: the write is kept for when it is
+    /// back).
     fn publish(&self, fingerprint: Fingerprint, record: SessionRecord) -> Option<Publish>;
     /// Any other change to a record (last seen, lost, pinned): written in batches, never waited
     /// on.

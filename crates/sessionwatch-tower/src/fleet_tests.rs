@@ -27,6 +27,8 @@ struct MemFleet {
     silent: AtomicBool,
     gated: AtomicBool,
     permits: Arc<Semaphore>,
+    /// Every lookup times out (and finds nothing).
+    waits_out: AtomicBool,
 }
 
 impl Default for MemFleet {
@@ -40,6 +42,7 @@ impl Default for MemFleet {
             silent: AtomicBool::new(false),
             gated: AtomicBool::new(false),
             permits: Arc::new(Semaphore::new(0)),
+            waits_out: AtomicBool::new(false),
         }
     }
 }
@@ -51,10 +54,13 @@ impl FleetStore for MemFleet {
         }
         self.lookups.fetch_add(1, Ordering::Relaxed);
         let records = self.records.lock().unwrap();
-        let found: Found = misses
-            .iter()
-            .filter_map(|f| records.get(f).map(|r| (*f, *r)))
-            .collect();
+        let found = Found {
+            records: misses
+                .iter()
+                .filter_map(|f| records.get(f).map(|r| (*f, *r)))
+                .collect(),
+            waited_out: self.waits_out.load(Ordering::Relaxed),
+        };
         Some(Box::pin(async move { found }))
     }
 
@@ -233,4 +239,24 @@ async fn with_the_cookie_too_the_cookie_answers_first_and_the_fleet_covers_clien
         c.seen.routes.lock().unwrap()[0],
         Some(RouteDecision::Pin(BackendId(0)))
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_waited_out_its_lookup_does_not_wait_for_its_write() {
+    let (fleet, mut a, _b) = fleet_of_two(PinPolicy::Learn);
+    fleet.gated.store(true, Ordering::Relaxed);
+    fleet.waits_out.store(true, Ordering::Relaxed);
+    // A sign-in that carries an old value the near cache misses: a lookup (waited out), then
+    // the new session the answer issues.
+    let req = crate::affinity_tests::get("/login", "SID=stale");
+    let call = a.svc.ready().await.unwrap().call(req);
+    let resp = tokio::time::timeout(Duration::from_secs(1), call)
+        .await
+        .expect("the answer waited a second time")
+        .unwrap();
+    assert!(resp.headers().contains_key("set-cookie"));
+    assert_eq!(fleet.lookups.load(Ordering::Relaxed), 1);
+    assert_eq!(fleet.published.load(Ordering::Relaxed), 0);
+    // The session still reaches the fleet, batched.
+    assert_eq!(fleet.updated.load(Ordering::Relaxed), 1);
 }

@@ -245,8 +245,10 @@ fn apply_updates<RB>(
                 }
                 shared.store.put(fingerprint, record);
                 match (fleet, issued) {
-                    (Some(fleet), Some(_)) => writes.extend(fleet.publish(fingerprint, record)),
-                    (Some(fleet), None) => fleet.update(fingerprint, record),
+                    (Some(fleet), Some(_)) if !ctx.fleet_waited_out => {
+                        writes.extend(fleet.publish(fingerprint, record))
+                    }
+                    (Some(fleet), _) => fleet.update(fingerprint, record),
                     (None, _) => {}
                 }
             }
@@ -412,7 +414,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Lookup { lookup, req, svc } => {
                     let found = ready!(lookup.as_mut().poll(cx));
-                    take_found(this.shared, &mut this.ctx.carried, found);
+                    take_found(this.shared, this.ctx, found);
                     let (req, svc) = (req.take(), svc.take());
                     this.state.set(State::Calling { req, svc });
                 }

@@ -69,12 +69,16 @@ pub(crate) struct RequestContext {
     pub(crate) affinity_seen: bool,
     /// The session that cookie is valid for, and when it was minted.
     pub(crate) affinity_valid: Option<(Fingerprint, Timestamp)>,
+    /// The fleet's store did not answer this request's lookup in time: it waits no more.
+    pub(crate) fleet_waited_out: bool,
 }
 
 /// Takes what the fleet knows into the request's carried sessions and the near cache. The
 /// client presents these sessions now, so the records say `presented`.
-pub(crate) fn take_found(shared: &Shared, carried: &mut CarriedSet, found: Found) {
-    for (fingerprint, record) in found {
+pub(crate) fn take_found(shared: &Shared, ctx: &mut RequestContext, found: Found) {
+    ctx.fleet_waited_out = found.waited_out;
+    let carried = &mut ctx.carried;
+    for (fingerprint, record) in found.records {
         let record = SessionRecord {
             presented: true,
             ..record

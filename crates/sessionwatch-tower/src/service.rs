@@ -96,6 +96,7 @@ where
             subject: None,
             affinity_seen: affinity_value.is_some(),
             affinity_valid,
+            fleet_waited_out: false,
         };
         if let Some(lookup) = ask_fleet(shared, &ctx.carried) {
             // Classified and routed once the fleet has answered, on a clone made ready then.

@@ -1,17 +1,23 @@
 //! How a session record is written in the shared store: a binary key made of the configured
-//! prefix and the 16-byte fingerprint (never the session's value), and a 22-byte value.
+//! prefix and the 16-byte fingerprint (never the session's value), and a 12-byte value.
 //!
-//! The value is `version (1) || issuer tag (u32) || issued_at (ms, u64) || last_seen (ms, u64)
-//! || flags (u8)`, little-endian. The issuer is a tag every replica derives alike from the
-//! backend's name (its `BackendId` is this replica's own), so another replica reads it back to
-//! its own id, or to nothing when it does not know that backend yet.
+//! The value is `version (4 bits) | flags (4 bits) || issuer tag (u32) || issued_at (s, u32) ||
+//! last_seen - issued_at (s, u24)`, little-endian. Twelve bytes is what Redis stores inline in
+//! its smallest allocation next to the key; at 22 bytes every session cost 16 B more. Seconds are
+//! precise enough: idle timeouts are minutes, and ages are reported, not compared. A session seen
+//! more than 194 days after its issue is written as seen then. The issuer is a tag every
+//! replica derives alike from the backend's name (its `BackendId` is this replica's own), so
+//! another replica reads it back to its own id, or to nothing when it does not know that backend
+//! yet.
 
 use sessionwatch_core::{Fingerprint, SessionRecord, Timestamp};
 use sessionwatch_tower::BackendDirectory;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// The length of an encoded value.
-pub(crate) const VALUE_LEN: usize = 22;
+pub(crate) const VALUE_LEN: usize = 12;
+/// The largest gap between issue and last use the value holds, in seconds.
+const MAX_SEEN_AFTER: u32 = (1 << 24) - 1;
 
 const PINNED: u8 = 1;
 const LOST: u8 = 2;
@@ -27,20 +33,26 @@ pub(crate) fn key(prefix: &[u8], fingerprint: Fingerprint) -> Vec<u8> {
 
 /// The stored value of `record`.
 pub(crate) fn encode(record: &SessionRecord, issuers: &dyn BackendDirectory) -> [u8; VALUE_LEN] {
-    let mut out = [0u8; VALUE_LEN];
-    out[0] = VERSION;
-    out[1..5].copy_from_slice(&issuers.tag(record.issuer).to_le_bytes());
-    out[5..13].copy_from_slice(&record.issued_at.as_millis().to_le_bytes());
-    out[13..21].copy_from_slice(&record.last_seen.as_millis().to_le_bytes());
+    let mut flags = 0;
     for (set, flag) in [
         (record.pinned, PINNED),
         (record.lost, LOST),
         (record.presented, PRESENTED),
     ] {
         if set {
-            out[21] |= flag;
+            flags |= flag;
         }
     }
+    let secs = |t: Timestamp| u32::try_from(t.as_millis() / 1000).unwrap_or(u32::MAX);
+    let issued = secs(record.issued_at);
+    let after = secs(record.last_seen)
+        .saturating_sub(issued)
+        .min(MAX_SEEN_AFTER);
+    let mut out = [0u8; VALUE_LEN];
+    out[0] = VERSION << 4 | flags;
+    out[1..5].copy_from_slice(&issuers.tag(record.issuer).to_le_bytes());
+    out[5..9].copy_from_slice(&issued.to_le_bytes());
+    out[9..12].copy_from_slice(&after.to_le_bytes()[..3]);
     out
 }
 
@@ -48,21 +60,17 @@ pub(crate) fn encode(record: &SessionRecord, issuers: &dyn BackendDirectory) -> 
 /// backend this replica knows. Anything else is no record: never a guess at one.
 pub(crate) fn decode(value: &[u8], issuers: &dyn BackendDirectory) -> Option<SessionRecord> {
     let value: &[u8; VALUE_LEN] = value.try_into().ok()?;
-    if value[0] != VERSION {
+    if value[0] >> 4 != VERSION {
         return None;
     }
-    let u64_at = |at: usize| {
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(&value[at..at + 8]);
-        u64::from_le_bytes(raw)
-    };
-    let mut tag = [0u8; 4];
-    tag.copy_from_slice(&value[1..5]);
-    let flags = value[21];
+    let flags = value[0] & 0x0f;
+    let tag = u32::from_le_bytes([value[1], value[2], value[3], value[4]]);
+    let issued = u64::from(u32::from_le_bytes([value[5], value[6], value[7], value[8]]));
+    let after = u64::from(u32::from_le_bytes([value[9], value[10], value[11], 0]));
     Some(SessionRecord {
-        issuer: issuers.resolve(u32::from_le_bytes(tag))?,
-        issued_at: Timestamp::from_millis(u64_at(5)),
-        last_seen: Timestamp::from_millis(u64_at(13)),
+        issuer: issuers.resolve(tag)?,
+        issued_at: Timestamp::from_millis(issued * 1000),
+        last_seen: Timestamp::from_millis((issued + after) * 1000),
         pinned: flags & PINNED != 0,
         lost: flags & LOST != 0,
         presented: flags & PRESENTED != 0,
@@ -95,7 +103,7 @@ mod tests {
         SessionRecord {
             issuer: BackendId(1),
             issued_at: Timestamp::from_millis(1_767_261_600_000),
-            last_seen: Timestamp::from_millis(1_767_261_660_000),
+            last_seen: Timestamp::from_millis(1_767_261_660_000 + 999),
             pinned: true,
             lost: false,
             presented: true,
@@ -106,9 +114,27 @@ mod tests {
     fn a_record_reads_back_as_written() {
         let value = encode(&record(), &TWO);
         assert_eq!(value.len(), VALUE_LEN);
-        assert_eq!(decode(&value, &TWO), Some(record()));
-        let plain = SessionRecord::issued(BackendId(0), Timestamp::from_millis(5));
+        // To the second: the last use rounds down.
+        let back = decode(&value, &TWO).unwrap();
+        assert_eq!(
+            back,
+            SessionRecord {
+                last_seen: Timestamp::from_millis(1_767_261_660_000),
+                ..record()
+            }
+        );
+        let plain = SessionRecord::issued(BackendId(0), Timestamp::from_millis(5_000));
         assert_eq!(decode(&encode(&plain, &TWO), &TWO), Some(plain));
+        // Seen longer after its issue than the value holds: as seen at the limit.
+        let old = SessionRecord {
+            last_seen: Timestamp::from_millis(1_767_261_600_000 + 400 * 86_400_000),
+            ..record()
+        };
+        let back = decode(&encode(&old, &TWO), &TWO).unwrap();
+        assert_eq!(
+            back.last_seen.as_millis() - back.issued_at.as_millis(),
+            u64::from(MAX_SEEN_AFTER) * 1000
+        );
     }
 
     #[test]
@@ -118,7 +144,7 @@ mod tests {
         assert_eq!(value[1..5], 101u32.to_le_bytes(), "the tag, not the index");
         assert_eq!(decode(&value[..VALUE_LEN - 1], &TWO), None);
         let mut other = value;
-        other[0] = 2;
+        other[0] = 1 << 4;
         assert_eq!(decode(&other, &TWO), None);
         assert_eq!(decode(b"", &TWO), None);
     }

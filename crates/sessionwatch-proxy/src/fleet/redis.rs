@@ -9,12 +9,15 @@
 //!   every other change goes to a writer task that sends it in pipelined batches, never on the
 //!   request path. Keys are the prefix and the fingerprint; values are [`codec`] records; every
 //!   key expires after the session idle timeout, as the near cache's records do.
-//! - **Faults**: a timeout or error marks the store degraded (a `store_degraded` line, the
-//!   `sessionwatch_store_up` gauge at 0): from then on no request waits on it, and the replica
-//!   goes on with its near cache. A keeper task pings with backoff; when Redis answers again it
-//!   writes `store_recovered`, and writes back every near-cache record Redis does not have
-//!   (`SET … NX`: a record another replica wrote meanwhile wins), so sessions learned during the
-//!   outage, or lost by a Redis restarted without persistence, are known to the fleet again.
+//! - **Faults**: an error, or three timeouts in a row, mark the store degraded (a
+//!   `store_degraded` line, the `sessionwatch_store_up` gauge at 0): from then on no request
+//!   waits on it, and the replica goes on with its near cache. A request waits at most once
+//!   however the store fares: one whose lookup timed out does not wait for its own write. A
+//!   keeper task pings with backoff; when Redis answers again it writes `store_recovered`, and
+//!   writes back, on a connection of its own and in paced batches, the near-cache records Redis
+//!   may lack (`SET … NX`: a record another replica wrote meanwhile wins): those used during the
+//!   outage, or all of them when Redis lost its data (a marker key written at connect time is
+//!   gone), so the fleet knows them again.
 //!   A Redis that lost its data answers "unknown", which is no verdict: it costs detection of
 //!   old sessions on replicas that never saw them, never a wrong one.
 //!
@@ -43,6 +46,15 @@ use crate::report::lines::{AlertLine, LineKind, StoreLine};
 const QUEUE: usize = 65_536;
 /// Changes sent in one pipeline.
 const BATCH: usize = 512;
+/// How long the writer gathers changes after the first before it sends them: a pipeline of
+/// many rather than a round trip per change.
+const GATHER: Duration = Duration::from_millis(5);
+/// Timeouts in a row that mark the store degraded: one slow answer on a loaded machine is not
+/// an outage (an error marks it at once).
+const TIMEOUTS_TO_DEGRADE: u32 = 3;
+/// The pause between two write-back batches after an outage, so that the write-back never
+/// crowds out the lookups of live requests.
+const WRITE_BACK_PACE: Duration = Duration::from_millis(2);
 /// Removals kept while the store is down, replayed when it is back.
 const MAX_PENDING_REMOVALS: usize = 100_000;
 /// How long a fingerprint Redis did not know is not asked about again.
@@ -236,6 +248,7 @@ struct Inner {
     ttl: Duration,
     link: RwLock<Option<Link>>,
     up: AtomicBool,
+    timeouts_in_a_row: AtomicU32,
     down_since: Mutex<Option<Instant>>,
     wake: Notify,
     unknown: moka::sync::Cache<u128, ()>,
@@ -285,6 +298,7 @@ impl RedisStore {
             ttl,
             link: RwLock::new(None),
             up: AtomicBool::new(false),
+            timeouts_in_a_row: AtomicU32::new(0),
             down_since: Mutex::new(None),
             wake: Notify::new(),
             unknown: moka::sync::Cache::builder()
@@ -355,12 +369,21 @@ impl Inner {
         Some(cmd)
     }
 
-    /// Any fault marks the store degraded at once: a request that has waited once never waits
-    /// again (its own later write finds the store down), and no later request waits at all
-    /// until the keeper has seen Redis answer.
+    fn succeeded(&self) {
+        self.timeouts_in_a_row.store(0, Ordering::Relaxed);
+    }
+
+    /// An error marks the store degraded at once; timeouts do in a row, so that no later request
+    /// waits on a store that has stopped answering.
     fn failed(&self, fault: Fault) {
         let (reason, error) = match fault {
-            Fault::Timeout => ("timeout", None),
+            Fault::Timeout => {
+                let n = self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                if n < TIMEOUTS_TO_DEGRADE {
+                    return;
+                }
+                ("timeout", None)
+            }
             Fault::Error(e) => ("error", Some(e.to_string())),
         };
         self.degrade(reason, error);
@@ -429,25 +452,31 @@ impl FleetStore for RedisStore {
                 tokio::time::timeout(inner.timeout, link.query::<Vec<Option<Vec<u8>>>>(&cmd)).await
             };
             let values = match answer {
-                Ok(Ok(values)) => values,
+                Ok(Ok(values)) => {
+                    inner.succeeded();
+                    values
+                }
                 Ok(Err(e)) => {
                     inner.counters.error.increment(1);
                     inner.failed(Fault::Error(e));
-                    return Found::new();
+                    return Found::default();
                 }
                 Err(_) => {
                     inner.counters.timeout.increment(1);
                     inner.counters.waited_lookup.increment(1);
                     inner.failed(Fault::Timeout);
-                    return Found::new();
+                    return Found {
+                        records: Vec::new(),
+                        waited_out: true,
+                    };
                 }
             };
-            let mut found = Found::new();
+            let mut found = Found::default();
             for (f, value) in asked.iter().zip(values) {
                 match value.and_then(|v| codec::decode(&v, &*inner.issuers)) {
                     Some(record) => {
                         inner.counters.hit.increment(1);
-                        found.push((*f, record));
+                        found.records.push((*f, record));
                     }
                     None => {
                         inner.counters.miss.increment(1);
@@ -468,6 +497,7 @@ impl FleetStore for RedisStore {
         Some(Box::pin(async move {
             match tokio::time::timeout(inner.timeout, link.query::<()>(&cmd)).await {
                 Ok(Ok(())) => {
+                    inner.succeeded();
                     inner.counters.publish_ok.increment(1);
                 }
                 Ok(Err(e)) => {
@@ -521,13 +551,23 @@ async fn write(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let n = tokio::select! {
+        let first = tokio::select! {
             n = rx.recv_many(&mut batch, BATCH) => n,
             _ = crate::shutdown::stopped(&mut shutdown) => return,
         };
-        if n == 0 {
+        if first == 0 {
             return;
         }
+        if batch.len() < BATCH {
+            tokio::time::sleep(GATHER).await;
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(change) => batch.push(change),
+                    Err(_) => break,
+                }
+            }
+        }
+        let n = batch.len();
         let mut pipe = redis::pipe();
         for change in batch.drain(..) {
             match change {
@@ -547,6 +587,7 @@ async fn write(
         };
         match tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe::<()>(&pipe)).await {
             Ok(Ok(())) => {
+                inner.succeeded();
                 inner.counters.batch_ok.increment(n as u64);
             }
             Ok(Err(e)) => {
@@ -607,7 +648,7 @@ async fn keep(inner: Arc<Inner>, target: Target, mut shutdown: watch::Receiver<b
             Ok(Ok(_)) => {
                 backoff = BACKOFF_FIRST;
                 if !inner.up.load(Ordering::Relaxed) {
-                    recover(&inner, ping_link, first).await;
+                    recover(&inner, &target, ping_link, first).await;
                 }
                 first = false;
             }
@@ -648,23 +689,64 @@ fn unreachable_at_start(inner: &Inner, first: &mut bool, error: Option<String>) 
     inner.degrade("unreachable", error);
 }
 
-/// Redis answers again: requests use it at once, and the near cache is written back in the
-/// background of this task.
-async fn recover(inner: &Inner, mut link: Link, first: bool) {
+/// Redis answers again: requests use it at once, and this task writes back what Redis may lack,
+/// on a connection of its own so that the write-back never queues in front of a request.
+async fn recover(inner: &Inner, target: &Target, link: Link, first: bool) {
+    inner.succeeded();
     inner.up.store(true, Ordering::Relaxed);
     inner.counters.up.set(1.0);
     let since = inner.down_since.lock().ok().and_then(|mut s| s.take());
+    let marker = {
+        let mut key = inner.prefix.clone();
+        key.extend_from_slice(b"{fleet}:marker");
+        key
+    };
+    let mut own = match tokio::time::timeout(BACKGROUND_TIMEOUT, target.connect()).await {
+        Ok(Ok(own)) => own,
+        _ => link,
+    };
     if first && since.is_none() {
-        // Connected at start: nothing was missed.
+        // Connected at start: nothing was missed. The marker tells a later recovery whether
+        // Redis kept its data meanwhile.
+        let _ = tokio::time::timeout(
+            BACKGROUND_TIMEOUT,
+            own.query::<()>(redis::cmd("SET").arg(&marker).arg(1)),
+        )
+        .await;
         return;
     }
+    let kept = matches!(
+        tokio::time::timeout(
+            BACKGROUND_TIMEOUT,
+            own.query::<u8>(redis::cmd("EXISTS").arg(&marker))
+        )
+        .await,
+        Ok(Ok(1))
+    );
+    // With its data kept, Redis lacks only what changed here while it was out (a second of
+    // slack for clocks that read the same instant apart); without it, everything.
+    let changed_after = match (kept, since) {
+        (true, Some(since)) => {
+            let out_for = since.elapsed() + Duration::from_secs(1);
+            Timestamp::from_millis(
+                Timestamp::now()
+                    .as_millis()
+                    .saturating_sub(u64::try_from(out_for.as_millis()).unwrap_or(u64::MAX)),
+            )
+        }
+        _ => Timestamp::from_millis(0),
+    };
     let removals = inner
         .pending_removals
         .lock()
         .map(|mut p| std::mem::take(&mut *p))
         .unwrap_or_default();
     let mut records = Vec::new();
-    inner.near.for_each_record(|f, r| records.push((f, r)));
+    inner.near.for_each_record(|f, r| {
+        if r.last_seen.as_millis() >= changed_after.as_millis() {
+            records.push((f, r));
+        }
+    });
     let mut rewritten = 0u64;
     for chunk in records.chunks(BATCH) {
         let mut pipe = redis::pipe();
@@ -676,27 +758,33 @@ async fn recover(inner: &Inner, mut link: Link, first: bool) {
             }
         }
         if !matches!(
-            tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe::<()>(&pipe)).await,
+            tokio::time::timeout(BACKGROUND_TIMEOUT, own.pipe::<()>(&pipe)).await,
             Ok(Ok(()))
         ) {
             break;
         }
+        tokio::time::sleep(WRITE_BACK_PACE).await;
     }
     for chunk in removals.chunks(BATCH) {
         let mut pipe = redis::pipe();
         for f in chunk {
             pipe.cmd("DEL").arg(inner.key(*f)).ignore();
         }
-        let _ = tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe::<()>(&pipe)).await;
+        let _ = tokio::time::timeout(BACKGROUND_TIMEOUT, own.pipe::<()>(&pipe)).await;
     }
+    let _ = tokio::time::timeout(
+        BACKGROUND_TIMEOUT,
+        own.query::<()>(redis::cmd("SET").arg(&marker).arg(1)),
+    )
+    .await;
     let down_ms = since.map(|s| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX));
-    tracing::info!(down_ms, rewritten, "session store recovered");
+    tracing::info!(down_ms, rewritten, kept, "session store recovered");
     inner.log.emit(AlertLine::new(
         LineKind::StoreRecovered,
         SystemTime::now(),
         &StoreLine {
             store: "redis",
-            reason: "answering",
+            reason: if kept { "answering" } else { "answering_empty" },
             error: None,
             down_ms,
             rewritten: Some(rewritten),

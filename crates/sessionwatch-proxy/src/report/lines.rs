@@ -200,7 +200,8 @@ pub(crate) struct PinningLine<'a> {
 pub(crate) struct StoreLine {
     /// The store (`redis`).
     pub(crate) store: &'static str,
-    /// Why it is degraded (`timeout`, `error`, `unreachable`), or what it was on recovery.
+    /// Why it is degraded (`timeout`, `error`, `unreachable`); on recovery `answering`, or
+    /// `answering_empty` when Redis lost its data.
     pub(crate) reason: &'static str,
     /// The store's own error, when there was one.
     #[serde(skip_serializing_if = "Option::is_none")]
