@@ -102,7 +102,8 @@ def main() -> None:
             config.write_text(
                 template.replace("@PORT@", str(port)).replace("@ADMIN_PORT@", str(admin))
                 .replace("@BACKEND_A@", str(backends[0])).replace("@BACKEND_B@", str(backends[1]))
-                .replace("@PIN@", o.pin).replace("@SESSION_EXTRA@", o.extra))
+                .replace("@PIN@", o.pin).replace("@SESSION_EXTRA@", o.extra)
+                .replace("@SECTIONS@", ""))
             p = subprocess.Popen([binary, "serve", "--config", str(config)],
                                  env=dict(os.environ, RUST_LOG="warn"),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -66,7 +66,7 @@ start_proxy_under_load() {
     local admin
     admin=$(free_port)
     sed -e "s/@PORT@/$PORT/; s/@ADMIN_PORT@/$admin/; s/@BACKEND_A@/$a/; s/@BACKEND_B@/$b/" \
-        -e "s/@PIN@/${PIN:-learn}/; s/@SESSION_EXTRA@/${EXTRA:-}/" \
+        -e "s/@PIN@/${PIN:-learn}/; s/@SESSION_EXTRA@/${EXTRA:-}/; s/@SECTIONS@//" \
         bench/sessionwatch.toml.in >"$OUT/sessionwatch.toml"
 
     RUST_LOG=warn "${WRAP[@]}" "$bin" serve --config "$OUT/sessionwatch.toml" >"$OUT/proxy.log" 2>&1 &

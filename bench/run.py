@@ -98,6 +98,17 @@ class Processes:
             if p in self.procs:
                 self.procs.remove(p)
 
+    def stop(self, p: subprocess.Popen) -> None:
+        """Stop one process before the run ends (SIGTERM, SIGKILL after 5 s)."""
+        self.forget(p)
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=2)
+
     def stop_all(self) -> None:
         with self.lock:
             procs = list(reversed(self.procs))
@@ -229,8 +240,11 @@ def find_tool(name: str) -> str | None:
     )
 
 
-def ensure_tools() -> dict[str, str]:
-    wanted = {"haproxy": "haproxy", "nginx": "nginx", "wrk": "wrk", "taskset": "util-linux"}
+DEFAULT_TOOLS = {"haproxy": "haproxy", "nginx": "nginx", "wrk": "wrk", "taskset": "util-linux"}
+
+
+def ensure_tools(wanted: dict[str, str] = DEFAULT_TOOLS) -> dict[str, str]:
+    """Path of every tool in `wanted` (tool -> Debian package), installing what is missing."""
     missing = [pkg for tool, pkg in wanted.items() if find_tool(tool) is None]
     if missing:
         if os.geteuid() != 0:
@@ -258,12 +272,10 @@ def tool_versions(tools: dict[str, str]) -> dict[str, str]:
         r = subprocess.run(args, capture_output=True, text=True)
         return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr).strip() else ""
 
-    return {
-        "haproxy": first_line([tools["haproxy"], "-v"]),
-        "nginx": first_line([tools["nginx"], "-v"]),
-        "wrk": first_line([tools["wrk"], "-v"]),
-        "rustc": first_line(["rustc", "--version"]),
-    }
+    flags = {"haproxy": "-v", "nginx": "-v", "wrk": "-v", "redis-server": "--version"}
+    out = {tool: first_line([tools[tool], flag]) for tool, flag in flags.items() if tool in tools}
+    out["rustc"] = first_line(["rustc", "--version"])
+    return out
 
 
 def build(skip: bool) -> Path:
@@ -333,6 +345,16 @@ def render(template: str, out: Path, values: dict[str, object]) -> Path:
     return out
 
 
+def log_lines(path: Path) -> list[str]:
+    """A sessionwatch log's lines, without the colours tracing writes even to a file."""
+    text = path.read_text(errors="replace")
+    return [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in text.splitlines()]
+
+
+def log_warnings(path: Path) -> list[str]:
+    return [l for l in log_lines(path) if " WARN " in l or " ERROR " in l]
+
+
 def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
@@ -370,6 +392,9 @@ class Target:
         self.admin_port: int | None = None
         self.stats_socket: Path | None = None
         self.log_file: Path | None = None
+        # Processes the target depends on whose CPU is reported apart from the proxy's (the
+        # redis-server of a sessionwatch with store = "redis").
+        self.aux_pids: list[int] = []
 
     def pids(self) -> list[int]:
         """The proxy's processes: for NGINX the master and every worker."""
@@ -420,8 +445,11 @@ def start_backend(release: Path, work: Path, name: str) -> tuple[subprocess.Pope
 
 
 def start_sessionwatch(
-    release: Path, work: Path, name: str, pin: str, backends: list[int], store: str | None
+    release: Path, work: Path, name: str, pin: str, backends: list[int], store: str | None,
+    sections: str = "", log_filter: str = "warn",
 ) -> Target:
+    """A sessionwatch from bench/sessionwatch.toml.in; `sections` are TOML tables added at the end
+    (e.g. the [redis] section of store = "redis"), `log_filter` its RUST_LOG."""
     port, admin = free_ports(2)
     cfg = render(
         "sessionwatch.toml.in",
@@ -434,6 +462,7 @@ def start_sessionwatch(
             "PIN": pin,
             # The session store: the proxy's default unless --store names one.
             "SESSION_EXTRA": f'store = "{store}"' if store else "",
+            "SECTIONS": sections,
         },
     )
     check = subprocess.run([str(release / "sessionwatch"), "check-config", str(cfg)], capture_output=True, text=True)
@@ -445,7 +474,7 @@ def start_sessionwatch(
         stdout=open(log_file, "w"),
         stderr=subprocess.STDOUT,
         # The peers log nothing per request; sessionwatch logs only warnings and errors.
-        env=dict(os.environ, RUST_LOG="warn"),
+        env=dict(os.environ, RUST_LOG=log_filter),
     )
     t = Target(name, port, p, "sessionwatch")
     t.admin_port = admin
@@ -625,16 +654,20 @@ class Bench:
         self.wrk = Wrk(tools)
         self.targets: dict[str, Target] = {}
         self.backends: list[subprocess.Popen] = []
+        # Other processes of the benchmark (a redis-server, a proxy that is not measured): their
+        # CPU is not outside load.
+        self.services: list[subprocess.Popen] = []
 
     def our_pids(self) -> list[int]:
-        pids = [b.pid for b in self.backends]
+        pids = [b.pid for b in self.backends] + [s.pid for s in self.services]
         for t in self.targets.values():
             pids.extend(t.pids())
-        return pids
+        return list(dict.fromkeys(pids))
 
-    def measure(self, target: Target, seconds: float, connections: int, threads: int, pin_cpu0=False) -> dict:
+    def measure(self, target: Target, seconds: float, connections: int, threads: int, pin_cpu0=False,
+                first: int = 0) -> dict:
         pids = target.pids()
-        ours = self.our_pids()
+        ours = list(dict.fromkeys(self.our_pids() + target.aux_pids))
         softirq = kernel_softirq_threads()
         before_busy, before_steal = cpu_totals()
         before = {pid: proc_ticks(pid) for pid in ours}
@@ -643,7 +676,7 @@ class Bench:
         before_self = self_ticks()
         t0 = time.monotonic()
         result, wrk_ticks = self.wrk.load(
-            target.port, seconds, connections, threads, self.opts.pool, pin_cpu0=pin_cpu0
+            target.port, seconds, connections, threads, self.opts.pool, first=first, pin_cpu0=pin_cpu0
         )
         wall = time.monotonic() - t0
         after = {pid: proc_ticks(pid) for pid in ours}
@@ -653,6 +686,7 @@ class Bench:
         delta = {pid: after[pid] - before[pid] for pid in ours}
         proxy_ticks = sum(delta[p] for p in pids if p in delta)
         backend_ticks = sum(delta[b.pid] for b in self.backends)
+        aux_ticks = sum(delta[p] for p in target.aux_pids if p in delta)
         ours_ticks = sum(delta.values()) + wrk_ticks + (self_ticks() - before_self) + softirq_ticks
         other_cores = (after_busy - before_busy - ours_ticks) / CLK_TCK / wall
         requests = result["requests"]
@@ -668,6 +702,7 @@ class Bench:
             "proxy_cpu_us_per_req": round(proxy_ticks * to_us, 2) if pids else None,
             "proxy_sys_us_per_req": round(proxy_sys_ticks * to_us, 2) if pids else None,
             "backend_cpu_us_per_req": round(backend_ticks * to_us, 2),
+            "aux_cpu_us_per_req": round(aux_ticks * to_us, 2) if target.aux_pids else None,
             "wrk_cpu_us_per_req": round(wrk_ticks * to_us, 2),
             "proxy_cores": round(proxy_ticks / CLK_TCK / wall, 2),
             "other_load_cores": round(other_cores, 3),
@@ -676,13 +711,16 @@ class Bench:
             "tracked_sessions": target.tracked(),
         }
 
-    def run_load(self, target: Target) -> dict:
+    def run_load(self, target: Target, first: int = 0) -> dict:
+        """One warm-up and one measured run; the measured traffic draws from ids first..first+pool
+        (the warm-up always from the first pool)."""
         o = self.opts
         self.wrk.load(target.port, o.warmup, o.connections, 2, o.pool)
-        r = self.measure(target, o.duration, o.connections, 2)
+        r = self.measure(target, o.duration, o.connections, 2, first=first)
+        aux = "" if r["aux_cpu_us_per_req"] is None else f"  aux {r['aux_cpu_us_per_req']} us/req"
         log(
             f"  {target.name:12} {r['rps']:>9.0f} req/s  p50 {r['latency_us']['p50']:>6} us  "
-            f"p99 {r['latency_us']['p99']:>6} us  proxy {r['proxy_cpu_us_per_req']} us/req  "
+            f"p99 {r['latency_us']['p99']:>6} us  proxy {r['proxy_cpu_us_per_req']} us/req{aux}  "
             f"other load {r['other_load_cores']:.2f} cores{'  FLAGGED' if r['flagged'] else ''}"
             f"{'  ERRORS ' + str(r['errors']) if r['error_count'] else ''}"
         )
@@ -737,16 +775,18 @@ RATIOS = [
 
 
 def field(run: dict, name: str):
+    if callable(name):
+        return name(run)
     if name in ("p50", "p99", "p999"):
         return run["latency_us"][name]
     return run[name]
 
 
-def compute(results: dict) -> dict:
+def compute(results: dict, targets: list[str] = LOAD_TARGETS, ratios_wanted=RATIOS) -> dict:
     rounds = results["load_rounds"]
-    used, note = summarise_rounds(rounds, LOAD_TARGETS, results["settings"]["min_clean_rounds"])
+    used, note = summarise_rounds(rounds, targets, results["settings"]["min_clean_rounds"])
     medians = {}
-    for name in LOAD_TARGETS:
+    for name in targets:
         runs = [rounds[i][name] for i in used if name in rounds[i]]
         medians[name] = {
             "rps": median([r["rps"] for r in runs]),
@@ -756,11 +796,12 @@ def compute(results: dict) -> dict:
             "proxy_cpu_us_per_req": median([r["proxy_cpu_us_per_req"] for r in runs]),
             "proxy_sys_us_per_req": median([r.get("proxy_sys_us_per_req") for r in runs]),
             "backend_cpu_us_per_req": median([r["backend_cpu_us_per_req"] for r in runs]),
+            "aux_cpu_us_per_req": median([r.get("aux_cpu_us_per_req") for r in runs]),
             "errors": sum(r["error_count"] for r in runs),
             "tracked_sessions": runs[-1]["tracked_sessions"] if runs else None,
         }
     ratios = {}
-    for key, num, den, fld, desc in RATIOS:
+    for key, num, den, fld, desc in ratios_wanted:
         per_round = []
         for i in used:
             a, b = rounds[i].get(num), rounds[i].get(den)
@@ -977,6 +1018,24 @@ def memory_profile(bench: Bench, target: Target, small: int, large: int) -> dict
     }
 
 
+def run_rounds(opts, targets: list[str], rounds: list[dict], run_one) -> None:
+    """Load rounds in alternating order (A B ... B A) until opts.rounds are clean, with at most
+    opts.max_extra_rounds more; run_one(target name, round index) measures one run."""
+    log(f"load: {opts.rounds} rounds of {len(targets)} targets, {opts.duration} s each")
+    extra = 0
+    while True:
+        i = len(rounds)
+        order = targets if i % 2 == 0 else list(reversed(targets))
+        log(f"round {i + 1}: {' '.join(order)}")
+        rounds.append({name: run_one(name, i) for name in order})
+        clean = sum(1 for r in rounds if not any(x["flagged"] for x in r.values()))
+        if len(rounds) >= opts.rounds and (clean >= opts.rounds or extra >= opts.max_extra_rounds):
+            break
+        if len(rounds) >= opts.rounds:
+            extra += 1
+            log(f"only {clean} clean rounds: one more ({extra} of at most {opts.max_extra_rounds})")
+
+
 def main() -> int:
     opts = parse_args()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -1043,20 +1102,7 @@ def main() -> int:
                     f"{name} tracks {results['fills'][name]['tracked']} sessions after a fill of {opts.pool}"
                 )
 
-        log(f"load: {opts.rounds} rounds of {len(LOAD_TARGETS)} targets, {opts.duration} s each")
-        rounds = results["load_rounds"]
-        extra = 0
-        while True:
-            i = len(rounds)
-            order = LOAD_TARGETS if i % 2 == 0 else list(reversed(LOAD_TARGETS))
-            log(f"round {i + 1}: {' '.join(order)}")
-            rounds.append({name: bench.run_load(t[name]) for name in order})
-            clean = sum(1 for r in rounds if not any(x["flagged"] for x in r.values()))
-            if len(rounds) >= opts.rounds and (clean >= opts.rounds or extra >= opts.max_extra_rounds):
-                break
-            if len(rounds) >= opts.rounds:
-                extra += 1
-                log(f"only {clean} clean rounds: one more ({extra} of at most {opts.max_extra_rounds})")
+        run_rounds(opts, LOAD_TARGETS, results["load_rounds"], lambda name, _round: bench.run_load(t[name]))
 
         if not opts.no_latency:
             log("latency: 1 connection, wrk, proxy and backends pinned to CPU 0")
@@ -1086,8 +1132,7 @@ def main() -> int:
                 results["problems"].append(f"{name} reported {resets:.0f} session resets (the farm loses none)")
             if upstream_errors:
                 results["problems"].append(f"{name} counted {upstream_errors:.0f} upstream errors")
-            text = t[name].log_file.read_text(errors="replace")
-            bad = [l for l in text.splitlines() if " WARN " in l or " ERROR " in l]
+            bad = log_warnings(t[name].log_file)
             if bad:
                 results["problems"].append(f"{name} logged {len(bad)} warnings or errors, e.g. {bad[0][:200]}")
         for name, proc in (("backend a", a), ("backend b", b)):
