@@ -9,8 +9,8 @@
 //!   every other change goes to a writer task that sends it in pipelined batches, never on the
 //!   request path. Keys are the prefix and the fingerprint; values are [`codec`] records; every
 //!   key expires after the session idle timeout, as the near cache's records do.
-//! - **Faults**: an error, or three timeouts in a row, mark the store degraded (a
-//!   `store_degraded` line, the `sessionwatch_store_up` gauge at 0): from then on no request
+//! - **Faults**: an error, or three timeouts in a row followed by a ping that fails too, mark
+//!   the store degraded (a `store_degraded` line, the `sessionwatch_store_up` gauge at 0): from then on no request
 //!   waits on it, and the replica goes on with its near cache. A request waits at most once
 //!   however the store fares: one whose lookup timed out does not wait for its own write. A
 //!   keeper task pings with backoff; when Redis answers again it writes `store_recovered`, and
@@ -49,9 +49,12 @@ const BATCH: usize = 512;
 /// How long the writer gathers changes after the first before it sends them: a pipeline of
 /// many rather than a round trip per change.
 const GATHER: Duration = Duration::from_millis(5);
-/// Timeouts in a row that mark the store degraded: one slow answer on a loaded machine is not
-/// an outage (an error marks it at once).
-const TIMEOUTS_TO_DEGRADE: u32 = 3;
+/// Timeouts in a row that make the keeper ping at once; the store is degraded only if the ping
+/// fails too. Requests on a loaded machine can miss a 5 ms deadline together while Redis is
+/// fine; a Redis that has stopped answering misses the ping as well.
+const TIMEOUTS_TO_SUSPECT: u32 = 3;
+/// Time allowed for the ping of a store that answers (or did until just now).
+const PING_TIMEOUT: Duration = Duration::from_millis(250);
 /// The pause between two write-back batches after an outage, so that the write-back never
 /// crowds out the lookups of live requests.
 const WRITE_BACK_PACE: Duration = Duration::from_millis(2);
@@ -373,20 +376,19 @@ impl Inner {
         self.timeouts_in_a_row.store(0, Ordering::Relaxed);
     }
 
-    /// An error marks the store degraded at once; timeouts do in a row, so that no later request
-    /// waits on a store that has stopped answering.
+    /// An error marks the store degraded at once. Timeouts in a row have the keeper ping now,
+    /// and it marks the store degraded if the ping fails too, so that no later request waits on
+    /// a store that has stopped answering.
     fn failed(&self, fault: Fault) {
-        let (reason, error) = match fault {
+        match fault {
             Fault::Timeout => {
                 let n = self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-                if n < TIMEOUTS_TO_DEGRADE {
-                    return;
+                if n == TIMEOUTS_TO_SUSPECT {
+                    self.wake.notify_one();
                 }
-                ("timeout", None)
             }
-            Fault::Error(e) => ("error", Some(e.to_string())),
-        };
-        self.degrade(reason, error);
+            Fault::Error(e) => self.degrade("error", Some(e.to_string())),
+        }
     }
 
     fn degrade(&self, reason: &'static str, error: Option<String>) {
@@ -639,14 +641,18 @@ async fn keep(inner: Arc<Inner>, target: Target, mut shutdown: watch::Receiver<b
             },
         };
         let mut ping_link = link;
-        let ping = tokio::time::timeout(
-            BACKGROUND_TIMEOUT,
-            ping_link.query::<String>(&redis::cmd("PING")),
-        )
-        .await;
+        let allowed = if healthy {
+            PING_TIMEOUT
+        } else {
+            BACKGROUND_TIMEOUT
+        };
+        let ping =
+            tokio::time::timeout(allowed, ping_link.query::<String>(&redis::cmd("PING"))).await;
         match ping {
             Ok(Ok(_)) => {
                 backoff = BACKOFF_FIRST;
+                // Slow answers, not an outage.
+                inner.succeeded();
                 if !inner.up.load(Ordering::Relaxed) {
                     recover(&inner, &target, ping_link, first).await;
                 }
