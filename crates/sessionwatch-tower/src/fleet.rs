@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use sessionwatch_core::{Fingerprint, SessionRecord};
 
@@ -46,4 +47,10 @@ pub trait FleetStore: Send + Sync + 'static {
     fn update(&self, fingerprint: Fingerprint, record: SessionRecord);
     /// A session that ended or was replaced.
     fn remove(&self, fingerprint: Fingerprint);
+    /// The same store for one thread of a thread-per-core server, which may keep its own
+    /// connection there so that a request's round trip never wakes another thread (see
+    /// [`crate::SessionLayer::for_thread`]). `None`: the thread shares this one.
+    fn for_thread(&self) -> Option<Arc<dyn FleetStore>> {
+        None
+    }
 }

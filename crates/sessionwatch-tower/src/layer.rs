@@ -68,8 +68,12 @@ impl SessionLayer {
     /// every request takes and drops then stay in that core's cache instead of bouncing between
     /// cores.
     pub fn for_thread(&self) -> Self {
+        let mut shared = self.shared.copy();
+        if let Some(own) = shared.fleet.as_ref().and_then(|f| f.for_thread()) {
+            shared.fleet = Some(own);
+        }
         Self {
-            shared: Arc::new(self.shared.copy()),
+            shared: Arc::new(shared),
         }
     }
 

@@ -16,8 +16,8 @@
 //!   keeper task pings with backoff; when Redis answers again it writes `store_recovered`, and
 //!   writes back, on a connection of its own and in paced batches, the near-cache records Redis
 //!   may lack (`SET … NX`: a record another replica wrote meanwhile wins): those used during the
-//!   outage, or all of them when Redis lost its data (a marker key written at connect time is
-//!   gone), so the fleet knows them again.
+//!   outage, or all of them when Redis lost its data (the replica's marker key, written at
+//!   connect time, is gone), so the fleet knows them again.
 //!   A Redis that lost its data answers "unknown", which is no verdict: it costs detection of
 //!   old sessions on replicas that never saw them, never a wrong one.
 //!
@@ -246,6 +246,9 @@ enum Fault {
 }
 
 struct Inner {
+    target: Target,
+    /// This replica, among those sharing the store.
+    replica: u64,
     prefix: Vec<u8>,
     timeout: Duration,
     ttl: Duration,
@@ -268,6 +271,16 @@ struct Inner {
 #[derive(Clone)]
 pub(crate) struct RedisStore {
     inner: Arc<Inner>,
+    /// A worker's own connection, made on its first request on that worker's runtime, so that
+    /// the connection's driver runs on the thread that waits for its answers.
+    local: Option<Arc<LocalLink>>,
+}
+
+/// A connection of one worker thread's own.
+#[derive(Default)]
+struct LocalLink {
+    link: std::sync::OnceLock<Link>,
+    started: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -296,6 +309,8 @@ impl RedisStore {
         let counters = Counters::new(metrics);
         counters.up.set(0.0);
         let inner = Arc::new(Inner {
+            target,
+            replica: rand::random(),
             prefix: config.key_prefix.clone().into_bytes(),
             timeout: config.timeout,
             ttl,
@@ -322,10 +337,10 @@ impl RedisStore {
             log,
         });
         let tasks = [
-            tokio::spawn(keep(inner.clone(), target, shutdown.clone())),
+            tokio::spawn(keep(inner.clone(), shutdown.clone())),
             tokio::spawn(write(inner.clone(), rx, shutdown)),
         ];
-        Ok((Self { inner }, tasks))
+        Ok((Self { inner, local: None }, tasks))
     }
 
     /// Whether the store answers now.
@@ -336,6 +351,33 @@ impl RedisStore {
     /// The connection, while the store answers.
     pub(crate) fn link(&self) -> Option<Link> {
         self.inner.link()
+    }
+
+    /// The connection a request uses, while the store answers: this worker's own once made
+    /// (its first use starts making it here, on this thread's runtime), else the shared one.
+    fn request_link(&self) -> Option<Link> {
+        let shared = self.inner.link()?;
+        let Some(local) = &self.local else {
+            return Some(shared);
+        };
+        if let Some(own) = local.link.get() {
+            return Some(own.clone());
+        }
+        if !local.started.swap(true, Ordering::Relaxed)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (inner, local) = (self.inner.clone(), local.clone());
+            runtime.spawn(async move {
+                match tokio::time::timeout(BACKGROUND_TIMEOUT, inner.target.connect()).await {
+                    Ok(Ok(own)) => {
+                        let _ = local.link.set(own);
+                    }
+                    // Tried again on a later request; the shared connection serves meanwhile.
+                    _ => local.started.store(false, Ordering::Relaxed),
+                }
+            });
+        }
+        Some(shared)
     }
 
     /// The configured key prefix.
@@ -421,9 +463,16 @@ impl Inner {
 }
 
 impl FleetStore for RedisStore {
+    fn for_thread(&self) -> Option<Arc<dyn FleetStore>> {
+        Some(Arc::new(Self {
+            inner: self.inner.clone(),
+            local: Some(Arc::new(LocalLink::default())),
+        }))
+    }
+
     fn lookup(&self, misses: &[Fingerprint]) -> Option<Lookup> {
         let inner = &self.inner;
-        let Some(mut link) = inner.link() else {
+        let Some(mut link) = self.request_link() else {
             inner.counters.skipped_down.increment(1);
             return None;
         };
@@ -494,7 +543,7 @@ impl FleetStore for RedisStore {
         let inner = self.inner.clone();
         inner.unknown.invalidate(&fingerprint.0);
         // Down: the near cache has it, and the write-back on recovery sends it.
-        let mut link = inner.link()?;
+        let mut link = self.request_link()?;
         let cmd = inner.set(fingerprint, &record)?;
         Some(Box::pin(async move {
             match tokio::time::timeout(inner.timeout, link.query::<()>(&cmd)).await {
@@ -605,7 +654,8 @@ async fn write(
 }
 
 /// The keeper: connects, pings, and brings a degraded store back.
-async fn keep(inner: Arc<Inner>, target: Target, mut shutdown: watch::Receiver<bool>) {
+async fn keep(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
+    let target = &inner.target;
     let mut backoff = BACKOFF_FIRST;
     let mut first = true;
     loop {
@@ -654,7 +704,7 @@ async fn keep(inner: Arc<Inner>, target: Target, mut shutdown: watch::Receiver<b
                 // Slow answers, not an outage.
                 inner.succeeded();
                 if !inner.up.load(Ordering::Relaxed) {
-                    recover(&inner, &target, ping_link, first).await;
+                    recover(&inner, target, ping_link, first).await;
                 }
                 first = false;
             }
@@ -702,9 +752,11 @@ async fn recover(inner: &Inner, target: &Target, link: Link, first: bool) {
     inner.up.store(true, Ordering::Relaxed);
     inner.counters.up.set(1.0);
     let since = inner.down_since.lock().ok().and_then(|mut s| s.take());
+    // This replica's own: another replica's write-back after a restart would set a shared one
+    // before this replica had written back what only it knew.
     let marker = {
         let mut key = inner.prefix.clone();
-        key.extend_from_slice(b"{fleet}:marker");
+        key.extend_from_slice(format!("{{fleet}}:marker:{:016x}", inner.replica).as_bytes());
         key
     };
     let mut own = match tokio::time::timeout(BACKGROUND_TIMEOUT, target.connect()).await {
