@@ -260,3 +260,38 @@ async fn a_request_that_waited_out_its_lookup_does_not_wait_for_its_write() {
     // The session still reaches the fleet, batched.
     assert_eq!(fleet.updated.load(Ordering::Relaxed), 1);
 }
+
+#[test]
+fn the_fleet_hears_of_a_last_use_once_an_eighth_of_the_idle_timeout() {
+    use sessionwatch_core::Timestamp;
+    let idle = Duration::from_secs(800);
+    let at = |s: u64| Timestamp::from_millis(1_000_000_000 + s * 1000);
+    let record = |seen: u64| SessionRecord {
+        last_seen: at(seen),
+        ..SessionRecord::issued(BackendId(0), at(0))
+    };
+    // Touches within one eighth (100 s) of the timeout: the fleet's copy is recent enough.
+    assert!(!crate::future::fleet_needs(
+        Some(record(0)),
+        &record(30),
+        idle
+    ));
+    assert!(!crate::future::fleet_needs(
+        Some(record(30)),
+        &record(60),
+        idle
+    ));
+    // Into the next eighth: written.
+    assert!(crate::future::fleet_needs(
+        Some(record(90)),
+        &record(120),
+        idle
+    ));
+    // Anything else that changed is written at once.
+    let lost = SessionRecord {
+        lost: true,
+        ..record(31)
+    };
+    assert!(crate::future::fleet_needs(Some(record(30)), &lost, idle));
+    assert!(crate::future::fleet_needs(None, &record(30), idle));
+}

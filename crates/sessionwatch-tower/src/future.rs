@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use http::header::{LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Request, Response};
@@ -248,7 +249,18 @@ fn apply_updates<RB>(
                     (Some(fleet), Some(_)) if !ctx.fleet_waited_out => {
                         writes.extend(fleet.publish(fingerprint, record))
                     }
-                    (Some(fleet), _) => fleet.update(fingerprint, record),
+                    (Some(fleet), Some(_)) => fleet.update(fingerprint, record),
+                    (Some(fleet), None) => {
+                        let before = ctx
+                            .carried
+                            .as_slice()
+                            .iter()
+                            .find(|c| c.fingerprint == fingerprint)
+                            .and_then(|c| c.record);
+                        if fleet_needs(before, &record, shared.profile.idle_timeout()) {
+                            fleet.update(fingerprint, record);
+                        }
+                    }
                     (None, _) => {}
                 }
             }
@@ -271,6 +283,34 @@ fn apply_updates<RB>(
         1 => writes.pop(),
         _ => Some(join(writes)),
     }
+}
+
+/// Whether the fleet's store must hear of a change to a record it has: anything but the last
+/// use, and the last use once per eighth of the idle timeout (when it crosses into another
+/// eighth). The near cache is touched every sixty-fourth; the fleet's copy needs to be only
+/// recent enough that its expiry (the idle timeout after its last use) never comes while the
+/// session is in use, and another replica that adopts it sees it idle for at most an eighth of
+/// the timeout more than it is.
+pub(crate) fn fleet_needs(
+    before: Option<SessionRecord>,
+    after: &SessionRecord,
+    idle: Duration,
+) -> bool {
+    let Some(before) = before else {
+        return true;
+    };
+    let same_but_last_use = SessionRecord {
+        last_seen: after.last_seen,
+        presented: after.presented,
+        ..before
+    } == *after;
+    if !same_but_last_use {
+        return true;
+    }
+    let eighth = u64::try_from((idle / 8).as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    before.last_seen.as_millis() / eighth != after.last_seen.as_millis() / eighth
 }
 
 /// The writes of one answer (one per session cookie it issued), waited on together so that the
