@@ -513,19 +513,7 @@ def markdown(results: dict) -> str:
         w("")
         w(f"The same number of SETs piped straight into a fresh redis-server (key bytes/value bytes, PX 1800000): "
           + "; ".join(f"{k}: {v} B per key" for k, v in mem["direct_bytes_per_key"].items()) + ".")
-    w("")
-    w("Targets:")
-    w("")
-    w("| goal | measured | met |")
-    w("|---|---|---|")
-    for goal, figure, ok in results["targets"]:
-        w(f"| {goal} | {figure} | {'yes' if ok else ('n/a' if ok is None else 'no')} |")
-    if results["problems"]:
-        w("")
-        w("Problems seen:")
-        w("")
-        for p in results["problems"]:
-            w(f"- {p}")
+    h.write_targets(w, results)
     return "\n".join(lines) + "\n"
 
 
@@ -551,9 +539,11 @@ def targets_check(results: dict) -> list[tuple[str, str, bool | None]]:
     out.append(("req/s with the Redis store (warm) > HAProxy's stick table", f"{r:.3f}x" if r else "n/a",
                 r is not None and r > 1.0))
     b = mem.get("bytes_per_session")
-    large = (mem.get("sessions") or [0, 0, 0])[2]
-    out.append((f"<= 150 B per session in Redis at {large:,} sessions", f"{b:.1f} B" if b else "n/a",
-                b is not None and b <= 150))
+    if b is None:
+        out.append(("<= 150 B per session in Redis (not measured in this run: --no-memory)", "n/a", None))
+    else:
+        large = mem["sessions"][2]
+        out.append((f"<= 150 B per session in Redis at {large:,} sessions", f"{b:.1f} B", b <= 150))
     return out
 
 

@@ -948,6 +948,12 @@ def markdown(results: dict) -> str:
                 f"| {LABELS[name]} | {x['p50']:.0f} | {x['p99']:.0f} | {x['added_p50']:.0f} | "
                 f"{', '.join(str(v) for v in x['added_p50_per_round'])} |"
             )
+    write_targets(w, results)
+    return "\n".join(lines) + "\n"
+
+
+def write_targets(w, results: dict) -> None:
+    """The report's last part, alike in every harness: each target met or not, then the problems."""
     w("")
     w("Targets:")
     w("")
@@ -961,7 +967,6 @@ def markdown(results: dict) -> str:
         w("")
         for p in results["problems"]:
             w(f"- {p}")
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------
