@@ -885,3 +885,47 @@ fn discovery_entries_say_what_is_wrong_where() {
         "only for a backend discovered by DNS",
     );
 }
+
+#[test]
+fn a_backend_url_without_a_port_is_refused() {
+    one_error(
+        "[[backends]]\nname = \"a\"\nurl = \"http://app.internal\"\n",
+        "farm.toml:3:7: backends[0].url: ",
+        "give the port: http://app.internal:PORT",
+    );
+    one_error(
+        "[[backends]]\nname = \"a\"\nurl = \"http://[fd00::7]/\"\n",
+        "farm.toml:3:7: backends[0].url: ",
+        "give the port",
+    );
+}
+
+#[test]
+fn the_admin_listener_cannot_share_the_traffic_listeners_address() {
+    one_error(
+        &format!(
+            "[listen]\naddress = \"127.0.0.1:8080\"\n[admin]\naddress = \"127.0.0.1:8080\"\n{BACKEND}"
+        ),
+        "farm.toml:4:11: admin.address: ",
+        "the traffic listener's address too",
+    );
+    // The wildcard takes the port on every address.
+    one_error(
+        &format!(
+            "[listen]\naddress = \"0.0.0.0:8080\"\n[admin]\naddress = \"127.0.0.1:8080\"\n{BACKEND}"
+        ),
+        "farm.toml:4:11: admin.address: ",
+        "a port of its own",
+    );
+    // Port 0 picks a free port for each; other ports or addresses do not clash.
+    for (listen, admin) in [
+        ("127.0.0.1:0", "127.0.0.1:0"),
+        ("127.0.0.1:8080", "127.0.0.1:9090"),
+        ("127.0.0.1:8080", "127.0.0.2:8080"),
+    ] {
+        parse(&format!(
+            "[listen]\naddress = \"{listen}\"\n[admin]\naddress = \"{admin}\"\n{BACKEND}"
+        ))
+        .unwrap_or_else(|e| panic!("{listen} and {admin}: {e}"));
+    }
+}

@@ -45,6 +45,15 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
         None => None,
     };
 
+    if let (Some(listen), Some(admin)) = (listen, admin)
+        && clash(listen, admin)
+    {
+        issues.push(
+            p("admin").key("address"),
+            format!("{admin} is the traffic listener's address too (listen.address = {listen}): give the admin listener a port of its own"),
+        );
+    }
+
     let backends = backends(&mut issues, &raw);
     let discovery = super::discovery::entries(&mut issues, &raw);
     let balance = one_of(
@@ -262,9 +271,21 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
         };
         match url.parse::<Uri>() {
             Ok(uri) => match (uri.scheme_str(), uri.authority(), uri.path()) {
-                (Some("http"), Some(authority), "" | "/")
-                    if authority.port_u16().is_some() || !authority.host().is_empty() =>
-                {
+                (Some("http"), Some(authority), "" | "/") if authority.port_u16().is_none() => {
+                    // An implied port 80 is seldom what a farm listens on, and a typo that drops
+                    // the port would send every request to the wrong place.
+                    issues.push(
+                        path.clone().key("url"),
+                        format!(
+                            "give the port: http://{}:PORT",
+                            authority
+                                .host()
+                                .trim_start_matches('[')
+                                .trim_end_matches(']')
+                        ),
+                    )
+                }
+                (Some("http"), Some(authority), "" | "/") if !authority.host().is_empty() => {
                     if let Some(name) = name {
                         out.push(BackendConfig {
                             name: name.to_owned(),
@@ -644,4 +665,12 @@ fn listen_limits(issues: &mut Issues, raw: &FileConfig) -> (usize, ConnectionLim
         }
     };
     (max_header_bytes, max_connections)
+}
+
+/// Whether two listeners would take the same socket: the same port (not 0, which picks a free
+/// one each time) on the same address, or on an address and the wildcard.
+fn clash(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
