@@ -511,3 +511,112 @@ fn demo_refuses_an_unknown_pin_policy_naming_the_accepted_ones() {
     );
     assert!(out.stdout.is_empty(), "{}", out.stdout);
 }
+
+/// The `sessionwatch.toml` of the ConfigMap in `deploy/kubernetes/sessionwatch.yaml`, as the pod
+/// reads it.
+fn manifest_config() -> String {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/sessionwatch.yaml");
+    let manifest =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = manifest
+        .lines()
+        .skip_while(|l| l.trim() != "sessionwatch.toml: |");
+    assert!(
+        lines.next().is_some(),
+        "no sessionwatch.toml in the ConfigMap"
+    );
+    lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_manifests_config_starts_without_writing_a_file() {
+    // The pod's root filesystem is read-only: an alert log file in the working directory made it
+    // crash-loop. Run the ConfigMap's own configuration (its cluster names swapped for local
+    // ones, its listeners moved to free loopback ports) in an empty directory, and check that
+    // it serves and leaves the directory empty.
+    let scratch = Scratch::new("manifest");
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in backend.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (listen, admin) = (free(), free());
+    let config = manifest_config()
+        .replace("0.0.0.0:8080", &listen.to_string())
+        .replace("0.0.0.0:9090", &admin.to_string())
+        .replace(
+            "alertmanager.monitoring.svc.cluster.local:9093",
+            "127.0.0.1:1",
+        )
+        .replace(
+            "dns = \"shop-headless.shop.svc.cluster.local:8080\"",
+            &format!("name = \"shop-0\"\nurl = \"http://{backend_addr}\""),
+        );
+    assert!(!config.contains("svc.cluster.local:8080\""), "{config}");
+    let dir = scratch.0.join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sessionwatch.toml");
+    std::fs::write(&file, &config).unwrap();
+    let cwd = scratch.0.join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut guard = KillOnDrop(
+        command(&["serve", "--config", file.to_str().unwrap()], &cwd)
+            .env("SESSIONWATCH_FINGERPRINT_KEY", KEY)
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    let start = Instant::now();
+    let answer = loop {
+        let mut answer = String::new();
+        if let Ok(mut conn) = TcpStream::connect(listen) {
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let _ = conn.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n");
+            let _ = conn.read_to_string(&mut answer);
+        }
+        if answer.starts_with("HTTP/1.1 200") || start.elapsed() > DEADLINE {
+            break answer;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("serve exited with {status}: {}", err.join().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = exit_status(child, "serve");
+    let (_, stderr) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "{status:?}\n{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&cwd)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the pod would write {left:?} on its read-only filesystem"
+    );
+}
