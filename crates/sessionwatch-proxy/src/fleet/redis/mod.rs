@@ -21,141 +21,62 @@
 //!   A Redis that lost its data answers "unknown", which is no verdict: it costs detection of
 //!   old sessions on replicas that never saw them, never a wrong one.
 //!
-//! [`codec`]: super::codec
+//! [`codec`]: crate::fleet::codec
+//!
+//! The connection ([`link`]), the writer of batches ([`writer`]) and the keeper that pings and
+//! recovers ([`keeper`]) are rooms of their own; this one holds the store and its request path.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{Counter, Gauge};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::{IntoConnectionInfo, RedisError, RedisResult};
+use redis::RedisError;
 use sessionwatch_core::{Fingerprint, SessionRecord, Timestamp};
 use sessionwatch_tower::{BackendDirectory, FleetStore, Found, Lookup, MokaStore, Publish};
 use tokio::sync::{Notify, mpsc, watch};
 
-use super::codec;
 use crate::config::RedisConfig;
+use crate::fleet::codec;
 use crate::metrics::Metrics;
 use crate::report::alert_log::AlertLog;
 use crate::report::lines::{AlertLine, LineKind, StoreLine};
 
 /// Pending batched changes; past it, updates are dropped (the write-back on recovery and the
 /// next touch cover them).
-const QUEUE: usize = 65_536;
+pub(super) const QUEUE: usize = 65_536;
 /// Changes sent in one pipeline.
-const BATCH: usize = 512;
+pub(super) const BATCH: usize = 512;
 /// How long the writer gathers changes after the first before it sends them: a pipeline of
 /// many rather than a round trip per change.
-const GATHER: Duration = Duration::from_millis(5);
+pub(super) const GATHER: Duration = Duration::from_millis(5);
 /// Timeouts in a row that make the keeper ping at once; the store is degraded only if the ping
 /// fails too. Requests on a loaded machine can miss a 5 ms deadline together while Redis is
 /// fine; a Redis that has stopped answering misses the ping as well.
-const TIMEOUTS_TO_SUSPECT: u32 = 3;
+pub(super) const TIMEOUTS_TO_SUSPECT: u32 = 3;
 /// Time allowed for the ping of a store that answers (or did until just now).
-const PING_TIMEOUT: Duration = Duration::from_millis(250);
+pub(super) const PING_TIMEOUT: Duration = Duration::from_millis(250);
 /// The pause between two write-back batches after an outage, so that the write-back never
 /// crowds out the lookups of live requests.
-const WRITE_BACK_PACE: Duration = Duration::from_millis(2);
+pub(super) const WRITE_BACK_PACE: Duration = Duration::from_millis(2);
 /// Removals kept while the store is down, replayed when it is back.
-const MAX_PENDING_REMOVALS: usize = 100_000;
+pub(super) const MAX_PENDING_REMOVALS: usize = 100_000;
 /// How long a fingerprint Redis did not know is not asked about again.
-const UNKNOWN_FOR: Duration = Duration::from_secs(1);
+pub(super) const UNKNOWN_FOR: Duration = Duration::from_secs(1);
 /// Time allowed for a ping, a connection attempt, or a batch (none is on a request's path).
-const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Backoff between attempts to reach a degraded store.
-const BACKOFF_FIRST: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+pub(super) const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How often a healthy store is pinged, so that an outage is seen without traffic.
-const PING_EVERY: Duration = Duration::from_secs(1);
+pub(super) const PING_EVERY: Duration = Duration::from_secs(1);
 
-/// A connection: one server through the reconnecting manager, or a cluster.
-#[derive(Clone)]
-pub(crate) enum Link {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
+mod keeper;
+mod link;
+mod writer;
 
-impl Link {
-    pub(crate) async fn query<T: redis::FromRedisValue>(
-        &mut self,
-        cmd: &redis::Cmd,
-    ) -> RedisResult<T> {
-        match self {
-            Link::Single(c) => cmd.query_async(c).await,
-            Link::Cluster(c) => cmd.query_async(c).await,
-        }
-    }
-
-    pub(crate) async fn pipe<T: redis::FromRedisValue>(
-        &mut self,
-        pipe: &redis::Pipeline,
-    ) -> RedisResult<T> {
-        match self {
-            Link::Single(c) => pipe.query_async(c).await,
-            Link::Cluster(c) => pipe.query_async(c).await,
-        }
-    }
-}
-
-/// How to reach Redis, read from the configuration once.
-enum Target {
-    Single(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
-}
-
-impl Target {
-    fn new(config: &RedisConfig) -> RedisResult<Self> {
-        let certs = || redis::TlsCertificates {
-            client_tls: None,
-            root_cert: config.ca.clone(),
-        };
-        let info = |url: &str| -> RedisResult<redis::ConnectionInfo> {
-            let mut info = url.into_connection_info()?;
-            if let Some(password) = &config.password {
-                info.redis.password = Some(password.clone());
-            }
-            Ok(info)
-        };
-        if config.cluster {
-            let nodes = config
-                .urls
-                .iter()
-                .map(|u| info(u))
-                .collect::<RedisResult<Vec<_>>>()?;
-            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
-                .connection_timeout(BACKGROUND_TIMEOUT)
-                .response_timeout(BACKGROUND_TIMEOUT)
-                .retries(0);
-            if config.ca.is_some() {
-                builder = builder.certs(certs());
-            }
-            return Ok(Target::Cluster(builder.build()?));
-        }
-        let url = config.urls.first().map(String::as_str).unwrap_or_default();
-        let client = match &config.ca {
-            Some(_) => redis::Client::build_with_tls(info(url)?, certs())?,
-            None => redis::Client::open(info(url)?)?,
-        };
-        Ok(Target::Single(client))
-    }
-
-    async fn connect(&self) -> RedisResult<Link> {
-        match self {
-            Target::Single(client) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(BACKGROUND_TIMEOUT)
-                    .set_response_timeout(BACKGROUND_TIMEOUT)
-                    .set_number_of_retries(1)
-                    .set_max_delay(100);
-                let manager = ConnectionManager::new_with_config(client.clone(), config).await?;
-                Ok(Link::Single(manager))
-            }
-            Target::Cluster(client) => Ok(Link::Cluster(client.get_async_connection().await?)),
-        }
-    }
-}
+pub(crate) use link::Link;
+use link::{LocalLink, Target};
 
 /// The store's counters.
 struct Counters {
@@ -276,13 +197,6 @@ pub(crate) struct RedisStore {
     local: Option<Arc<LocalLink>>,
 }
 
-/// A connection of one worker thread's own.
-#[derive(Default)]
-struct LocalLink {
-    link: std::sync::OnceLock<Link>,
-    started: AtomicBool,
-}
-
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
@@ -337,8 +251,8 @@ impl RedisStore {
             log,
         });
         let tasks = [
-            tokio::spawn(keep(inner.clone(), shutdown.clone())),
-            tokio::spawn(write(inner.clone(), rx, shutdown)),
+            tokio::spawn(keeper::keep(inner.clone(), shutdown.clone())),
+            tokio::spawn(writer::write(inner.clone(), rx, shutdown)),
         ];
         Ok((Self { inner, local: None }, tasks))
     }
@@ -592,260 +506,4 @@ impl FleetStore for RedisStore {
             pending.push(fingerprint);
         }
     }
-}
-
-/// The writer: sends batched changes as pipelines.
-async fn write(
-    inner: Arc<Inner>,
-    mut rx: mpsc::Receiver<Change>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let first = tokio::select! {
-            n = rx.recv_many(&mut batch, BATCH) => n,
-            _ = crate::shutdown::stopped(&mut shutdown) => return,
-        };
-        if first == 0 {
-            return;
-        }
-        if batch.len() < BATCH {
-            tokio::time::sleep(GATHER).await;
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(change) => batch.push(change),
-                    Err(_) => break,
-                }
-            }
-        }
-        let n = batch.len();
-        let mut pipe = redis::pipe();
-        for change in batch.drain(..) {
-            match change {
-                Change::Put(f, record) => {
-                    if let Some(cmd) = inner.set(f, &record) {
-                        pipe.add_command(cmd).ignore();
-                    }
-                }
-                Change::Remove(f) => {
-                    pipe.cmd("DEL").arg(inner.key(f)).ignore();
-                }
-            }
-        }
-        let Some(mut link) = inner.link() else {
-            inner.counters.dropped.increment(n as u64);
-            continue;
-        };
-        match tokio::time::timeout(BACKGROUND_TIMEOUT, link.pipe::<()>(&pipe)).await {
-            Ok(Ok(())) => {
-                inner.succeeded();
-                inner.counters.batch_ok.increment(n as u64);
-            }
-            Ok(Err(e)) => {
-                inner.counters.batch_failed.increment(n as u64);
-                inner.failed(Fault::Error(e));
-            }
-            Err(_) => {
-                inner.counters.batch_failed.increment(n as u64);
-                inner.failed(Fault::Timeout);
-            }
-        }
-    }
-}
-
-/// The keeper: connects, pings, and brings a degraded store back.
-async fn keep(inner: Arc<Inner>, mut shutdown: watch::Receiver<bool>) {
-    let target = &inner.target;
-    let mut backoff = BACKOFF_FIRST;
-    let mut first = true;
-    loop {
-        let healthy = inner.up.load(Ordering::Relaxed);
-        let wait = if healthy { PING_EVERY } else { backoff };
-        if !first {
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = inner.wake.notified(), if healthy => {}
-                _ = crate::shutdown::stopped(&mut shutdown) => return,
-            }
-        }
-        let current = inner.link.read().ok().and_then(|l| l.clone());
-        let link = match current {
-            Some(link) => link,
-            None => match tokio::time::timeout(BACKGROUND_TIMEOUT, target.connect()).await {
-                Ok(Ok(link)) => {
-                    if let Ok(mut slot) = inner.link.write() {
-                        *slot = Some(link.clone());
-                    }
-                    link
-                }
-                Ok(Err(e)) => {
-                    unreachable_at_start(&inner, &mut first, Some(e.to_string()));
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-                Err(_) => {
-                    unreachable_at_start(&inner, &mut first, None);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-            },
-        };
-        let mut ping_link = link;
-        let allowed = if healthy {
-            PING_TIMEOUT
-        } else {
-            BACKGROUND_TIMEOUT
-        };
-        let ping =
-            tokio::time::timeout(allowed, ping_link.query::<String>(&redis::cmd("PING"))).await;
-        match ping {
-            Ok(Ok(_)) => {
-                backoff = BACKOFF_FIRST;
-                // Slow answers, not an outage.
-                inner.succeeded();
-                if !inner.up.load(Ordering::Relaxed) {
-                    recover(&inner, target, ping_link, first).await;
-                }
-                first = false;
-            }
-            Ok(Err(e)) => {
-                // A server that refuses us (a wrong password, say) is an outage like any other.
-                let error = Some(e.to_string());
-                if first {
-                    unreachable_at_start(&inner, &mut first, error);
-                } else {
-                    inner.degrade("error", error);
-                }
-                // A fresh connection next time: the old one may never come back.
-                if let Ok(mut slot) = inner.link.write() {
-                    *slot = None;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-            Err(_) => {
-                if first {
-                    unreachable_at_start(&inner, &mut first, None);
-                } else {
-                    inner.degrade("timeout", None);
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
-}
-
-/// A Redis that cannot be reached at start is an outage from the start: said once.
-fn unreachable_at_start(inner: &Inner, first: &mut bool, error: Option<String>) {
-    if !*first {
-        return;
-    }
-    *first = false;
-    // Marked up for a moment so that `degrade` reports the transition once.
-    inner.up.store(true, Ordering::Relaxed);
-    inner.degrade("unreachable", error);
-}
-
-/// Redis answers again: requests use it at once, and this task writes back what Redis may lack,
-/// on a connection of its own so that the write-back never queues in front of a request.
-async fn recover(inner: &Inner, target: &Target, link: Link, first: bool) {
-    inner.succeeded();
-    inner.up.store(true, Ordering::Relaxed);
-    inner.counters.up.set(1.0);
-    let since = inner.down_since.lock().ok().and_then(|mut s| s.take());
-    // This replica's own: another replica's write-back after a restart would set a shared one
-    // before this replica had written back what only it knew.
-    let marker = {
-        let mut key = inner.prefix.clone();
-        key.extend_from_slice(format!("{{fleet}}:marker:{:016x}", inner.replica).as_bytes());
-        key
-    };
-    let mut own = match tokio::time::timeout(BACKGROUND_TIMEOUT, target.connect()).await {
-        Ok(Ok(own)) => own,
-        _ => link,
-    };
-    if first && since.is_none() {
-        // Connected at start: nothing was missed. The marker tells a later recovery whether
-        // Redis kept its data meanwhile.
-        let _ = tokio::time::timeout(
-            BACKGROUND_TIMEOUT,
-            own.query::<()>(redis::cmd("SET").arg(&marker).arg(1)),
-        )
-        .await;
-        return;
-    }
-    let kept = matches!(
-        tokio::time::timeout(
-            BACKGROUND_TIMEOUT,
-            own.query::<u8>(redis::cmd("EXISTS").arg(&marker))
-        )
-        .await,
-        Ok(Ok(1))
-    );
-    // With its data kept, Redis lacks only what changed here while it was out (a second of
-    // slack for clocks that read the same instant apart); without it, everything.
-    let changed_after = match (kept, since) {
-        (true, Some(since)) => {
-            let out_for = since.elapsed() + Duration::from_secs(1);
-            Timestamp::from_millis(
-                Timestamp::now()
-                    .as_millis()
-                    .saturating_sub(u64::try_from(out_for.as_millis()).unwrap_or(u64::MAX)),
-            )
-        }
-        _ => Timestamp::from_millis(0),
-    };
-    let removals = inner
-        .pending_removals
-        .lock()
-        .map(|mut p| std::mem::take(&mut *p))
-        .unwrap_or_default();
-    let mut records = Vec::new();
-    inner.near.for_each_record(|f, r| {
-        if r.last_seen.as_millis() >= changed_after.as_millis() {
-            records.push((f, r));
-        }
-    });
-    let mut rewritten = 0u64;
-    for chunk in records.chunks(BATCH) {
-        let mut pipe = redis::pipe();
-        for (f, record) in chunk {
-            if let Some(mut cmd) = inner.set(*f, record) {
-                cmd.arg("NX");
-                pipe.add_command(cmd).ignore();
-                rewritten += 1;
-            }
-        }
-        if !matches!(
-            tokio::time::timeout(BACKGROUND_TIMEOUT, own.pipe::<()>(&pipe)).await,
-            Ok(Ok(()))
-        ) {
-            break;
-        }
-        tokio::time::sleep(WRITE_BACK_PACE).await;
-    }
-    for chunk in removals.chunks(BATCH) {
-        let mut pipe = redis::pipe();
-        for f in chunk {
-            pipe.cmd("DEL").arg(inner.key(*f)).ignore();
-        }
-        let _ = tokio::time::timeout(BACKGROUND_TIMEOUT, own.pipe::<()>(&pipe)).await;
-    }
-    let _ = tokio::time::timeout(
-        BACKGROUND_TIMEOUT,
-        own.query::<()>(redis::cmd("SET").arg(&marker).arg(1)),
-    )
-    .await;
-    let down_ms = since.map(|s| u64::try_from(s.elapsed().as_millis()).unwrap_or(u64::MAX));
-    tracing::info!(down_ms, rewritten, kept, "session store recovered");
-    inner.log.emit(AlertLine::new(
-        LineKind::StoreRecovered,
-        SystemTime::now(),
-        &StoreLine {
-            store: "redis",
-            reason: if kept { "answering" } else { "answering_empty" },
-            error: None,
-            down_ms,
-            rewritten: Some(rewritten),
-        },
-    ));
 }
