@@ -334,3 +334,33 @@ async fn with_proxy_headers_required_a_peer_that_is_not_a_trusted_proxy_is_close
     assert_eq!(s.farm.served_total(), 0, "a request reached the farm");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_is_read_once_and_names_the_client_of_every_request_after_it() {
+    let s = Setup::new(WITH_PROXY_PROTOCOL).await;
+    let mut c = ClientConn::connect(s.proxy.addr()).await.unwrap();
+    // The header and the first request in one write, as a balancer sends them.
+    let mut first = b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 80\r\n".to_vec();
+    first.extend_from_slice(b"GET /headers HTTP/1.1\r\nHost: shop\r\n\r\n");
+    c.send(&first).await.unwrap();
+    for n in 0..3 {
+        if n > 0 {
+            c.send(b"GET /headers HTTP/1.1\r\nHost: shop\r\n\r\n")
+                .await
+                .unwrap();
+        }
+        let reply = tokio::time::timeout(Duration::from_secs(10), c.read_answer(false))
+            .await
+            .expect("an answer within 10 s");
+        let Reply::Complete { head, body } = reply else {
+            panic!("request {n}: no whole answer: {reply:?}");
+        };
+        assert_eq!(head.status, 200, "request {n}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("x-forwarded-for: 203.0.113.9\n"),
+            "request {n}: {body}"
+        );
+    }
+    s.stop().await;
+}
