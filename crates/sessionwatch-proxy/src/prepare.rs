@@ -1,11 +1,12 @@
 //! What a client's request must satisfy before it goes to the farm, and what the proxy does to
 //! its head: the `Host` rules (RFC 9112 3.2), hop-by-hop headers (RFC 9110 7.6.1), `Cookie`
-//! fields joined (RFC 9113 8.2.3), a bounded request id, and the de facto X-Forwarded-*; and
-//! [`Prepare`], the step that does it to every request of a connection, outermost in the stack.
+//! fields joined (RFC 9113 8.2.3), a bounded request id, and the de facto X-Forwarded-*
+//! ([`forwarded`]); and [`Prepare`], the step that does it to every request of a connection,
+//! outermost in the stack, on the plain HTTP/1.1 path and hyper's alike.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +28,8 @@ use crate::hop_by_hop::{HOP_BY_HOP, is_upgrade, strip_hop_by_hop};
 use crate::listen::{Handler, Peer};
 use crate::respond::{ForwardError, Respond};
 use crate::upstream::body::{RequestBody, ResponseBody};
+
+mod forwarded;
 
 /// Client address chain.
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -135,7 +138,7 @@ pub(crate) fn prepare<B>(
     if found.cookies > 1 {
         join_cookies(req.headers_mut());
     }
-    add_forwarded(req.headers_mut(), peer.client_ip.clone(), "http", None);
+    let client = forwarded::set_forwarded(req.headers_mut(), peer, "http");
     let headers = req.headers_mut();
     let kept = match found.request_ids {
         1 => headers
@@ -152,7 +155,11 @@ pub(crate) fn prepare<B>(
             id
         }
     };
-    Ok(Prepared { id, upgrade })
+    Ok(Prepared {
+        id,
+        upgrade,
+        client,
+    })
 }
 
 /// What [`prepare`] found out about a request it let through.
@@ -162,6 +169,8 @@ pub(crate) struct Prepared {
     pub id: HeaderValue,
     /// Whether the request asks to switch protocols.
     pub upgrade: bool,
+    /// The client, as [`forwarded::set_forwarded`] found it: what logs name.
+    pub client: IpAddr,
 }
 
 /// Whether a `Connection` header names one of the [`PROTECTED`] fields.
@@ -238,36 +247,6 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Append the client (its IP as a header value) to `X-Forwarded-For` and set
-/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub(crate) fn add_forwarded(
-    headers: &mut HeaderMap,
-    client_ip: Option<HeaderValue>,
-    proto: &'static str,
-    host: Option<HeaderValue>,
-) {
-    if let Some(ip) = client_ip {
-        // Earlier proxies may have sent several X-Forwarded-For lines: keep every entry.
-        let mut joined: Vec<u8> = Vec::new();
-        for prev in headers.get_all(X_FORWARDED_FOR) {
-            joined.extend_from_slice(prev.as_bytes());
-            joined.extend_from_slice(b", ");
-        }
-        if joined.is_empty() {
-            headers.insert(X_FORWARDED_FOR, ip);
-        } else {
-            joined.extend_from_slice(ip.as_bytes());
-            if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                headers.insert(X_FORWARDED_FOR, v);
-            }
-        }
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(h) = host.or_else(|| headers.get(HOST).cloned()) {
-        headers.insert(X_FORWARDED_HOST, h);
-    }
-}
-
 /// Request ids for one worker: its prefix and a counter, formatted without allocating a
 /// `String`; cheap enough for every request, unique across workers and, in practice, restarts.
 #[derive(Clone)]
@@ -337,15 +316,20 @@ where
     ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static + use<S> {
         // Before anything reads the request, so the session layer sees exactly what the backend
         // will see (a `Connection: x` must not hide `x` from the backend alone).
-        let id = match prepare(&mut req, &self.peer, || self.ids.next()) {
-            Ok(Prepared { id, upgrade }) => {
+        let (id, client) = match prepare(&mut req, &self.peer, || self.ids.next()) {
+            Ok(Prepared {
+                id,
+                upgrade,
+                client,
+            }) => {
                 if upgrade {
                     req.extensions_mut().insert(self.peer.held.clone());
                 }
-                id
+                (id, client)
             }
             Err(refused) => {
-                tracing::debug!(status = %refused.status(), error = %refused, "refused");
+                let client = self.peer.addr;
+                tracing::debug!(%client, status = %refused.status(), error = %refused, "refused");
                 let mut resp = refused.into_response();
                 resp.headers_mut().insert(X_REQUEST_ID, self.ids.next());
                 return Either::Left(std::future::ready(resp));
@@ -355,7 +339,7 @@ where
             req.extensions_mut().insert(FirstOnConnection);
         }
         Either::Right(WithId {
-            answer: self.inner.respond(req),
+            answer: self.inner.respond_for(req, Some(client)),
             id: Some(id),
         })
     }
@@ -397,7 +381,10 @@ mod tests {
 
     fn peer() -> Peer {
         Peer {
-            client_ip: None,
+            addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            addr_value: None,
+            trusted: false,
+            trust: Arc::default(),
             local: "127.0.0.1:8080".parse().unwrap(),
             held: crate::extensions::ClientConnection(Arc::new(())),
         }
@@ -460,22 +447,5 @@ mod tests {
         }
         let req = prepared("http://a.example/x", &["b.example"]).unwrap();
         assert_eq!(req.headers()[HOST], "a.example");
-    }
-
-    #[test]
-    fn forwarded_headers_append() {
-        let mut h = HeaderMap::new();
-        h.append(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
-        h.append(X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.7"));
-        h.insert(HOST, HeaderValue::from_static("shop.example"));
-        add_forwarded(
-            &mut h,
-            Some(HeaderValue::from_static("127.0.0.1")),
-            "http",
-            None,
-        );
-        assert_eq!(h[X_FORWARDED_FOR], "203.0.113.9, 198.51.100.7, 127.0.0.1");
-        assert_eq!(h[X_FORWARDED_PROTO], "http");
-        assert_eq!(h[X_FORWARDED_HOST], "shop.example");
     }
 }

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -194,9 +195,19 @@ where
     /// that a panic while they build their future is caught with the rest, and the steps'
     /// future is built in its place rather than moved there.
     pub(crate) fn respond(&self, req: Request<RequestBody>) -> RespondFuture<S> {
+        self.respond_for(req, None)
+    }
+
+    /// [`respond`](Self::respond), with the client a failure's log line names.
+    pub(crate) fn respond_for(
+        &self,
+        req: Request<RequestBody>,
+        client: Option<IpAddr>,
+    ) -> RespondFuture<S> {
         RespondFuture {
             // Kept for the log line of a failure; a clone of a `Uri` shares its bytes.
             uri: req.uri().clone(),
+            client,
             state: State::Waiting {
                 svc: self.inner.clone(),
                 req: Some(req),
@@ -230,6 +241,7 @@ pin_project! {
         #[pin]
         state: State<S>,
         uri: Uri,
+        client: Option<IpAddr>,
     }
 }
 
@@ -286,25 +298,26 @@ where
         };
         Poll::Ready(Ok(match result {
             Ok(resp) => resp,
-            Err(e) => answer(e, this.uri),
+            Err(e) => answer(e, this.uri, *this.client),
         }))
     }
 }
 
 /// The answer for `e`, logged once.
-fn answer(e: ForwardError, uri: &Uri) -> Response<ResponseBody> {
+fn answer(e: ForwardError, uri: &Uri, client: Option<IpAddr>) -> Response<ResponseBody> {
     let status = e.status();
     let path = loggable_path(uri.path());
+    let client = client.map(tracing::field::display);
     match &e {
         ForwardError::RequestBody { .. }
         | ForwardError::PinnedBackendDown { .. }
         | ForwardError::NoHealthyBackend => {
-            tracing::debug!(%status, path, error = %e, "refused");
+            tracing::debug!(client, %status, path, error = %e, "refused");
         }
         ForwardError::Panicked => {
-            tracing::error!(%status, path, "a request's handling panicked; answered 500");
+            tracing::error!(client, %status, path, "a request's handling panicked; answered 500");
         }
-        _ => tracing::warn!(%status, path, error = %error_chain(&e), "upstream failure"),
+        _ => tracing::warn!(client, %status, path, error = %error_chain(&e), "upstream failure"),
     }
     e.into_response()
 }

@@ -418,6 +418,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             send_timeout: config.send_timeout,
             max_header_bytes: config.max_header_bytes,
             max_connections: per_worker,
+            forwarded: config.forwarded.clone(),
             pin: config.pin.clone(),
             health: health.clone(),
             metrics: metrics.clone(),

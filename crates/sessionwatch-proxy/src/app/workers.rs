@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::stack;
 use crate::backends::Backends;
 use crate::backends::health::Health;
-use crate::config::{PinConfig, UpstreamConfig};
+use crate::config::{ForwardedConfig, PinConfig, UpstreamConfig};
 use crate::listen::{self, ClientLimits, ConnectionCap};
 use crate::metrics::Metrics;
 use crate::prepare::RequestIds;
@@ -61,6 +61,7 @@ pub(super) struct Worker {
     pub(super) send_timeout: Duration,
     pub(super) max_header_bytes: usize,
     pub(super) max_connections: usize,
+    pub(super) forwarded: ForwardedConfig,
     pub(super) pin: PinConfig,
     pub(super) health: Arc<Health>,
     pub(super) metrics: Arc<Metrics>,
@@ -125,7 +126,15 @@ impl Worker {
             upstream: Upstream::new(pool, self.upstream),
             request_ids: self.request_ids,
         });
-        listen::serve(listener, for_connection, limits, connections, self.shutdown).await;
+        listen::serve(
+            listener,
+            for_connection,
+            limits,
+            connections,
+            &self.forwarded,
+            self.shutdown,
+        )
+        .await;
     }
 }
 

@@ -32,6 +32,8 @@ pub(crate) struct ListenFile {
     pub(crate) send_timeout: Option<String>,
     pub(crate) max_header_bytes: Option<usize>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) trusted_proxies: Option<Vec<String>>,
+    pub(crate) proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

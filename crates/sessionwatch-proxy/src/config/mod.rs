@@ -5,6 +5,7 @@
 mod discovery;
 mod fields;
 mod file;
+mod forwarded;
 mod locate;
 mod read;
 mod store;
@@ -20,6 +21,8 @@ use http::uri::Authority;
 use sessionwatch_core::{IncidentConfig, PinPolicy, SessionProfile};
 
 use validate::from_toml;
+
+pub(crate) use forwarded::{ForwardedConfig, TrustedProxies};
 
 use locate::{FieldPath, line_col, span_of};
 
@@ -312,6 +315,9 @@ pub struct Config {
     pub(crate) max_header_bytes: usize,
     /// Client connections open at once, over all workers.
     pub(crate) max_connections: ConnectionLimit,
+    /// Which peers' forwarded headers are believed, and whether connections start with a
+    /// PROXY protocol header.
+    pub(crate) forwarded: ForwardedConfig,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub(crate) admin: Option<SocketAddr>,
     /// The farm's configured backends.

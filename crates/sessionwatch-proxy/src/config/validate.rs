@@ -189,6 +189,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
         DEFAULT_SEND_TIMEOUT,
     );
     let (max_header_bytes, max_connections) = listen_limits(&mut issues, &raw);
+    let forwarded = super::forwarded::forwarded(&mut issues, &raw);
     match (issues.0.is_empty(), listen, session) {
         (true, Some(listen), Some(session)) => Ok(Config {
             listen,
@@ -196,6 +197,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             send_timeout,
             max_header_bytes,
             max_connections,
+            forwarded,
             admin,
             backends,
             discovery,

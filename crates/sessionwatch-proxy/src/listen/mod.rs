@@ -3,25 +3,32 @@
 //! serves most HTTP/1.1 requests, and the hand-over to hyper-util's auto builder for the first
 //! request of a connection that is anything else.
 //!
+//! With `listen.proxy_protocol`, a connection from a trusted proxy must start with a PROXY
+//! protocol header ([`proxy_protocol`]), read here before any HTTP byte; any other connection is
+//! closed unanswered.
+//!
 //! What a request goes through once read is not decided here: the accept loop is given a way to
 //! make each connection's [`Handler`] (see `app/stack.rs`), and tells it the [`Peer`].
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics::{Counter, Gauge};
-use tokio::net::TcpListener;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::{Layer, Service};
 
+use crate::config::{ForwardedConfig, TrustedProxies};
 use crate::extensions::ClientConnection;
 use crate::sensitive;
 use crate::upstream::body::{RequestBody, ResponseBody};
@@ -29,13 +36,19 @@ use io::Prefixed;
 
 mod io;
 pub(crate) mod plain;
+pub(crate) mod proxy_protocol;
 
 /// The connection a request came in on, as the request's steps need it.
 #[derive(Debug, Clone)]
 pub(crate) struct Peer {
-    /// The client's address as a header value, for `X-Forwarded-For` (formatted once per
-    /// connection).
-    pub client_ip: Option<HeaderValue>,
+    /// Whom the connection is from: the TCP peer, or the source its PROXY header gives.
+    pub addr: IpAddr,
+    /// `addr` as a header value, for `X-Forwarded-For` (formatted once per connection).
+    pub addr_value: Option<HeaderValue>,
+    /// Whether `addr` is a trusted proxy, whose `X-Forwarded-*` are believed.
+    pub trusted: bool,
+    /// The trusted proxies, to find the client in a trusted peer's `X-Forwarded-For`.
+    pub trust: Arc<TrustedProxies>,
     /// The listener's own address: the `Host` of an HTTP/1.0 request that names none.
     pub local: SocketAddr,
     /// The connection's place under the cap, for a tunnel to hold (see [`ClientConnection`]).
@@ -102,17 +115,23 @@ impl Drop for Held {
 }
 
 /// Serve `svc` on `listener` until `shutdown` turns true, then drain open connections.
-/// Each connection's requests go through the handler `make` makes for it.
+/// Each connection's requests go through the handler `make` makes for it, told whom the
+/// connection is from as `forwarded` says to believe.
 pub(crate) async fn serve<M, H>(
     listener: TcpListener,
     make: M,
     limits: ClientLimits,
     cap: ConnectionCap,
+    forwarded: &ForwardedConfig,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    M: Fn(Peer) -> H,
+    M: Fn(Peer) -> H + Send + Sync + 'static,
     H: Handler,
 {
+    // Made in each connection's task, once its PROXY header (if any) says whom it is from.
+    let make = Arc::new(make);
+    let trust = Arc::new(forwarded.trusted.clone());
+    let proxy_protocol = forwarded.proxy_protocol;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -165,34 +184,66 @@ pub(crate) async fn serve<M, H>(
             },
             _ = crate::shutdown::stopped(&mut shutdown) => break,
         };
+        // A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6 addresses.
+        let peer = addr.ip().to_canonical();
+        if proxy_protocol && !trust.contains(peer) {
+            // Only the load balancers may say whom a connection is from.
+            tracing::debug!(%peer, "closed: not a trusted proxy, and PROXY headers are required");
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         cap.open.increment(1.0);
         let held = Arc::new(Held {
             _permit: permit,
             open: cap.open.clone(),
         });
-        let mut client = make(Peer {
-            // Formatted once per connection, for `X-Forwarded-For`.
-            client_ip: HeaderValue::from_str(&addr.ip().to_string()).ok(),
-            // A wildcard listener's connections each have their own address; a specific
-            // one's are all the listener's (no system call).
-            local: if local.ip().is_unspecified() {
-                stream.local_addr().unwrap_or(local)
-            } else {
-                local
-            },
-            // The tunnel outlives this connection's task: it holds the connection's place
-            // under the cap (and in the gauge) until it closes.
-            held: ClientConnection(held.clone()),
-        });
+        // A wildcard listener's connections each have their own address; a specific one's are
+        // all the listener's (no system call).
+        let local = if local.ip().is_unspecified() {
+            stream.local_addr().unwrap_or(local)
+        } else {
+            local
+        };
+        let make = make.clone();
+        let trust = trust.clone();
         let mut builder = builder.clone();
         let watcher = graceful.watcher();
         let mut shutdown = shutdown.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
-            let _held = held;
             let mut stream = stream;
-            let ended = plain::serve_plain(&mut stream, &mut client, &limits, &mut shutdown).await;
+            let mut buf = BytesMut::with_capacity(sessionwatch_h1::INITIAL_BUF);
+            let from = if proxy_protocol {
+                let header = tokio::select! {
+                    header = read_proxy_header(&mut stream, &mut buf, limits.head) => header,
+                    // Nothing read yet that needs an answer.
+                    _ = crate::shutdown::stopped(&mut shutdown) => return,
+                };
+                match header {
+                    // LOCAL and the like: the balancer speaks for itself.
+                    Ok(source) => source.map_or(peer, |s| s.ip().to_canonical()),
+                    Err(why) => {
+                        tracing::debug!(%peer, why, "closed: no valid PROXY header");
+                        return;
+                    }
+                }
+            } else {
+                peer
+            };
+            let mut client = (*make)(Peer {
+                addr: from,
+                // Formatted once per connection, for `X-Forwarded-For`.
+                addr_value: HeaderValue::from_str(&from.to_string()).ok(),
+                trusted: trust.contains(from),
+                trust,
+                local,
+                // The tunnel outlives this connection's task: it holds the connection's place
+                // under the cap (and in the gauge) until it closes.
+                held: ClientConnection(held.clone()),
+            });
+            let _held = held;
+            let ended =
+                plain::serve_plain(&mut stream, buf, &mut client, &limits, &mut shutdown).await;
             let plain::Ended::NotPlain(prefix) = ended else {
                 return;
             };
@@ -230,5 +281,85 @@ pub(crate) async fn serve<M, H>(
         .is_err()
     {
         tracing::warn!("connections still open after the drain timeout; closing them");
+    }
+}
+
+/// Read a PROXY protocol header into `buf`, within `timeout`, leaving in `buf` the bytes after
+/// it; the header's source, if it gives one, or why the connection is to be closed.
+async fn read_proxy_header(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> Result<Option<SocketAddr>, &'static str> {
+    let read = async {
+        loop {
+            match proxy_protocol::parse(buf) {
+                proxy_protocol::Parsed::Header(h) => {
+                    buf.advance(h.len);
+                    return Ok(h.source);
+                }
+                proxy_protocol::Parsed::Invalid(why) => return Err(why),
+                // Bounded: the parser says `Partial` only below a header's largest size.
+                proxy_protocol::Parsed::Partial => {}
+            }
+            match stream.read_buf(buf).await {
+                Ok(0) => return Err("closed before a whole PROXY header"),
+                Ok(_) => {}
+                Err(_) => return Err("read failed before a whole PROXY header"),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err("no PROXY header in time"))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// The proxy's side of a loopback connection, and the client's.
+    async fn connection() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (proxy_side, _) = l.accept().await.unwrap();
+        (proxy_side, client)
+    }
+
+    #[tokio::test]
+    async fn the_bytes_after_a_header_are_left_for_the_request() {
+        let (mut s, mut client) = connection().await;
+        // In pieces, as a slow balancer might send it.
+        let whole = b"PROXY TCP4 203.0.113.9 10.0.0.1 51000 443\r\nGET / HTTP/1.1\r\n";
+        let sender = tokio::spawn(async move {
+            for piece in whole.chunks(7) {
+                client.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            client
+        });
+        let mut buf = BytesMut::new();
+        let got = read_proxy_header(&mut s, &mut buf, Duration::from_secs(10)).await;
+        assert_eq!(got, Ok(Some("203.0.113.9:51000".parse().unwrap())));
+        let _client = sender.await.unwrap();
+        while buf.len() < 16 {
+            s.read_buf(&mut buf).await.unwrap();
+        }
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_that_does_not_come_in_time_closes_the_connection() {
+        for sent in [&b""[..], b"PROXY TCP4 203.0.113.9"] {
+            let (mut s, mut client) = connection().await;
+            client.write_all(sent).await.unwrap();
+            let start = tokio::time::Instant::now();
+            let mut buf = BytesMut::new();
+            let got = read_proxy_header(&mut s, &mut buf, Duration::from_secs(5)).await;
+            assert_eq!(got, Err("no PROXY header in time"), "{sent:?}");
+            assert!(start.elapsed() >= Duration::from_secs(5));
+        }
     }
 }

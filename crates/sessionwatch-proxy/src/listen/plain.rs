@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use sessionwatch_h1::{self as h1, AnswerTo, Framing, INITIAL_BUF, Parsed, RequestHead, make_room};
+use sessionwatch_h1::{self as h1, AnswerTo, Framing, Parsed, RequestHead, make_room};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -37,17 +37,18 @@ pub(crate) enum Ended {
     NotPlain(Bytes),
 }
 
-/// Serve plain requests on `stream` until it closes or a request is not plain. (`handler` is
+/// Serve plain requests on `stream`, whose first bytes (read already, after a PROXY header) are
+/// in `buf`, until it closes or a request is not plain. (`handler` is
 /// borrowed mutably only so that the future is `Send` without the handler being `Sync`.)
 /// `limits` bound the wait for each request's head, then for its body (past it: 408);
 /// `shutdown` closes an idle connection, and a busy one after the answer in progress.
 pub(crate) async fn serve_plain<H: Handler>(
     stream: &mut TcpStream,
+    mut buf: BytesMut,
     handler: &mut H,
     limits: &ClientLimits,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Ended {
-    let mut buf = BytesMut::with_capacity(INITIAL_BUF);
     let mut out = Vec::with_capacity(1024);
     let deadline = tokio::time::sleep(limits.head);
     let mut deadline = pin!(deadline);
