@@ -19,6 +19,7 @@ use crate::listen::{self, ClientLimits, ConnectionCap};
 use crate::metrics::Metrics;
 use crate::prepare::RequestIds;
 use crate::route::balancer::Balancer;
+use crate::shutdown::DrainWatch;
 use crate::upstream::{Pool, Upstream};
 
 /// A slow client gets this long to send its request head (slowloris defence).
@@ -65,11 +66,13 @@ pub(super) struct Worker {
     pub(super) health: Arc<Health>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) drain: DrainWatch,
 }
 
 impl Worker {
     /// Run the worker on its own thread with a single-threaded runtime; the returned task ends
-    /// when the thread has drained its connections.
+    /// when the thread has drained its connections (what is left then is dropped with the
+    /// runtime).
     pub(super) fn spawn(self, index: usize) -> std::io::Result<JoinHandle<()>> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -125,7 +128,7 @@ impl Worker {
             upstream: Upstream::new(pool, self.upstream),
             request_ids: self.request_ids,
         });
-        listen::serve(listener, for_connection, limits, connections, self.shutdown).await;
+        listen::serve(listener, for_connection, limits, connections, self.drain).await;
     }
 }
 

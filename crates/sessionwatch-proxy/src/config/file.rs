@@ -22,6 +22,7 @@ pub(crate) struct FileConfig {
     pub(crate) alertmanager: Option<AlertmanagerFile>,
     pub(crate) webhook: Option<SinkFile>,
     pub(crate) redis: Option<RedisFile>,
+    pub(crate) drain: Option<super::drain::DrainFile>,
 }
 
 #[derive(Debug, Deserialize)]

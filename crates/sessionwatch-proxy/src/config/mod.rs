@@ -3,6 +3,7 @@
 //! field path (`backends[1].url`), so `check-config` and `serve` can say exactly what is wrong.
 
 mod discovery;
+mod drain;
 mod fields;
 mod file;
 mod locate;
@@ -338,6 +339,8 @@ pub struct Config {
     pub(crate) alertmanager: Option<AlertmanagerConfig>,
     /// Generic JSON webhook sink.
     pub(crate) webhook: Option<SinkConfig>,
+    /// How a stopping proxy drains (`[drain]`).
+    pub(crate) drain: crate::shutdown::DrainTimes,
 }
 
 /// One problem in a configuration file.

@@ -180,6 +180,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
         DEFAULT_SEND_TIMEOUT,
     );
     let (max_header_bytes, max_connections) = listen_limits(&mut issues, &raw);
+    let drain = super::drain::drain(&mut issues, &raw);
     match (issues.0.is_empty(), listen, session) {
         (true, Some(listen), Some(session)) => Ok(Config {
             listen,
@@ -200,6 +201,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             incident,
             alertmanager,
             webhook,
+            drain,
         }),
         _ => Err(issues),
     }

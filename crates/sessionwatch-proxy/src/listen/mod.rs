@@ -1,5 +1,5 @@
 //! Client connections: the accept loop (HTTP/1.1 and HTTP/2 on one port, upgrades allowed, the
-//! connection cap, graceful shutdown through a watch channel), the [`plain`] keep-alive loop that
+//! connection cap, the drain of `shutdown.rs`), the [`plain`] keep-alive loop that
 //! serves most HTTP/1.1 requests, and the hand-over to hyper-util's auto builder for the first
 //! request of a connection that is anything else.
 //!
@@ -12,18 +12,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response};
+use http::header::CONNECTION;
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics::{Counter, Gauge};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tower::{Layer, Service};
 
 use crate::extensions::ClientConnection;
 use crate::sensitive;
+use crate::shutdown::{DrainWatch, Phase};
 use crate::upstream::body::{RequestBody, ResponseBody};
 use io::Prefixed;
 
@@ -59,8 +60,6 @@ const H2_MAX_STREAMS: u32 = 256;
 const H2_MAX_PENDING_RESETS: usize = 20;
 /// Streams the server may reset for a client's errors before it ends the connection.
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
-/// On shutdown, open connections get this long to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client gets to send a request, and how large its head may be.
 #[derive(Debug, Clone)]
@@ -101,14 +100,17 @@ impl Drop for Held {
     }
 }
 
-/// Serve `svc` on `listener` until `shutdown` turns true, then drain open connections.
-/// Each connection's requests go through the handler `make` makes for it.
+/// Serve on `listener` until the drain reaches [`Phase::Closing`], then let open connections
+/// finish until they have or the drain is [`Phase::Abandoned`]. While draining, every HTTP/1.1
+/// answer carries `Connection: close`; at `Closing`, HTTP/2 connections are sent GOAWAY and idle
+/// HTTP/1.1 ones are closed. Each connection's requests go through the handler `make` makes for
+/// it.
 pub(crate) async fn serve<M, H>(
     listener: TcpListener,
     make: M,
     limits: ClientLimits,
     cap: ConnectionCap,
-    mut shutdown: watch::Receiver<bool>,
+    mut drain: DrainWatch,
 ) where
     M: Fn(Peer) -> H,
     H: Handler,
@@ -149,7 +151,7 @@ pub(crate) async fn serve<M, H>(
                         // Never closed: the semaphore lives as long as this loop.
                         Err(_) => break,
                     },
-                    _ = crate::shutdown::stopped(&mut shutdown) => break,
+                    () = drain.reached(Phase::Closing) => break,
                 }
             }
         };
@@ -163,7 +165,7 @@ pub(crate) async fn serve<M, H>(
                     continue;
                 }
             },
-            _ = crate::shutdown::stopped(&mut shutdown) => break,
+            () = drain.reached(Phase::Closing) => break,
         };
         let _ = stream.set_nodelay(true);
         cap.open.increment(1.0);
@@ -187,28 +189,37 @@ pub(crate) async fn serve<M, H>(
         });
         let mut builder = builder.clone();
         let watcher = graceful.watcher();
-        let mut shutdown = shutdown.clone();
+        let mut drain = drain.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
             let _held = held;
             let mut stream = stream;
-            let ended = plain::serve_plain(&mut stream, &mut client, &limits, &mut shutdown).await;
+            let ended = plain::serve_plain(&mut stream, &mut client, &limits, &mut drain).await;
             let plain::Ended::NotPlain(prefix) = ended else {
                 return;
             };
             let marks = sensitive::layer();
+            let draining = drain.clone();
             let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 // The marks go on before the request's steps see it, and on the answer before
                 // hyper writes it.
                 let mut svc = marks.layer(tower::service_fn(|req: Request<Incoming>| {
+                    let version = req.version();
                     let answer = client.handle(req.map(RequestBody::from));
-                    async move { Ok::<_, Infallible>(answer.await) }
+                    let draining = draining.clone();
+                    async move {
+                        let mut answer = answer.await;
+                        if draining.is_draining() {
+                            ask_to_close(&mut answer, version);
+                        }
+                        Ok::<_, Infallible>(answer)
+                    }
                 }));
                 svc.call(req)
             });
             let io = TokioIo::new(Prefixed::new(prefix, stream));
-            let served = if *shutdown.borrow() {
-                // Shutting down already: a graceful watch would drop the connection before its
+            let served = if drain.is_closing() {
+                // Closing already: a graceful watch would drop the connection before its
                 // request is read. Serve that request without keep-alive instead; the watcher is
                 // held until then, so the drain waits for it.
                 builder.http1().keep_alive(false);
@@ -225,10 +236,23 @@ pub(crate) async fn serve<M, H>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the drain timeout; closing them");
+    // Every connection's task holds a watcher from its accept on, on the plain path too, so
+    // this waits for them all; hyper's connections are also told to finish (GOAWAY, or close
+    // once idle).
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        // The drain logs it once for every worker.
+        () = drain.reached(Phase::Abandoned) => {}
+    }
+}
+
+/// Mark an HTTP/1.x answer as the connection's last (hyper closes after it). HTTP/2 has no such
+/// field (GOAWAY does it), and a protocol switch keeps its own `Connection`.
+fn ask_to_close(answer: &mut Response<ResponseBody>, version: Version) {
+    let http1 = matches!(version, Version::HTTP_10 | Version::HTTP_11);
+    if http1 && answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        answer
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
 }
