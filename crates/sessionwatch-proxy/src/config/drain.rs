@@ -1,6 +1,7 @@
 //! `[drain]`: how a stopping proxy drains (see `shutdown.rs`). The defaults fit Kubernetes: its
-//! endpoints take a few seconds to drop a terminating pod, and its grace period (30 s unless set)
-//! must exceed `delay + timeout`.
+//! endpoints take a few seconds to drop a terminating pod, and the pod's
+//! `terminationGracePeriodSeconds` must exceed `delay + timeout` (the shipped manifest's 35 s
+//! does; Kubernetes' default of 30 s leaves no room).
 
 use std::time::Duration;
 

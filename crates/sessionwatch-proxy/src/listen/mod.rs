@@ -256,3 +256,34 @@ fn ask_to_close(answer: &mut Response<ResponseBody>, version: Version) {
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: StatusCode) -> Response<ResponseBody> {
+        let mut r = Response::new(ResponseBody::full(bytes::Bytes::new()));
+        *r.status_mut() = status;
+        r
+    }
+
+    #[test]
+    fn only_http1_answers_are_marked_as_the_connections_last() {
+        for version in [Version::HTTP_10, Version::HTTP_11] {
+            let mut r = answer(StatusCode::OK);
+            ask_to_close(&mut r, version);
+            assert_eq!(r.headers()[CONNECTION], "close");
+        }
+        // HTTP/2 forbids the field (GOAWAY ends its connections), and a protocol switch keeps
+        // its `Connection: upgrade`.
+        let mut h2 = answer(StatusCode::OK);
+        ask_to_close(&mut h2, Version::HTTP_2);
+        assert!(h2.headers().get(CONNECTION).is_none());
+        let mut switch = answer(StatusCode::SWITCHING_PROTOCOLS);
+        switch
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        ask_to_close(&mut switch, Version::HTTP_11);
+        assert_eq!(switch.headers()[CONNECTION], "upgrade");
+    }
+}
