@@ -204,11 +204,15 @@ fn config(backend: SocketAddr, alerts: &str, extra: &str) -> String {
 
 /// One request on a new connection; the status and the `Set-Cookie` value, if any.
 fn get(addr: SocketAddr, cookie: Option<&str>) -> (u16, Option<String>) {
+    get_target(addr, "/page", cookie)
+}
+
+fn get_target(addr: SocketAddr, target: &str, cookie: Option<&str>) -> (u16, Option<String>) {
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let cookie = cookie.map_or(String::new(), |c| format!("Cookie: PHPSESSID={c}\r\n"));
-    let req = format!("GET /page HTTP/1.1\r\nHost: test\r\n{cookie}Connection: close\r\n\r\n");
+    let req = format!("GET {target} HTTP/1.1\r\nHost: test\r\n{cookie}Connection: close\r\n\r\n");
     conn.write_all(req.as_bytes()).unwrap();
     let mut answer = String::new();
     let _ = conn.read_to_string(&mut answer);
@@ -353,4 +357,45 @@ fn json_logs_are_one_object_a_line_with_level_message_and_fields() {
         .find(|l| l["message"] == "shutting down")
         .unwrap();
     assert_eq!(stop["signal"], "SIGTERM");
+    // The access log is off unless asked for.
+    assert!(lines.iter().all(|l| l["target"] != "sessionwatch::access"));
+}
+
+#[test]
+fn the_access_log_says_what_each_request_got_and_nothing_secret() {
+    let scratch = Scratch::new("access");
+    let alerts = format!("log_file = {:?}", Path::new(&scratch.0).join("a.jsonl"));
+    let mut server = Server::start(
+        &config(
+            forgetful_backend(),
+            &alerts,
+            &format!("{NO_DELAY}[log]\naccess = true\n"),
+        ),
+        &scratch,
+        &["--log-format", "json"],
+    );
+    let listening = server.wait_for("listening", |l| l.contains("sessionwatch listening"));
+    let listening: serde_json::Value = serde_json::from_str(&listening).unwrap();
+    let addr: SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
+    let target = "/cart;jsessionid=RAWSESSIONID0123456789?token=QUERYSECRET";
+    assert_eq!(get_target(addr, target, None).0, 200);
+    let line = server.wait_for("access", |l| l.contains("sessionwatch::access"));
+    server.signal("TERM");
+    let (status, stderr, _) = server.exit();
+    assert_eq!(status.code(), Some(0));
+    let access: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(access["method"], "GET", "{access}");
+    assert_eq!(access["path"], "/cart", "{access}");
+    assert_eq!(access["status"], 200, "{access}");
+    assert_eq!(access["backend"], "a", "{access}");
+    assert!(access["duration_ms"].as_f64().is_some(), "{access}");
+    assert!(
+        !access["request_id"].as_str().unwrap().is_empty(),
+        "{access}"
+    );
+    let all = stderr.join("\n");
+    assert!(
+        !all.contains("RAWSESSIONID") && !all.contains("QUERYSECRET"),
+        "{all}"
+    );
 }

@@ -32,6 +32,7 @@ use crate::shutdown::{Drain, DrainTimes, Drained};
 use crate::upstream::{Pool, Upstream};
 use workers::{Worker, bind_workers, sweep_idle};
 
+mod access;
 mod farm;
 pub(crate) mod fd_limit;
 mod stack;
@@ -465,6 +466,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
             drain: drain_watch.clone(),
+            access_log: config.access_log,
         };
         workers.push(worker.spawn(i).map_err(|source| StartError::Bind {
             addr: config.listen,

@@ -67,6 +67,7 @@ pub(super) struct Worker {
     pub(super) metrics: Arc<Metrics>,
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) drain: DrainWatch,
+    pub(super) access_log: bool,
 }
 
 impl Worker {
@@ -127,6 +128,7 @@ impl Worker {
             metrics: self.metrics,
             upstream: Upstream::new(pool, self.upstream),
             request_ids: self.request_ids,
+            access_log: self.access_log,
         });
         listen::serve(listener, for_connection, limits, connections, self.drain).await;
     }

@@ -23,6 +23,7 @@ pub(crate) struct FileConfig {
     pub(crate) webhook: Option<SinkFile>,
     pub(crate) redis: Option<RedisFile>,
     pub(crate) drain: Option<super::drain::DrainFile>,
+    pub(crate) log: Option<super::log::LogFile>,
 }
 
 #[derive(Debug, Deserialize)]

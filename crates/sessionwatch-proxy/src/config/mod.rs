@@ -7,6 +7,7 @@ mod drain;
 mod fields;
 mod file;
 mod locate;
+mod log;
 mod read;
 mod store;
 #[cfg(test)]
@@ -341,6 +342,8 @@ pub struct Config {
     pub(crate) webhook: Option<SinkConfig>,
     /// How a stopping proxy drains (`[drain]`).
     pub(crate) drain: crate::shutdown::DrainTimes,
+    /// One log event a request (`[log] access`).
+    pub(crate) access_log: bool,
 }
 
 /// One problem in a configuration file.

@@ -202,6 +202,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             alertmanager,
             webhook,
             drain,
+            access_log: raw.log.as_ref().and_then(|l| l.access).unwrap_or(false),
         }),
         _ => Err(issues),
     }
