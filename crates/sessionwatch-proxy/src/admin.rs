@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
-//! (at least one backend is healthy) and `/status` (the live incident picture as JSON).
+//! (at least one backend is healthy, and the proxy is not draining) and `/status` (the live incident picture as JSON).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::backends::Backends;
 use crate::metrics::Metrics;
 use crate::report::incidents::IncidentWatch;
 use crate::sensitive;
+use crate::shutdown::DrainWatch;
 use crate::upstream::body::ResponseBody;
 use sessionwatch_tower::SessionStore;
 
@@ -32,6 +33,8 @@ pub(crate) struct AdminState {
     pub store: Arc<dyn SessionStore>,
     /// Incident picture.
     pub incidents: Arc<IncidentWatch>,
+    /// Whether the proxy is draining (then it is not ready, whatever the backends).
+    pub drain: DrainWatch,
 }
 
 fn text(
@@ -66,7 +69,9 @@ pub(crate) fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<Re
         }
         "/healthz" => text(StatusCode::OK, "ok\n", "text/plain"),
         "/readyz" => {
-            if state.backends.any_healthy() {
+            if state.drain.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n", "text/plain")
+            } else if state.backends.any_healthy() {
                 text(StatusCode::OK, "ready\n", "text/plain")
             } else {
                 text(

@@ -1,12 +1,17 @@
 //! The `sessionwatch` command: parses arguments, loads and checks configuration, runs the proxy
 //! or the demo, and maps failures to exit codes (64, EX_USAGE, for a bad configuration).
+//!
+//! `serve` drains on SIGTERM and SIGINT (see `RunningProxy::drain`) and exits 0; SIGHUP is
+//! caught and logged, so that a reload sent before live reload exists does not kill the proxy.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use sessionwatch_core::PinPolicy;
-use sessionwatch_proxy::{Config, StartOptions};
+use sessionwatch_proxy::{Config, RunningProxy, StartOptions};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use demo::DemoOptions;
 
@@ -33,6 +38,9 @@ enum Command {
         /// The configuration file.
         #[arg(long, short, default_value = "sessionwatch.toml")]
         config: PathBuf,
+        /// How log lines on stderr are written (their level and targets: `RUST_LOG`).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Check a configuration file and explain every problem.
     CheckConfig {
@@ -65,13 +73,31 @@ fn pin_help() -> String {
     format!("Pin policy: {}", names.join(", "))
 }
 
-fn init_tracing() {
+/// The shape of the log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// `timestamp LEVEL target: message key=value`, for people.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `message` and the event's
+    /// fields), for log collectors and `jq`.
+    Json,
+}
+
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            // Colour codes only for a person at a terminal: in a file or a container log they
+            // are noise.
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder.json().flatten_event(true).with_ansi(false).init(),
+    }
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -88,25 +114,40 @@ fn chores_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+/// The signals `serve` answers, listened to before the proxy starts so that none arriving
+/// after it listens meets the default action (SIGHUP's kills).
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Serve until SIGTERM or SIGINT, then drain.
+    async fn serve_until_stopped(mut self, proxy: RunningProxy) {
+        let name = loop {
+            tokio::select! {
+                _ = self.terminate.recv() => break "SIGTERM",
+                _ = self.interrupt.recv() => break "SIGINT",
+                _ = self.hangup.recv() => {
+                    tracing::warn!(
+                        "SIGHUP: reload is not supported yet; the configuration was not reloaded"
+                    );
+                }
+            }
+        };
+        tracing::info!(signal = name, "shutting down");
+        proxy.drain().await;
+        tracing::info!("drained; exiting");
+    }
 }
 
 fn main() -> ExitCode {
@@ -122,7 +163,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
-        Command::Serve { config } => {
+        Command::Serve { config, log_format } => {
             // Validate everything before binding a port.
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -131,7 +172,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_USAGE);
                 }
             };
-            init_tracing();
+            init_tracing(log_format);
             let rt = match chores_runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -140,6 +181,13 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(async {
+                let signals = match Signals::install() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("sessionwatch: cannot listen for signals: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
                 let proxy = match sessionwatch_proxy::start(config, StartOptions::default()).await {
                     Ok(p) => p,
                     Err(e) if e.is_config() => {
@@ -151,9 +199,7 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                wait_for_signal().await;
-                tracing::info!("shutting down");
-                proxy.shutdown().await;
+                signals.serve_until_stopped(proxy).await;
                 ExitCode::SUCCESS
             })
         }

@@ -28,9 +28,11 @@ use crate::report::incidents::{Clock, IncidentWatch};
 use crate::report::reporter::Reporter;
 use crate::report::sinks::{self, FleetIncidents, NoSharedView, Sink};
 use crate::route::balancer::Balancer;
+use crate::shutdown::{Drain, DrainTimes, Drained};
 use crate::upstream::{Pool, Upstream};
 use workers::{Worker, bind_workers, sweep_idle};
 
+mod access;
 mod farm;
 pub(crate) mod fd_limit;
 mod stack;
@@ -107,6 +109,10 @@ pub struct RunningProxy {
     log: AlertLog,
     _writer: AlertLogWriter,
     shutdown: watch::Sender<bool>,
+    drain: Drain,
+    drain_times: DrainTimes,
+    /// Each ends when its worker has closed its connections.
+    workers: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -189,9 +195,44 @@ impl RunningProxy {
         self.log.flush();
     }
 
-    /// Stop accepting, drain open connections, stop the background tasks and write out every
-    /// queued alert line.
+    /// Stop accepting now, let requests in flight finish (for up to `drain.timeout`), stop the
+    /// background tasks and write out every queued alert line.
     pub async fn shutdown(self) {
+        let times = DrainTimes {
+            delay: Duration::ZERO,
+            ..self.drain_times
+        };
+        self.stop(times).await;
+    }
+
+    /// Drain as a pod that Kubernetes stops should: `/readyz` answers 503 at once and every
+    /// HTTP/1.1 answer says `Connection: close`, while new connections are still accepted for
+    /// `drain.delay`; then accepting stops, idle connections close (HTTP/2 ones are sent
+    /// GOAWAY), and requests in flight get `drain.timeout` to finish. Then as
+    /// [`RunningProxy::shutdown`]: the background tasks stop and the alert log is flushed.
+    pub async fn drain(self) {
+        let times = self.drain_times;
+        tracing::info!(
+            delay = ?times.delay,
+            timeout = ?times.timeout,
+            "draining: not ready, still accepting for the delay"
+        );
+        self.stop(times).await;
+    }
+
+    async fn stop(mut self, times: DrainTimes) {
+        let workers = std::mem::take(&mut self.workers);
+        let closed = async {
+            for w in workers {
+                let _ = w.await;
+            }
+        };
+        if self.drain.run(times, closed).await == Drained::Abandoned {
+            tracing::warn!(
+                timeout = ?times.timeout,
+                "connections still open after the drain timeout; closing them"
+            );
+        }
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = t.await;
@@ -297,6 +338,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     })?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (drain, drain_watch) = Drain::new();
     let mut tasks = Vec::new();
     let idle = config.session.profile.idle_timeout();
     // How this replica names its backends to the others (cookies, Redis records, the shared
@@ -407,6 +449,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     // Each worker numbers its own requests under its own prefix: no counter shared across cores.
     let id_prefix: u32 = rand::random();
     let balancer = Arc::new(Balancer::new(config.balance, backends.clone()));
+    let mut workers = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
         let worker = Worker {
             listener,
@@ -423,8 +466,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             health: health.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
+            drain: drain_watch.clone(),
+            access_log: config.access_log,
         };
-        tasks.push(worker.spawn(i).map_err(|source| StartError::Bind {
+        workers.push(worker.spawn(i).map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?);
@@ -436,6 +481,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             metrics: metrics.clone(),
             store: store.clone(),
             incidents: incidents.clone(),
+            drain: drain_watch.clone(),
         };
         tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
     }
@@ -451,6 +497,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         log,
         _writer: writer,
         shutdown: shutdown_tx,
+        drain,
+        drain_times: config.drain,
+        workers,
         tasks,
     })
 }

@@ -26,6 +26,8 @@ use crate::route::Route;
 use crate::route::balancer::Balancer;
 use crate::upstream::Upstream;
 
+use super::access::AccessLogged;
+
 /// What one worker's stack is built from.
 pub(super) struct Parts {
     pub(super) session: SessionLayer,
@@ -36,13 +38,17 @@ pub(super) struct Parts {
     pub(super) metrics: Arc<Metrics>,
     pub(super) upstream: Upstream,
     pub(super) request_ids: RequestIds,
+    /// `[log] access`.
+    pub(super) access_log: bool,
 }
 
 /// The steps below respond, shared by every connection of a worker.
 type Shared = SessionService<Route>;
 
 /// One worker's stack: given a connection's peer, the handler its requests go through.
-pub(super) fn build(p: Parts) -> impl Fn(Peer) -> Prepare<Shared> {
+pub(super) fn build(p: Parts) -> impl Fn(Peer) -> AccessLogged<Prepare<Shared>> {
+    // Outside everything, so a line tells what the client was answered.
+    let access = p.access_log.then(|| p.backends.clone());
     let shared = ServiceBuilder::new()
         // Errors and panics below become answers here, and nowhere else.
         .layer(RespondLayer)
@@ -54,5 +60,8 @@ pub(super) fn build(p: Parts) -> impl Fn(Peer) -> Prepare<Shared> {
         ));
     let ids = p.request_ids;
     // Prepared first, so that nothing below sees what the backend will not.
-    move |peer| Prepare::new(shared.clone(), ids.clone(), peer)
+    move |peer| AccessLogged {
+        inner: Prepare::new(shared.clone(), ids.clone(), peer),
+        on: access.clone(),
+    }
 }

@@ -19,6 +19,7 @@ use crate::listen::{self, ClientLimits, ConnectionCap};
 use crate::metrics::Metrics;
 use crate::prepare::RequestIds;
 use crate::route::balancer::Balancer;
+use crate::shutdown::DrainWatch;
 use crate::upstream::{Pool, Upstream};
 
 /// A slow client gets this long to send its request head (slowloris defence).
@@ -66,11 +67,14 @@ pub(super) struct Worker {
     pub(super) health: Arc<Health>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) drain: DrainWatch,
+    pub(super) access_log: bool,
 }
 
 impl Worker {
     /// Run the worker on its own thread with a single-threaded runtime; the returned task ends
-    /// when the thread has drained its connections.
+    /// when the thread has drained its connections (what is left then is dropped with the
+    /// runtime).
     pub(super) fn spawn(self, index: usize) -> std::io::Result<JoinHandle<()>> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -125,6 +129,7 @@ impl Worker {
             metrics: self.metrics,
             upstream: Upstream::new(pool, self.upstream),
             request_ids: self.request_ids,
+            access_log: self.access_log,
         });
         listen::serve(
             listener,
@@ -132,7 +137,7 @@ impl Worker {
             limits,
             connections,
             &self.forwarded,
-            self.shutdown,
+            self.drain,
         )
         .await;
     }

@@ -22,6 +22,8 @@ pub(crate) struct FileConfig {
     pub(crate) alertmanager: Option<AlertmanagerFile>,
     pub(crate) webhook: Option<SinkFile>,
     pub(crate) redis: Option<RedisFile>,
+    pub(crate) drain: Option<super::drain::DrainFile>,
+    pub(crate) log: Option<super::log::LogFile>,
 }
 
 #[derive(Debug, Deserialize)]

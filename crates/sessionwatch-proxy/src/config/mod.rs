@@ -3,10 +3,12 @@
 //! field path (`backends[1].url`), so `check-config` and `serve` can say exactly what is wrong.
 
 mod discovery;
+mod drain;
 mod fields;
 mod file;
 mod forwarded;
 mod locate;
+mod log;
 mod read;
 mod store;
 #[cfg(test)]
@@ -344,6 +346,10 @@ pub struct Config {
     pub(crate) alertmanager: Option<AlertmanagerConfig>,
     /// Generic JSON webhook sink.
     pub(crate) webhook: Option<SinkConfig>,
+    /// How a stopping proxy drains (`[drain]`).
+    pub(crate) drain: crate::shutdown::DrainTimes,
+    /// One log event a request (`[log] access`).
+    pub(crate) access_log: bool,
 }
 
 /// One problem in a configuration file.

@@ -190,6 +190,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
     );
     let (max_header_bytes, max_connections) = listen_limits(&mut issues, &raw);
     let forwarded = super::forwarded::forwarded(&mut issues, &raw);
+    let drain = super::drain::drain(&mut issues, &raw);
     match (issues.0.is_empty(), listen, session) {
         (true, Some(listen), Some(session)) => Ok(Config {
             listen,
@@ -211,6 +212,8 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             incident,
             alertmanager,
             webhook,
+            drain,
+            access_log: raw.log.as_ref().and_then(|l| l.access).unwrap_or(false),
         }),
         _ => Err(issues),
     }

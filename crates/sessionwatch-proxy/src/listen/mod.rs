@@ -1,5 +1,5 @@
 //! Client connections: the accept loop (HTTP/1.1 and HTTP/2 on one port, upgrades allowed, the
-//! connection cap, graceful shutdown through a watch channel), the [`plain`] keep-alive loop that
+//! connection cap, the drain of `shutdown.rs`), the [`plain`] keep-alive loop that
 //! serves most HTTP/1.1 requests, and the hand-over to hyper-util's auto builder for the first
 //! request of a connection that is anything else.
 //!
@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use http::{HeaderValue, Request, Response};
+use http::header::CONNECTION;
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -25,12 +26,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use metrics::{Counter, Gauge};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tower::{Layer, Service};
 
 use crate::config::{ForwardedConfig, TrustedProxies};
 use crate::extensions::ClientConnection;
 use crate::sensitive;
+use crate::shutdown::{DrainWatch, Phase};
 use crate::upstream::body::{RequestBody, ResponseBody};
 use io::Prefixed;
 
@@ -72,8 +73,6 @@ const H2_MAX_STREAMS: u32 = 256;
 const H2_MAX_PENDING_RESETS: usize = 20;
 /// Streams the server may reset for a client's errors before it ends the connection.
 const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
-/// On shutdown, open connections get this long to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client gets to send a request, and how large its head may be.
 #[derive(Debug, Clone)]
@@ -114,16 +113,19 @@ impl Drop for Held {
     }
 }
 
-/// Serve `svc` on `listener` until `shutdown` turns true, then drain open connections.
-/// Each connection's requests go through the handler `make` makes for it, told whom the
-/// connection is from as `forwarded` says to believe.
+/// Serve on `listener` until the drain reaches [`Phase::Closing`], then let open connections
+/// finish until they have or the drain is [`Phase::Abandoned`]. While draining, every HTTP/1.1
+/// answer carries `Connection: close`; at `Closing`, HTTP/2 connections are sent GOAWAY and idle
+/// HTTP/1.1 ones are closed. Each connection's requests go through the handler `make` makes for
+/// it.
+/// Whom a connection is from is told as `forwarded` says to believe.
 pub(crate) async fn serve<M, H>(
     listener: TcpListener,
     make: M,
     limits: ClientLimits,
     cap: ConnectionCap,
     forwarded: &ForwardedConfig,
-    mut shutdown: watch::Receiver<bool>,
+    mut drain: DrainWatch,
 ) where
     M: Fn(Peer) -> H + Send + Sync + 'static,
     H: Handler,
@@ -168,7 +170,7 @@ pub(crate) async fn serve<M, H>(
                         // Never closed: the semaphore lives as long as this loop.
                         Err(_) => break,
                     },
-                    _ = crate::shutdown::stopped(&mut shutdown) => break,
+                    () = drain.reached(Phase::Closing) => break,
                 }
             }
         };
@@ -182,7 +184,7 @@ pub(crate) async fn serve<M, H>(
                     continue;
                 }
             },
-            _ = crate::shutdown::stopped(&mut shutdown) => break,
+            () = drain.reached(Phase::Closing) => break,
         };
         // A dual-stack listener sees IPv4 peers as IPv4-mapped IPv6 addresses.
         let peer = addr.ip().to_canonical();
@@ -208,7 +210,7 @@ pub(crate) async fn serve<M, H>(
         let trust = trust.clone();
         let mut builder = builder.clone();
         let watcher = graceful.watcher();
-        let mut shutdown = shutdown.clone();
+        let mut drain = drain.clone();
         let limits = limits.clone();
         tokio::spawn(async move {
             let mut stream = stream;
@@ -217,7 +219,7 @@ pub(crate) async fn serve<M, H>(
                 let header = tokio::select! {
                     header = read_proxy_header(&mut stream, &mut buf, limits.head) => header,
                     // Nothing read yet that needs an answer.
-                    _ = crate::shutdown::stopped(&mut shutdown) => return,
+                    () = drain.reached(Phase::Closing) => return,
                 };
                 match header {
                     // LOCAL and the like: the balancer speaks for itself.
@@ -243,23 +245,32 @@ pub(crate) async fn serve<M, H>(
             });
             let _held = held;
             let ended =
-                plain::serve_plain(&mut stream, buf, &mut client, &limits, &mut shutdown).await;
+                plain::serve_plain(&mut stream, buf, &mut client, &limits, &mut drain).await;
             let plain::Ended::NotPlain(prefix) = ended else {
                 return;
             };
             let marks = sensitive::layer();
+            let draining = drain.clone();
             let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 // The marks go on before the request's steps see it, and on the answer before
                 // hyper writes it.
                 let mut svc = marks.layer(tower::service_fn(|req: Request<Incoming>| {
+                    let version = req.version();
                     let answer = client.handle(req.map(RequestBody::from));
-                    async move { Ok::<_, Infallible>(answer.await) }
+                    let draining = draining.clone();
+                    async move {
+                        let mut answer = answer.await;
+                        if draining.is_draining() {
+                            ask_to_close(&mut answer, version);
+                        }
+                        Ok::<_, Infallible>(answer)
+                    }
                 }));
                 svc.call(req)
             });
             let io = TokioIo::new(Prefixed::new(prefix, stream));
-            let served = if *shutdown.borrow() {
-                // Shutting down already: a graceful watch would drop the connection before its
+            let served = if drain.is_closing() {
+                // Closing already: a graceful watch would drop the connection before its
                 // request is read. Serve that request without keep-alive instead; the watcher is
                 // held until then, so the drain waits for it.
                 builder.http1().keep_alive(false);
@@ -276,11 +287,55 @@ pub(crate) async fn serve<M, H>(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the drain timeout; closing them");
+    // Every connection's task holds a watcher from its accept on, on the plain path too, so
+    // this waits for them all; hyper's connections are also told to finish (GOAWAY, or close
+    // once idle).
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        // The drain logs it once for every worker.
+        () = drain.reached(Phase::Abandoned) => {}
+    }
+}
+
+/// Mark an HTTP/1.x answer as the connection's last (hyper closes after it). HTTP/2 has no such
+/// field (GOAWAY does it), and a protocol switch keeps its own `Connection`.
+fn ask_to_close(answer: &mut Response<ResponseBody>, version: Version) {
+    let http1 = matches!(version, Version::HTTP_10 | Version::HTTP_11);
+    if http1 && answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        answer
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+}
+
+#[cfg(test)]
+mod close_tests {
+    use super::*;
+
+    fn answer(status: StatusCode) -> Response<ResponseBody> {
+        let mut r = Response::new(ResponseBody::full(bytes::Bytes::new()));
+        *r.status_mut() = status;
+        r
+    }
+
+    #[test]
+    fn only_http1_answers_are_marked_as_the_connections_last() {
+        for version in [Version::HTTP_10, Version::HTTP_11] {
+            let mut r = answer(StatusCode::OK);
+            ask_to_close(&mut r, version);
+            assert_eq!(r.headers()[CONNECTION], "close");
+        }
+        // HTTP/2 forbids the field (GOAWAY ends its connections), and a protocol switch keeps
+        // its `Connection: upgrade`.
+        let mut h2 = answer(StatusCode::OK);
+        ask_to_close(&mut h2, Version::HTTP_2);
+        assert!(h2.headers().get(CONNECTION).is_none());
+        let mut switch = answer(StatusCode::SWITCHING_PROTOCOLS);
+        switch
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        ask_to_close(&mut switch, Version::HTTP_11);
+        assert_eq!(switch.headers()[CONNECTION], "upgrade");
     }
 }
 
@@ -315,7 +370,7 @@ async fn read_proxy_header(
 }
 
 #[cfg(test)]
-mod tests {
+mod proxy_header_tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;

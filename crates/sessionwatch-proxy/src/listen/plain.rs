@@ -20,12 +20,12 @@ use http_body_util::BodyExt;
 use sessionwatch_h1::{self as h1, AnswerTo, Framing, Parsed, RequestHead, make_room};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::io::{linger_close, send};
 use super::{ClientLimits, Handler};
 use crate::respond::ForwardError;
+use crate::shutdown::{DrainWatch, Phase};
 use crate::upstream::body::{RequestBody, ResponseBody};
 
 /// Why the plain loop stopped.
@@ -41,13 +41,14 @@ pub(crate) enum Ended {
 /// in `buf`, until it closes or a request is not plain. (`handler` is
 /// borrowed mutably only so that the future is `Send` without the handler being `Sync`.)
 /// `limits` bound the wait for each request's head, then for its body (past it: 408);
-/// `shutdown` closes an idle connection, and a busy one after the answer in progress.
+/// once `drain` begins every answer closes its connection, and once it stops accepting an idle
+/// connection is closed at once.
 pub(crate) async fn serve_plain<H: Handler>(
     stream: &mut TcpStream,
     mut buf: BytesMut,
     handler: &mut H,
     limits: &ClientLimits,
-    shutdown: &mut watch::Receiver<bool>,
+    drain: &mut DrainWatch,
 ) -> Ended {
     let mut out = Vec::with_capacity(1024);
     let deadline = tokio::time::sleep(limits.head);
@@ -81,7 +82,7 @@ pub(crate) async fn serve_plain<H: Handler>(
                     Ok(_) => {}
                 },
                 () = &mut deadline => return Ended::Closed,
-                _ = shutdown.changed(), if idle => return Ended::Closed,
+                () = drain.reached(Phase::Closing), if idle => return Ended::Closed,
             }
         };
         let RequestHead {
@@ -116,7 +117,7 @@ pub(crate) async fn serve_plain<H: Handler>(
         };
         let to = AnswerTo::request(&parts.method, parts.version);
         let resp = handler.handle(Request::from_parts(parts, body)).await;
-        let close = !keep_alive || *shutdown.borrow();
+        let close = !keep_alive || drain.is_draining();
         let sent = write_answer(stream, &mut out, resp, to, close, limits.send);
         match sent.await {
             Ok(true) => {}
