@@ -696,12 +696,7 @@ def main() -> int:
     results["settings"]["rounds_run"] = len(results["load_rounds"])
     results["summary"] = h.compute(results, targets, RATIOS)
     results["targets"] = targets_check(results)
-    report = markdown(results)
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    opts.out.with_suffix(".md").write_text(report)
-    print(report)
-    log(f"wrote {opts.out} and {opts.out.with_suffix('.md')}")
+    h.write_results(results, markdown(results), opts.out)
     return 0
 
 

@@ -1152,13 +1152,17 @@ def main() -> int:
     results["settings"]["rounds_run"] = len(results["load_rounds"])
     results["summary"] = compute(results)
     results["targets"] = targets_check(results)
-    report = markdown(results)
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(results, indent=2) + "\n")
-    opts.out.with_suffix(".md").write_text(report)
-    print(report)
-    log(f"wrote {opts.out} and {opts.out.with_suffix('.md')}")
+    write_results(results, markdown(results), opts.out)
     return 0
+
+
+def write_results(results: dict, report: str, out: Path) -> None:
+    """The run's JSON at `out`, its report beside it as Markdown and on stdout."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out.with_suffix(".md").write_text(report)
+    print(report)
+    log(f"wrote {out} and {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
