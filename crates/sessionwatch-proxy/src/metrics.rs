@@ -4,7 +4,7 @@
 //! one process (tests, the demo) keep separate figures. Handles are registered once and kept, so
 //! counting on the request path is an atomic add, not a registry lookup. Every label is bounded:
 //! backend names (configured, or a discovered backend's address, at most
-//! [`crate::backends::MAX_KNOWN`] of them), discovery targets from the configuration and fixed
+//! as many as the backend set knows in a process life, 1024), discovery targets from the configuration and fixed
 //! enums, never a session id or fingerprint. A backend that joins at run time gets its series when
 //! it is added ([`Metrics::add_backend`]); they stay after it leaves, as its id does.
 
