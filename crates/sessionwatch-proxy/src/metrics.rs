@@ -3,8 +3,8 @@
 //! Each proxy owns its recorder instead of installing a process-wide one, so several proxies in
 //! one process (tests, the demo) keep separate figures. Handles are registered once and kept, so
 //! counting on the request path is an atomic add, not a registry lookup. Every label is bounded:
-//! backend names (configured, or a discovered backend's address, at most
-//! as many as the backend set knows in a process life, 1024), discovery targets from the configuration and fixed
+//! backend names (configured, or a discovered backend's address: at most the 1024 backends the
+//! backend set knows in a process's life), discovery targets from the configuration and fixed
 //! enums, never a session id or fingerprint. A backend that joins at run time gets its series when
 //! it is added ([`Metrics::add_backend`]); they stay after it leaves, as its id does.
 
