@@ -10,6 +10,7 @@ mod forwarded;
 mod locate;
 mod log;
 mod read;
+mod session;
 mod store;
 #[cfg(test)]
 mod tests;
