@@ -6,10 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use sessionwatch_core::{BackendId, Fingerprinter};
-use sessionwatch_tower::{
-    CompactStore, MokaStore, PinSwitch, SessionEvents, SessionLayer, SessionStore,
-};
+use sessionwatch_core::BackendId;
+use sessionwatch_tower::{PinSwitch, SessionEvents, SessionStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -18,8 +16,7 @@ use crate::admin::{self, AdminState};
 use crate::backends::discovery::Discovery;
 use crate::backends::health::Health;
 use crate::backends::{Backends, Transition};
-use crate::config::{Config, KeySource, StoreKind};
-use crate::fleet::redis::RedisStore;
+use crate::config::Config;
 use crate::fleet::window::FleetWindow;
 use crate::metrics::Metrics;
 use crate::prepare::RequestIds;
@@ -35,6 +32,7 @@ use workers::{Worker, bind_workers, sweep_idle};
 mod access;
 mod farm;
 pub(crate) mod fd_limit;
+mod session;
 mod stack;
 mod workers;
 
@@ -242,51 +240,10 @@ impl RunningProxy {
     }
 }
 
-fn fingerprinter(key: &KeySource) -> Fingerprinter {
-    match key {
-        KeySource::Configured(secret) => Fingerprinter::from_secret(secret),
-        KeySource::Random => {
-            let mut key = [0u8; 32];
-            if getrandom::fill(&mut key).is_err() {
-                tracing::error!("the OS random source failed; fingerprints use a time-derived key");
-                key[..16].copy_from_slice(
-                    &std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_nanos()
-                        .to_le_bytes(),
-                );
-            }
-            tracing::warn!(
-                "no fingerprint key configured (session.fingerprint_key or session.fingerprint_key_env): \
-                 using a random key for this process; fingerprints in alerts will not match across restarts \
-                 or between proxies"
-            );
-            Fingerprinter::from_key(key)
-        }
-    }
-}
-
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })
-}
-
-/// Store housekeeping (idle sweeps, pending evictions) every few seconds, off the request path.
-async fn maintain(store: Arc<dyn SessionStore>, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(5));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let store = store.clone();
-                // A sweep of a large table takes milliseconds: keep it off the async workers.
-                let _ = tokio::task::spawn_blocking(move || store.maintain()).await;
-            }
-            _ = crate::shutdown::stopped(&mut shutdown) => return,
-        }
-    }
 }
 
 /// Fold the histograms' recorded samples into their buckets every second. The recorder keeps
@@ -340,35 +297,24 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain, drain_watch) = Drain::new();
     let mut tasks = Vec::new();
-    let idle = config.session.profile.idle_timeout();
     // How this replica names its backends to the others (cookies, Redis records, the shared
     // incident window); discovery, once started, is woken by a name it does not know yet.
     let directory = Arc::new(farm::Directory {
         backends: backends.clone(),
         discovery: OnceLock::new(),
     });
-    let mut fleet: Option<Arc<RedisStore>> = None;
-    let store: Arc<dyn SessionStore> = match (config.session.store, &config.session.redis) {
-        (StoreKind::Compact, _) => Arc::new(CompactStore::new(config.session.max_sessions, idle)),
-        (StoreKind::Redis, Some(redis)) => {
-            let near = Arc::new(MokaStore::new(config.session.max_sessions, idle));
-            let (shared, keepers) = RedisStore::start(
-                redis,
-                idle,
-                near.clone(),
-                directory.clone(),
-                &metrics,
-                log.clone(),
-                shutdown_rx.clone(),
-            )
-            .map_err(|e| StartError::Store(e.to_string()))?;
-            tasks.extend(keepers);
-            fleet = Some(Arc::new(shared));
-            near
-        }
-        _ => Arc::new(MokaStore::new(config.session.max_sessions, idle)),
-    };
-    tasks.push(tokio::spawn(maintain(store.clone(), shutdown_rx.clone())));
+    let session::Tables { store, fleet } = session::store(
+        &config,
+        &directory,
+        &metrics,
+        &log,
+        &shutdown_rx,
+        &mut tasks,
+    )?;
+    tasks.push(tokio::spawn(session::maintain(
+        store.clone(),
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(metrics_upkeep(
         metrics.clone(),
         shutdown_rx.clone(),
@@ -435,7 +381,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     if let Some(discovery) = discovery {
         let _ = directory.discovery.set(discovery);
     }
-    let mut session = session_layer(
+    let mut session = session::layer(
         &config,
         store.clone(),
         reporter,
@@ -617,31 +563,4 @@ async fn start_discovery(
     discovery.resolve_all().await;
     tasks.extend(discovery.spawn(shutdown));
     Some(discovery)
-}
-
-/// The session layer as the configuration asks for it, reporting to `reporter`.
-fn session_layer(
-    config: &Config,
-    store: Arc<dyn SessionStore>,
-    reporter: Reporter,
-    pin_switch: PinSwitch,
-    backends: &Arc<Backends>,
-    directory: Arc<farm::Directory>,
-) -> SessionLayer {
-    let mut session = SessionLayer::new(
-        config.session.profile.clone(),
-        fingerprinter(&config.session.key),
-        store,
-    )
-    .with_events(Arc::new(reporter))
-    .with_pin_policy(config.pin.policy)
-    .with_pin_switch(pin_switch)
-    .with_backend_directory(directory);
-    if config.rescue {
-        session = session.with_rescue(backends.clone());
-    }
-    if let Some(affinity) = &config.session.affinity {
-        session = session.with_affinity_cookie(affinity.name.clone(), affinity.secure);
-    }
-    session
 }
