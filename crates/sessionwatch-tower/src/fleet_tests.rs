@@ -271,18 +271,18 @@ fn the_fleet_hears_of_a_last_use_once_an_eighth_of_the_idle_timeout() {
         ..SessionRecord::issued(BackendId(0), at(0))
     };
     // Touches within one eighth (100 s) of the timeout: the fleet's copy is recent enough.
-    assert!(!crate::future::fleet_needs(
+    assert!(!crate::answer::fleet_needs(
         Some(record(0)),
         &record(30),
         idle
     ));
-    assert!(!crate::future::fleet_needs(
+    assert!(!crate::answer::fleet_needs(
         Some(record(30)),
         &record(60),
         idle
     ));
     // Into the next eighth: written.
-    assert!(crate::future::fleet_needs(
+    assert!(crate::answer::fleet_needs(
         Some(record(90)),
         &record(120),
         idle
@@ -292,6 +292,6 @@ fn the_fleet_hears_of_a_last_use_once_an_eighth_of_the_idle_timeout() {
         lost: true,
         ..record(31)
     };
-    assert!(crate::future::fleet_needs(Some(record(30)), &lost, idle));
-    assert!(crate::future::fleet_needs(None, &record(30), idle));
+    assert!(crate::answer::fleet_needs(Some(record(30)), &lost, idle));
+    assert!(crate::answer::fleet_needs(None, &record(30), idle));
 }

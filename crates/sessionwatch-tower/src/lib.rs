@@ -25,6 +25,7 @@
 //! # drop(svc);
 //! ```
 
+mod answer;
 mod compact;
 mod events;
 mod extensions;
