@@ -555,10 +555,7 @@ def targets_check(results: dict) -> list[tuple[str, str, bool | None]]:
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, short runs, 300k sessions for memory")
-    ap.add_argument("--rounds", type=int, help="load rounds (default 4; quick 1)")
-    ap.add_argument("--max-extra-rounds", type=int, help="extra rounds when others loaded the machine (default 2; quick 0)")
-    ap.add_argument("--duration", type=float, help="seconds per measured run (default 10; quick 3)")
-    ap.add_argument("--warmup", type=float, help="seconds of warm-up before each run (default 2; quick 1)")
+    h.add_round_args(ap)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--pool", type=int, default=100_000, help="session ids the traffic draws from")
     ap.add_argument("--large", type=int, help="sessions written to Redis for its memory (default 1000000; quick 300000)")

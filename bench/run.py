@@ -974,13 +974,18 @@ def write_targets(w, results: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def parse_args() -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, short runs, smaller memory fill")
+def add_round_args(ap: argparse.ArgumentParser) -> None:
+    """The options of the measured rounds, alike in every harness."""
     ap.add_argument("--rounds", type=int, help="load rounds (default 4; quick 1)")
     ap.add_argument("--max-extra-rounds", type=int, help="extra rounds when others loaded the machine (default 2; quick 0)")
     ap.add_argument("--duration", type=float, help="seconds per measured run (default 10; quick 3)")
     ap.add_argument("--warmup", type=float, help="seconds of warm-up before each run (default 2; quick 1)")
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round, short runs, smaller memory fill")
+    add_round_args(ap)
     ap.add_argument("--latency-duration", type=float, help="seconds per latency run (default 10; quick 3)")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--pool", type=int, default=100_000, help="session ids the traffic draws from")
