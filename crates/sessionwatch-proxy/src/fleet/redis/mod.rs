@@ -270,13 +270,14 @@ impl RedisStore {
     /// The connection a request uses, while the store answers: this worker's own once made
     /// (its first use starts making it here, on this thread's runtime), else the shared one.
     fn request_link(&self) -> Option<Link> {
-        let shared = self.inner.link()?;
         let Some(local) = &self.local else {
-            return Some(shared);
+            return self.inner.link();
         };
         if let Some(own) = local.link.get() {
-            return Some(own.clone());
+            // The shared connection (and its lock) is not touched once the worker has its own.
+            return self.inner.up.load(Ordering::Relaxed).then(|| own.clone());
         }
+        let shared = self.inner.link()?;
         if !local.started.swap(true, Ordering::Relaxed)
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
