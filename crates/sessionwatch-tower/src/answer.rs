@@ -14,7 +14,7 @@ use sessionwatch_core::{
 
 use crate::request::RequestContext;
 use crate::shared::{AffinityCookie, BackendDirectory, Shared};
-use crate::{Publish, ServedBy};
+use crate::{Publish, ServedBy, SessionSeen};
 
 /// The session `Set-Cookie`s of a response, last one per cookie name.
 struct SetCookies {
@@ -206,10 +206,28 @@ pub(crate) fn apply_updates<RB>(
         let directory = &*shared.directory;
         affinity_answer(a, directory, ctx, resp, c, learned.map(|(_, f, r)| (f, r)));
     }
+    if shared.mark_sessions {
+        mark_session(ctx, resp, c);
+    }
     match writes.len() {
         0 => None,
         1 => writes.pop(),
         _ => Some(join(writes)),
+    }
+}
+
+/// Marks the answer with the session it was about: the first carried, else the first issued.
+fn mark_session<RB>(ctx: &RequestContext, resp: &mut Response<RB>, c: &Classified) {
+    let carried = ctx.carried.as_slice().first().map(|s| s.fingerprint);
+    let issued = || {
+        c.set_cookies.as_slice().iter().find_map(|e| match *e {
+            SetCookieEvent::Issued { fingerprint, .. } => Some(fingerprint),
+            SetCookieEvent::Deleted { .. } => None,
+        })
+    };
+    if let Some(fingerprint) = carried.or_else(issued) {
+        resp.extensions_mut()
+            .insert(SessionSeen(fingerprint.short()));
     }
 }
 

@@ -46,6 +46,7 @@ impl SessionLayer {
                 affinity: None,
                 fleet: None,
                 directory: Arc::new(SameOrder),
+                mark_sessions: false,
             }),
         }
     }
@@ -132,6 +133,13 @@ impl SessionLayer {
     /// discovered at run time).
     pub fn with_backend_directory(self, directory: Arc<dyn BackendDirectory>) -> Self {
         self.edit(|s| s.directory = directory)
+    }
+
+    /// Mark every answer about a session with [`crate::SessionSeen`], the session's short
+    /// fingerprint, for an access log below or above the layer to read. Off by default: the mark
+    /// costs an extension on every such answer.
+    pub fn with_session_marks(self) -> Self {
+        self.edit(|s| s.mark_sessions = true)
     }
 
     /// The store the layer uses.

@@ -39,7 +39,7 @@ mod store;
 
 pub use compact::CompactStore;
 pub use events::{AffinityUse, Observed, Rescued, SessionEvents};
-pub use extensions::{RescueAttempt, ServedBy, SessionRoute};
+pub use extensions::{RescueAttempt, ServedBy, SessionRoute, SessionSeen};
 pub use fleet::{FleetStore, Found, Lookup, Publish};
 pub use future::ResponseFuture;
 pub use layer::SessionLayer;

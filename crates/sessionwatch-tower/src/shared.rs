@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     /// The store the fleet shares, asked when `store` misses.
     pub(crate) fleet: Option<Arc<dyn FleetStore>>,
     pub(crate) directory: Arc<dyn BackendDirectory>,
+    /// Whether answers carry [`crate::SessionSeen`] (for an access log).
+    pub(crate) mark_sessions: bool,
 }
 
 impl Shared {
@@ -101,6 +103,7 @@ impl Shared {
             affinity: self.affinity.clone(),
             fleet: self.fleet.clone(),
             directory: self.directory.clone(),
+            mark_sessions: self.mark_sessions,
         }
     }
 }

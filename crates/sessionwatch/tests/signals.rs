@@ -378,8 +378,19 @@ fn the_access_log_says_what_each_request_got_and_nothing_secret() {
     let listening: serde_json::Value = serde_json::from_str(&listening).unwrap();
     let addr: SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
     let target = "/cart;jsessionid=RAWSESSIONID0123456789?token=QUERYSECRET";
-    assert_eq!(get_target(addr, target, None).0, 200);
+    let (status, issued) = get_target(addr, target, None);
+    assert_eq!(status, 200);
     let line = server.wait_for("access", |l| l.contains("sessionwatch::access"));
+    // The session the first answer issued, then carried back: one short fingerprint for both,
+    // and another for a session the proxy never saw.
+    let issued = issued.expect("the backend issues a session");
+    assert_eq!(get_target(addr, "/again", Some(&issued)).0, 200);
+    let again = server.wait_for("access", |l| l.contains("sessionwatch::access"));
+    assert_eq!(
+        get_target(addr, "/other", Some("UNSEENSESSION0123456789")).0,
+        200
+    );
+    let other = server.wait_for("access", |l| l.contains("sessionwatch::access"));
     server.signal("TERM");
     let (status, stderr, _) = server.exit();
     assert_eq!(status.code(), Some(0));
@@ -393,9 +404,25 @@ fn the_access_log_says_what_each_request_got_and_nothing_secret() {
         !access["request_id"].as_str().unwrap().is_empty(),
         "{access}"
     );
+    let session = |line: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["session"].as_str().unwrap_or_default().to_owned()
+    };
+    let (first, again, other) = (session(&line), session(&again), session(&other));
+    assert_eq!(first.len(), 12, "{line}");
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+    assert_eq!(
+        first, again,
+        "the issued session and the same one carried back"
+    );
+    assert_ne!(first, other, "another session's fingerprint");
+    assert_eq!(other.len(), 12, "{other}");
     let all = stderr.join("\n");
     assert!(
-        !all.contains("RAWSESSIONID") && !all.contains("QUERYSECRET"),
+        !all.contains("RAWSESSIONID")
+            && !all.contains("QUERYSECRET")
+            && !all.contains(&issued)
+            && !all.contains("UNSEENSESSION"),
         "{all}"
     );
 }

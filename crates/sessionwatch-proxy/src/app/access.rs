@@ -4,14 +4,15 @@
 //!
 //! What it says is chosen so that nothing secret reaches it: the path without its query or its
 //! `;` parameters (where `;jsessionid=` puts a raw session id), the status, the backend's name,
-//! the time to the answer's head and the request id.
+//! the time to the answer's head, the request id, and the session's short fingerprint (never its
+//! value: the session layer marks the answer with it, see [`SessionSeen`]).
 
 use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::Either;
 use http::{Request, Response};
-use sessionwatch_tower::ServedBy;
+use sessionwatch_tower::{ServedBy, SessionSeen};
 use tokio::time::Instant;
 
 use crate::backends::Backends;
@@ -53,6 +54,10 @@ impl<H: Handler> Handler for AccessLogged<H> {
                 .headers()
                 .get(X_REQUEST_ID)
                 .and_then(|v| v.to_str().ok());
+            let session = resp
+                .extensions()
+                .get::<SessionSeen>()
+                .map(|SessionSeen(short)| short.to_string());
             tracing::info!(
                 target: "sessionwatch::access",
                 method = method.as_str(),
@@ -61,6 +66,7 @@ impl<H: Handler> Handler for AccessLogged<H> {
                 backend = backend.as_deref().unwrap_or("-"),
                 duration_ms = started.elapsed().as_secs_f64() * 1e3,
                 request_id = id.unwrap_or("-"),
+                session = session.as_deref().unwrap_or("-"),
                 "access"
             );
             resp

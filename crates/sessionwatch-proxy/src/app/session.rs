@@ -125,5 +125,8 @@ pub(super) fn layer(
     if let Some(affinity) = &config.session.affinity {
         session = session.with_affinity_cookie(affinity.name.clone(), affinity.secure);
     }
+    if config.access_log {
+        session = session.with_session_marks();
+    }
     session
 }
