@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::hint::{self, History, Loss};
+use crate::life::{IncidentLife, Life};
 use crate::{BackendId, Hint, PairCounts, ShortFingerprint, Timestamp};
 
 /// When an incident opens, updates and resolves.
@@ -59,8 +60,13 @@ pub struct IncidentSnapshot {
     pub suppressed: u64,
     /// Every pair seen in the window.
     pub matrix: Vec<PairCounts>,
-    /// The likely cause.
+    /// The likely cause: judged over the incident's whole life while one is open (see
+    /// [`IncidentLife`]), over the window otherwise.
     pub hint: Hint,
+    /// What the open incident has seen since its first window; `None` when none is open.
+    pub life: Option<IncidentLife>,
+    /// When the incident ended (on the event that resolves it).
+    pub ended: Option<Timestamp>,
     /// The pair with most resets, when it holds most of them.
     pub dominant: Option<(BackendId, BackendId)>,
     /// A few fingerprints of lost sessions.
@@ -85,9 +91,15 @@ struct Bucket {
     resets: Vec<u32>,
     /// Resets, capped.
     losses: Vec<Loss>,
+    /// The lost sessions, capped.
+    lost: Vec<ShortFingerprint>,
+    /// Whether more resets came in this second than `lost` keeps.
+    overflowed: bool,
 }
 
 const LOSS_SAMPLES_PER_SECOND: usize = 64;
+/// Lost sessions a second keeps, for the count of sessions an incident affected.
+const LOST_PER_SECOND: usize = 1024;
 const FINGERPRINT_SAMPLES: usize = 5;
 
 #[derive(Debug, Clone)]
@@ -99,6 +111,7 @@ struct Open {
     suppressed: u64,
     line_second: u64,
     lines_this_second: u32,
+    life: Life,
 }
 
 /// Counts requests and resets per (issuer, server) pair in a sliding window of one-second
@@ -181,6 +194,8 @@ impl IncidentTracker {
                 requests: vec![0; self.n * self.n],
                 resets: vec![0; self.n * self.n],
                 losses: Vec::new(),
+                lost: Vec::new(),
+                overflowed: false,
             });
         }
         // A late event (clock step back) lands in the newest bucket rather than being lost.
@@ -195,6 +210,9 @@ impl IncidentTracker {
         };
         let b = self.bucket(now);
         b.requests[slot] = b.requests[slot].saturating_add(1);
+        if let Some(open) = self.open.as_mut() {
+            open.life.record_request(slot);
+        }
     }
 
     /// A reset (call [`IncidentTracker::record_request`] for the same request too). Returns
@@ -210,12 +228,22 @@ impl IncidentTracker {
         now: Timestamp,
     ) -> bool {
         if let Some(slot) = self.slot(issuer, server) {
+            let loss = (millis(idle), millis(age), issuer, server);
             let b = self.bucket(now);
             b.resets[slot] = b.resets[slot].saturating_add(1);
             if b.losses.len() < LOSS_SAMPLES_PER_SECOND {
-                b.losses.push((millis(idle), millis(age), issuer, server));
+                b.losses.push(loss);
+            }
+            if b.lost.len() < LOST_PER_SECOND {
+                b.lost.push(fingerprint);
+            } else {
+                b.overflowed = true;
             }
             self.history.note_reset(issuer, server, now);
+            if let Some(open) = self.open.as_mut() {
+                open.life.record_reset(slot, loss);
+                open.life.note_session(fingerprint, now);
+            }
         }
         if self.samples.len() == FINGERPRINT_SAMPLES {
             self.samples.pop_front();
@@ -282,6 +310,9 @@ impl IncidentTracker {
             relay(&mut b.requests);
             relay(&mut b.resets);
         }
+        if let Some(open) = self.open.as_mut() {
+            open.life.grow(new);
+        }
         self.history.grow(new);
         self.n = new;
     }
@@ -320,20 +351,19 @@ impl IncidentTracker {
         let (req, res) = self.totals(now);
         let requests: u64 = req.iter().sum();
         let resets: u64 = res.iter().sum();
-        let mut matrix = Vec::new();
-        for i in 0..self.n {
-            for s in 0..self.n {
-                let k = i * self.n + s;
-                if req[k] > 0 || res[k] > 0 {
-                    matrix.push(PairCounts {
-                        issuer: BackendId::from_index(i),
-                        server: BackendId::from_index(s),
-                        requests: req[k],
-                        resets: res[k],
-                    });
-                }
-            }
-        }
+        let matrix = pairs(self.n, &req, &res);
+        // An open incident's cause is what its whole life shows: a window that empties while
+        // the farm recovers must not turn it into `unclear`.
+        let (hint, life) = match &self.open {
+            Some(open) => (
+                open.life.hint(&self.history, now),
+                Some(open.life.summary()),
+            ),
+            None => (
+                hint::hint(&matrix, &self.losses(now), &self.history, now),
+                None,
+            ),
+        };
         let dominant = matrix
             .iter()
             .max_by_key(|p| p.resets)
@@ -350,7 +380,9 @@ impl IncidentTracker {
             resets,
             total_resets: self.open.as_ref().map_or(resets, |o| o.total_resets),
             suppressed: self.open.as_ref().map_or(0, |o| o.suppressed),
-            hint: hint::hint(&matrix, &self.losses(now), &self.history, now),
+            hint,
+            life,
+            ended: None,
             matrix,
             dominant,
             samples: self.samples.iter().copied().collect(),
@@ -365,11 +397,13 @@ impl IncidentTracker {
 
     /// Advance the state machine; call about once a second and after bursts of resets.
     pub fn evaluate(&mut self, now: Timestamp) -> Option<IncidentEvent> {
+        self.follow_life(now);
         let mut snap = self.snapshot(now);
         let above = self.above(&snap);
         let config = self.config.clone();
         match self.open.as_mut() {
             None if above => {
+                let life = self.first_life(snap.share, now);
                 self.open = Some(Open {
                     started: now,
                     last_update: now,
@@ -378,9 +412,11 @@ impl IncidentTracker {
                     suppressed: 0,
                     line_second: 0,
                     lines_this_second: 0,
+                    life,
                 });
                 snap.started = now;
                 snap.total_resets = snap.resets;
+                snap.life = self.open.as_ref().map(|o| o.life.summary());
                 Some(IncidentEvent::Opened(snap))
             }
             None => None,
@@ -391,6 +427,7 @@ impl IncidentTracker {
                     let since = *open.below_since.get_or_insert(now);
                     if now.since(since) >= config.resolve_after {
                         self.open = None;
+                        snap.ended = Some(now);
                         return Some(IncidentEvent::Resolved(snap));
                     }
                 }
@@ -403,6 +440,59 @@ impl IncidentTracker {
         }
     }
 
+    /// Bring an open incident's life up to `now`: its peak, the requests its cause is judged on,
+    /// and the window's cause when the window shows one.
+    fn follow_life(&mut self, now: Timestamp) {
+        if self.open.is_none() {
+            return;
+        }
+        let (req, res) = self.totals(now);
+        let (requests, resets) = (req.iter().sum::<u64>(), res.iter().sum::<u64>());
+        let window_hint = (resets > 0)
+            .then(|| {
+                hint::hint(
+                    &pairs(self.n, &req, &res),
+                    &self.losses(now),
+                    &self.history,
+                    now,
+                )
+            })
+            .filter(|h| !matches!(h, Hint::Unclear { .. }));
+        if let Some(open) = self.open.as_mut() {
+            let share = if requests == 0 {
+                0.0
+            } else {
+                resets as f64 / requests as f64
+            };
+            open.life.note_share(share, now);
+            open.life.settle();
+            if let Some(h) = window_hint {
+                open.life.note_cause(h);
+            }
+        }
+    }
+
+    /// The life of an incident opening now: the window that opens it, with its lost sessions.
+    fn first_life(&self, share: f64, now: Timestamp) -> Life {
+        let (req, res) = self.totals(now);
+        let mut life = Life::open(self.n, req, res, self.losses(now), share, now);
+        let window = self.config.window.as_secs().max(1);
+        for b in self
+            .buckets
+            .iter()
+            .filter(|b| b.second + window > now.as_secs())
+        {
+            let at = Timestamp::from_millis(b.second.saturating_mul(1000));
+            for f in &b.lost {
+                life.note_session(*f, at);
+            }
+            if b.overflowed {
+                life.note_uncounted();
+            }
+        }
+        life
+    }
+
     fn losses(&self, now: Timestamp) -> Vec<Loss> {
         let window = self.config.window.as_secs().max(1);
         self.buckets
@@ -411,6 +501,25 @@ impl IncidentTracker {
             .flat_map(|b| b.losses.iter().copied())
             .collect()
     }
+}
+
+/// The pairs with any traffic, issuer major.
+pub(crate) fn pairs(n: usize, req: &[u64], res: &[u64]) -> Vec<PairCounts> {
+    let mut matrix = Vec::new();
+    for i in 0..n {
+        for s in 0..n {
+            let k = i * n + s;
+            if req[k] > 0 || res[k] > 0 {
+                matrix.push(PairCounts {
+                    issuer: BackendId::from_index(i),
+                    server: BackendId::from_index(s),
+                    requests: req[k],
+                    resets: res[k],
+                });
+            }
+        }
+    }
+    matrix
 }
 
 fn millis(d: Duration) -> u64 {

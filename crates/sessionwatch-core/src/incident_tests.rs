@@ -515,3 +515,98 @@ fn a_tracker_grows_for_backends_that_join_and_keeps_its_counts() {
         }
     );
 }
+
+#[test]
+fn an_incident_that_recovers_keeps_its_cause_and_resolves_with_its_whole_story() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 2);
+    // A per-node store: every cross-backend request loses its session.
+    traffic(&mut tr, A, A, 50, 0, t(0));
+    traffic(&mut tr, A, B, 50, 50, t(0));
+    traffic(&mut tr, B, A, 50, 50, t(0));
+    traffic(&mut tr, B, B, 50, 0, t(0));
+    let Some(IncidentEvent::Opened(opened)) = tr.evaluate(t(100)) else {
+        panic!("no incident opened");
+    };
+    assert_eq!(opened.hint, Hint::StoreNotShared);
+    // Five more seconds broken, then the store is shared and users keep browsing.
+    for sec in 1..=5 {
+        traffic(&mut tr, A, B, 20, 20, t(sec * 1000));
+        traffic(&mut tr, A, A, 20, 0, t(sec * 1000));
+        assert!(
+            tr.evaluate(t(sec * 1000 + 100))
+                .is_none_or(|e| matches!(e, IncidentEvent::Updated(_)))
+        );
+    }
+    let mut updates = Vec::new();
+    let mut resolved = None;
+    for sec in 6..=120 {
+        for (i, s) in [(A, A), (A, B), (B, A), (B, B)] {
+            traffic(&mut tr, i, s, 10, 0, t(sec * 1000));
+        }
+        match tr.evaluate(t(sec * 1000 + 100)) {
+            Some(IncidentEvent::Updated(s)) => updates.push(s),
+            Some(IncidentEvent::Resolved(s)) => {
+                resolved = Some((sec, s));
+                break;
+            }
+            Some(IncidentEvent::Opened(_)) => panic!("a second incident opened"),
+            None => {}
+        }
+    }
+    // The window emptied long before the end: judged on it alone, the cause would be `unclear`.
+    assert!(updates.iter().any(|u| u.resets == 0), "{updates:?}");
+    for u in &updates {
+        assert_eq!(u.hint, Hint::StoreNotShared, "{u:?}");
+    }
+    let (sec, end) = resolved.expect("the incident resolves once the farm is fixed");
+    assert_eq!(end.hint, Hint::StoreNotShared);
+    assert_eq!(end.resets, 0, "the last window saw no loss");
+    assert_eq!(end.started, t(100));
+    assert_eq!(end.ended, Some(t(sec * 1000 + 100)));
+    let life = end.life.expect("the resolved incident's life");
+    assert_eq!(life.resets, 100 + 5 * 20);
+    assert_eq!(life.requests, 200 + 5 * 40 + (sec - 5) * 40);
+    // fp(0..50) were lost on both cross pairs, then fp(0..20) again: 50 sessions in all.
+    assert_eq!(life.sessions, 50);
+    assert!(!life.sessions_capped);
+    assert_eq!(life.first_loss, Some(t(0)));
+    assert_eq!(life.last_loss, Some(t(5000)));
+    assert!((life.peak_share - 0.5).abs() < 1e-9, "{}", life.peak_share);
+    let ab = life
+        .matrix
+        .iter()
+        .find(|p| (p.issuer, p.server) == (A, B))
+        .unwrap();
+    assert_eq!((ab.resets, ab.requests), (150, 150 + (sec - 5) * 10));
+    let aa = life
+        .matrix
+        .iter()
+        .find(|p| (p.issuer, p.server) == (A, A))
+        .unwrap();
+    assert_eq!(aa.resets, 0);
+}
+
+#[test]
+fn an_incident_s_life_survives_the_farm_growing() {
+    let mut tr = IncidentTracker::new(IncidentConfig::default(), 2);
+    traffic(&mut tr, A, B, 40, 40, t(0));
+    traffic(&mut tr, B, A, 40, 40, t(0));
+    assert!(matches!(
+        tr.evaluate(t(100)),
+        Some(IncidentEvent::Opened(_))
+    ));
+    tr.note_joined(C, t(1000));
+    traffic(&mut tr, A, C, 10, 10, t(2000));
+    let s = tr.snapshot(t(2100));
+    let life = s.life.expect("open");
+    let cell = |i, sv| {
+        life.matrix
+            .iter()
+            .find(|p| (p.issuer, p.server) == (i, sv))
+            .map(|p| (p.requests, p.resets))
+    };
+    assert_eq!(cell(A, B), Some((40, 40)));
+    assert_eq!(cell(B, A), Some((40, 40)));
+    assert_eq!(cell(A, C), Some((10, 10)));
+    assert_eq!(life.resets, 90);
+}

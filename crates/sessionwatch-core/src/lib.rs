@@ -26,6 +26,7 @@ mod hint;
 mod incident;
 #[cfg(test)]
 mod incident_tests;
+mod life;
 mod paths;
 mod pin;
 mod profile;
@@ -50,6 +51,7 @@ pub use hint::{Direction, Hint, PairCounts};
 pub use incident::{
     IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, WindowCounts,
 };
+pub use life::IncidentLife;
 pub use paths::loggable_path;
 pub use pin::{PinPolicy, RouteDecision, UnknownPinPolicy, route};
 pub use profile::{CookieSpec, Framework, MAX_COOKIES, Marker, ProfileError, SessionProfile};

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sessionwatch_core::{
-    BackendId, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PinPolicy,
-    Timestamp, WindowCounts,
+    BackendId, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PairCounts,
+    PinPolicy, Timestamp, WindowCounts,
 };
 use sessionwatch_tower::{Observed, PinSwitch};
 use tokio::sync::watch;
@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use crate::backends::Backends;
 use crate::metrics::Metrics;
 use crate::report::alert_log::AlertLog;
-use crate::report::lines::{AlertLine, HintLine, IncidentLine, LineKind, MatrixCell, PinningLine};
+use crate::report::lines::{
+    AlertLine, HintLine, IncidentLine, IncidentTotals, LineKind, MatrixCell, PinningLine,
+};
 use crate::report::sinks::{IncidentNotice, NoticeKind, SinkHandle};
 
 /// Where the watch reads the time: [`Clock::system`] in the proxy; a test passes one that
@@ -187,12 +189,57 @@ impl IncidentWatch {
     fn line(&self, s: &IncidentSnapshot, id: String) -> IncidentLine {
         let hint_text = s.hint.text(&|b| self.name(b));
         let started = rfc3339(s.started);
-        let summary = format!(
-            "incident since {} UTC: {:.0}% of requests with a live session are logged out; {}",
-            started.get(11..19).unwrap_or(&started),
-            s.share * 100.0,
-            hint_text
-        );
+        let clock = |t: &str| t.get(11..19).unwrap_or(t).to_owned();
+        let summary = match (&s.life, s.ended) {
+            (None, _) => format!(
+                "no incident: {:.0}% of requests with a live session are logged out",
+                s.share * 100.0
+            ),
+            (Some(life), Some(ended)) => format!(
+                "incident from {} to {} UTC ({}): {} of {} requests with a live session logged out, {}{} sessions affected, {:.0}% at the peak; {}",
+                clock(&started),
+                clock(&rfc3339(ended)),
+                humantime::format_duration(Duration::from_secs(ended.since(s.started).as_secs())),
+                life.resets,
+                life.requests,
+                if life.sessions_capped {
+                    "at least "
+                } else {
+                    ""
+                },
+                life.sessions,
+                life.peak_share * 100.0,
+                hint_text
+            ),
+            (Some(_), None) => format!(
+                "incident since {} UTC: {:.0}% of requests with a live session are logged out; {}",
+                clock(&started),
+                s.share * 100.0,
+                hint_text
+            ),
+        };
+        let cells = |matrix: &[PairCounts]| -> Vec<MatrixCell> {
+            matrix
+                .iter()
+                .map(|p| MatrixCell {
+                    issuer: self.name(p.issuer),
+                    server: self.name(p.server),
+                    requests: p.requests,
+                    resets: p.resets,
+                })
+                .collect()
+        };
+        let incident = s.life.as_ref().map(|l| IncidentTotals {
+            requests: l.requests,
+            resets: l.resets,
+            sessions_affected: l.sessions,
+            sessions_affected_at_least: l.sessions_capped,
+            first_loss: l.first_loss.map(rfc3339),
+            last_loss: l.last_loss.map(rfc3339),
+            peak_share: (l.peak_share * 10_000.0).round() / 10_000.0,
+            peak_at: rfc3339(l.peak_at),
+            matrix: cells(&l.matrix),
+        });
         IncidentLine {
             incident_id: id,
             started,
@@ -202,16 +249,7 @@ impl IncidentWatch {
             resets: s.resets,
             total_resets: s.total_resets,
             suppressed: s.suppressed,
-            matrix: s
-                .matrix
-                .iter()
-                .map(|p| MatrixCell {
-                    issuer: self.name(p.issuer),
-                    server: self.name(p.server),
-                    requests: p.requests,
-                    resets: p.resets,
-                })
-                .collect(),
+            matrix: cells(&s.matrix),
             hint: HintLine {
                 code: s.hint.code(),
                 text: hint_text,
@@ -219,6 +257,9 @@ impl IncidentWatch {
             dominant_issuer: s.dominant.map(|(i, _)| self.name(i)),
             dominant_server: s.dominant.map(|(_, sv)| self.name(sv)),
             samples: s.samples.iter().map(|f| f.to_string()).collect(),
+            ended: s.ended.map(rfc3339),
+            duration_s: s.ended.map(|e| e.since(s.started).as_secs()),
+            incident,
         }
     }
 
@@ -544,6 +585,35 @@ mod tests {
         assert_eq!(resolved.len(), 1, "{:?}", w.lines());
         assert_eq!(resolved[0]["time"], at(60_000));
         assert_eq!(resolved[0]["incident_id"], id.as_str());
+        // The whole story: the window that resolves it is empty, but the cause, the totals and
+        // the matrix are the incident's.
+        let end = &resolved[0];
+        assert_eq!(end["resets"], 0);
+        assert_eq!(end["hint"]["code"], "store_not_shared", "{end}");
+        assert_eq!(end["ended"], "2100-01-01T00:01:00Z");
+        assert_eq!(end["duration_s"], 59);
+        assert_eq!(end["incident"]["resets"], 20, "{end}");
+        assert_eq!(end["incident"]["requests"], 40);
+        assert_eq!(end["incident"]["sessions_affected"], 20);
+        assert_eq!(end["incident"]["first_loss"], "2100-01-01T00:00:00Z");
+        assert_eq!(end["incident"]["last_loss"], "2100-01-01T00:00:00Z");
+        assert_eq!(end["incident"]["peak_share"], 0.5);
+        let whole = end["incident"]["matrix"].as_array().unwrap();
+        assert!(
+            whole
+                .iter()
+                .any(|c| c["issuer"] == "node-b" && c["server"] == "node-a" && c["resets"] == 10),
+            "{end}"
+        );
+        let summary = end["summary"].as_str().unwrap();
+        assert!(
+            summary.starts_with(
+                "incident from 00:00:00 to 00:01:00 UTC (59s): 20 of 40 requests with a live \
+                 session logged out, 20 sessions affected, 50% at the peak;"
+            ),
+            "{summary}"
+        );
+        assert!(summary.contains("not shared across the farm"), "{summary}");
         let updates: Vec<Value> = w.lines_of("incident_updated");
         let update_times: Vec<String> = updates
             .iter()
@@ -554,6 +624,13 @@ mod tests {
             [at(10_500), at(20_500), at(30_500), at(40_500), at(50_500)]
         );
         assert!(updates.iter().all(|l| l["incident_id"] == id.as_str()));
+        assert!(updates.iter().any(|l| l["resets"] == 0));
+        assert!(
+            updates
+                .iter()
+                .all(|l| l["hint"]["code"] == "store_not_shared"),
+            "{updates:?}"
+        );
         let stopped = w.lines_of("pinning_stopped");
         assert_eq!(stopped.len(), 1);
         assert_eq!(stopped[0]["incident_id"], id.as_str());

@@ -182,6 +182,39 @@ pub(crate) struct IncidentLine {
     pub(crate) dominant_server: Option<String>,
     /// A few fingerprints of lost sessions.
     pub(crate) samples: Vec<String>,
+    /// On `incident_resolved`: when it ended (RFC 3339 UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) ended: Option<String>,
+    /// On `incident_resolved`: from `started` to `ended`, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) duration_s: Option<u64>,
+    /// What the incident saw in all, from the window that opened it (absent when none is open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) incident: Option<IncidentTotals>,
+}
+
+/// An incident's whole life on its lines: the story its postmortem tells.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub(crate) struct IncidentTotals {
+    /// Requests with a known session.
+    pub(crate) requests: u64,
+    /// Of those, the ones where the session was lost.
+    pub(crate) resets: u64,
+    /// Distinct sessions lost.
+    pub(crate) sessions_affected: u64,
+    /// Whether `sessions_affected` is a floor (more were lost than are counted one by one).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) sessions_affected_at_least: bool,
+    /// The first loss (RFC 3339 UTC).
+    pub(crate) first_loss: Option<String>,
+    /// The last loss so far: on the resolved line, when the losses stopped.
+    pub(crate) last_loss: Option<String>,
+    /// The highest share the window reached.
+    pub(crate) peak_share: f64,
+    /// When (RFC 3339 UTC).
+    pub(crate) peak_at: String,
+    /// The issuer x server matrix over the whole incident.
+    pub(crate) matrix: Vec<MatrixCell>,
 }
 
 /// The body of `pinning_started` and `pinning_stopped` lines.

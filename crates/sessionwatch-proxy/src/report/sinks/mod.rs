@@ -312,6 +312,9 @@ fn notice_of(kind: NoticeKind) -> IncidentNotice {
             dominant_issuer: Some("node-a".into()),
             dominant_server: Some("node-b".into()),
             samples: Vec::new(),
+            ended: None,
+            duration_s: None,
+            incident: None,
         },
         labels: Some(("node-a".into(), "node-b".into())),
     }
