@@ -163,6 +163,21 @@ pub enum Outcome {
     Ended(EndReason),
 }
 
+impl Outcome {
+    /// Whether the request counts in the share of requests with a known session that lost it:
+    /// every request with a known session but a sign-in or a sign-out. Those can never show a
+    /// loss (the rules decide them by path), and the sign-ins that follow every loss would
+    /// dilute exactly the issuer x server pairs that lose sessions, and hide the cause.
+    pub fn counts_in_share(&self) -> bool {
+        !matches!(
+            self,
+            Outcome::Untracked
+                | Outcome::Renewed(Renewal::Login)
+                | Outcome::Ended(EndReason::Logout)
+        )
+    }
+}
+
 /// The classification, and which carried session it is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {

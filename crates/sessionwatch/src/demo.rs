@@ -59,6 +59,10 @@ struct Watch {
 
 impl SessionEvents for Watch {
     fn observed(&self, e: &Observed<'_>) {
+        // The same requests as the incident's share counts, so the two agree.
+        if !e.outcome.counts_in_share() {
+            return;
+        }
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.0 += 1;
         let Outcome::Reset {
@@ -170,16 +174,19 @@ pub(crate) async fn run(opts: DemoOptions) -> std::io::Result<()> {
     writeln!(out, "summary")?;
     writeln!(
         out,
-        "  requests with a session: {}   logged out: {}   resets detected: {}",
-        report.requests, report.logged_out, resets
+        "  as the users saw it: {} requests to their account page, logged out: {} ",
+        report.requests, report.logged_out
     )?;
-    if session_requests > 0 {
-        writeln!(
-            out,
-            "  share of requests with a known session that lost it: {:.0}%",
-            100.0 * resets as f64 / session_requests as f64
-        )?;
-    }
+    let share = if session_requests == 0 {
+        0.0
+    } else {
+        100.0 * resets as f64 / session_requests as f64
+    };
+    writeln!(
+        out,
+        "  as the proxy saw it: {session_requests} requests with a known session (sign-ins and \
+         sign-outs aside), resets detected: {resets} ({share:.0}%)"
+    )?;
     for ((issuer, server), n) in &pairs {
         writeln!(out, "  issued by {issuer} -> lost on {server}: {n}")?;
     }

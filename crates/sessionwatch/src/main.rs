@@ -20,10 +20,18 @@ mod demo;
 /// EX_USAGE from sysexits.h: the configuration is wrong.
 const EX_USAGE: u8 = 64;
 
+/// `--version`: the release and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SESSIONWATCH_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "sessionwatch",
-    version,
+    version = VERSION,
     about = "Reverse proxy that detects lost sessions in a web farm"
 )]
 struct Cli {
@@ -150,8 +158,21 @@ impl Signals {
     }
 }
 
+/// The command line, with `help --help` (or `-h`) read as `--help`: clap's own `help`
+/// subcommand takes only subcommand names, and a user asking for help must not get an error.
+fn args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<_> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "help")
+        && args.iter().skip(2).any(|a| a == "--help" || a == "-h")
+    {
+        args.truncate(1);
+        args.push("--help".into());
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args());
     match cli.command {
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {

@@ -64,9 +64,10 @@ fn missing_field(message: &str) -> Option<&str> {
         .and_then(|rest| rest.split('`').next())
 }
 
-/// serde's message without the names of this crate's structs ("expected struct PinFile").
+/// serde's message without the names of this crate's structs ("expected struct PinFile") or
+/// Rust's number types ("expected u32").
 fn plain(message: &str) -> String {
-    match message.find("struct ") {
+    let message = match message.find("struct ") {
         Some(i) => {
             let rest = &message[i + "struct ".len()..];
             let end = rest
@@ -75,5 +76,22 @@ fn plain(message: &str) -> String {
             format!("{}a table{}", &message[..i], &rest[end..])
         }
         None => message.to_owned(),
+    };
+    match message.rsplit_once("expected ") {
+        Some((head, ty)) => match number_type(ty) {
+            Some(plain) => format!("{head}expected {plain}"),
+            None => message,
+        },
+        None => message,
     }
+}
+
+/// What a Rust number type accepts, in words.
+fn number_type(ty: &str) -> Option<&'static str> {
+    Some(match ty {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        _ => return None,
+    })
 }

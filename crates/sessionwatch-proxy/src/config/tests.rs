@@ -70,7 +70,17 @@ fn each_kind_of_error_names_file_line_column_and_field() {
     one_error(
         "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nweight = \"x\"\n",
         "farm.toml:4:10: backends[0].weight: ",
-        "invalid type: string \"x\", expected u32",
+        "invalid type: string \"x\", expected a whole number, 0 or more",
+    );
+    one_error(
+        &format!("[listen]\nworkers = -1\n{BACKEND}"),
+        "farm.toml:2:11: listen.workers: ",
+        "invalid value: integer `-1`, expected a whole number, 0 or more",
+    );
+    one_error(
+        &format!("{BACKEND}[session]\nmax_sessions = 1.5\n"),
+        "farm.toml:5:16: session.max_sessions: ",
+        "invalid type: floating point `1.5`, expected a whole number, 0 or more",
     );
     one_error(
         &format!("listen = 3\n{BACKEND}"),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sessionwatch_core::{AffinityRejection, EndReason, Outcome, Renewal, loggable_path};
+use sessionwatch_core::{AffinityRejection, Outcome, loggable_path};
 use sessionwatch_tower::{AffinityUse, Observed, Rescued, SessionEvents};
 
 use crate::backends::Backends;
@@ -64,13 +64,7 @@ impl SessionEvents for Reporter {
             attribution,
         } = e.outcome
         else {
-            // A sign-in or sign-out can never show a loss (the rules decide those by path), so it
-            // is no part of the share either: the sign-ins that follow every loss would dilute
-            // exactly the issuer x server pairs that lose sessions, and hide the hint.
-            if !matches!(
-                e.outcome,
-                Outcome::Renewed(Renewal::Login) | Outcome::Ended(EndReason::Logout)
-            ) {
+            if e.outcome.counts_in_share() {
                 self.incidents.observe(e, false);
             }
             return;
