@@ -14,12 +14,13 @@ COPY . .
 # crt-static on the gnu target links glibc statically: a dynamically linked binary does not start
 # on an empty base. Name resolution still works without NSS modules or /etc/nsswitch.conf, since
 # glibc 2.34 and later carry the `files` and `dns` lookups in libc itself (checked by
-# scripts/check-image with a backend given by host name).
+# scripts/check-image with a backend given by host name). The release profile's line tables
+# are dropped from the image's copy (72 MiB -> about a fifth); its symbols stay, for backtraces.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     RUSTFLAGS="-C target-feature=+crt-static" \
     cargo build --release --locked --target x86_64-unknown-linux-gnu -p sessionwatch \
-    && cp target/x86_64-unknown-linux-gnu/release/sessionwatch /sessionwatch
+    && strip --strip-debug -o /sessionwatch target/x86_64-unknown-linux-gnu/release/sessionwatch
 
 FROM scratch
 # Roots for rediss:// without a ca_file, and for TLS to backends and alert sinks.
