@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/check-image and scripts/check-manifests: the tools they need, installed
 # when missing (Debian packages with apt-get, as scripts/test-all does; Python ones from PyPI
 # into a virtualenv under target/, so the system's Python stays as it is). Each failure says
