@@ -512,25 +512,12 @@ fn demo_refuses_an_unknown_pin_policy_naming_the_accepted_ones() {
     assert!(out.stdout.is_empty(), "{}", out.stdout);
 }
 
-/// The `sessionwatch.toml` of the ConfigMap in `deploy/kubernetes/sessionwatch.yaml`, as the pod
-/// reads it.
+/// The `sessionwatch.toml` the single overlay's ConfigMap is generated from
+/// (`deploy/kubernetes/overlays/single/kustomization.yaml`), as the pod reads it.
 fn manifest_config() -> String {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes/sessionwatch.yaml");
-    let manifest =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = manifest
-        .lines()
-        .skip_while(|l| l.trim() != "sessionwatch.toml: |");
-    assert!(
-        lines.next().is_some(),
-        "no sessionwatch.toml in the ConfigMap"
-    );
-    lines
-        .take_while(|l| l.is_empty() || l.starts_with("    "))
-        .map(|l| l.strip_prefix("    ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n")
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy/kubernetes/overlays/single/sessionwatch.toml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
