@@ -3,12 +3,15 @@
 # to patch but the binary; it runs as a non-root user with a read-only root filesystem (it writes
 # nothing: keep `[alerts] log_file = ""` and `stdout = true`, as deploy/kubernetes/ does).
 #
-#   docker build -t sessionwatch:0.1.0 .
+#   docker build --build-arg SESSIONWATCH_COMMIT="$(git rev-parse --short=12 HEAD)" \
+#     -t sessionwatch:0.1.0 .
 #
 # The final stage is also what scripts/check-image builds and runs, fed a binary built on the
 # host (no base image can be pulled there): change it in one place, this file.
 
 FROM rust:1.95-slim-bookworm AS build
+# The commit `sessionwatch --version` names: the build context has no git history.
+ARG SESSIONWATCH_COMMIT=unknown
 WORKDIR /src
 COPY . .
 # crt-static on the gnu target links glibc statically: a dynamically linked binary does not start
@@ -18,7 +21,7 @@ COPY . .
 # are dropped from the image's copy (72 MiB -> about a fifth); its symbols stay, for backtraces.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    RUSTFLAGS="-C target-feature=+crt-static" \
+    RUSTFLAGS="-C target-feature=+crt-static" SESSIONWATCH_COMMIT="$SESSIONWATCH_COMMIT" \
     cargo build --release --locked --target x86_64-unknown-linux-gnu -p sessionwatch \
     && strip --strip-debug -o /sessionwatch target/x86_64-unknown-linux-gnu/release/sessionwatch
 
