@@ -42,6 +42,6 @@ mod shutdown;
 mod slots;
 mod upstream;
 
-pub use app::{RunningProxy, StartError, StartOptions, start};
+pub use app::{ReloadError, ReloadReport, RunningProxy, StartError, StartOptions, start};
 pub use config::{Config, ConfigError};
 pub use report::sinks::{FleetIncidents, InProcessFleet, NoSharedView, OthersOpen};

@@ -81,8 +81,10 @@ struct Entry {
     metrics: DiscoveryMetrics,
 }
 
-/// Per entry: its last known set, and whether its last resolution succeeded.
+/// Per entry: its last known set, and whether its last resolution succeeded; and the
+/// configured backends, which a reload may change.
 struct State {
+    configured: Vec<BackendId>,
     sets: Vec<Vec<BackendId>>,
     ok: Vec<Option<bool>>,
     refused: bool,
@@ -93,7 +95,6 @@ pub(crate) struct Discovery {
     backends: Arc<Backends>,
     metrics: Arc<Metrics>,
     hooks: Arc<dyn Hooks>,
-    configured: Vec<BackendId>,
     entries: Vec<Entry>,
     state: Mutex<State>,
     wake: Notify,
@@ -131,9 +132,9 @@ impl Discovery {
             backends,
             metrics,
             hooks,
-            configured,
             entries,
             state: Mutex::new(State {
+                configured,
                 sets: vec![Vec::new(); n],
                 ok: vec![None; n],
                 refused: false,
@@ -265,7 +266,21 @@ impl Discovery {
         }
         st.refused = refused;
         st.sets[i] = ids;
-        let mut members: Vec<BackendId> = self.configured.clone();
+        self.publish(st, initial, &entry.config.text);
+    }
+
+    /// Make `configured` the farm's configured backends (a reload changed them), beside the
+    /// discovered ones, which stay.
+    pub(crate) fn set_configured(&self, configured: Vec<BackendId>) {
+        let mut st = self.lock();
+        st.configured = configured;
+        self.publish(st, false, "configuration");
+    }
+
+    /// Make the farm the configured backends and every entry's last known set, and tell what
+    /// changed (`why`: the entry that resolved, for the log).
+    fn publish(&self, st: std::sync::MutexGuard<'_, State>, initial: bool, why: &str) {
+        let mut members: Vec<BackendId> = st.configured.clone();
         for id in st.sets.iter().flatten() {
             if !members.contains(id) {
                 members.push(*id);
@@ -296,14 +311,14 @@ impl Discovery {
         for id in &change.joined {
             tracing::info!(
                 backend = self.backends.name(*id),
-                target = entry.config.text,
+                target = why,
                 "backend joined"
             );
         }
         for id in &change.left {
             tracing::info!(
                 backend = self.backends.name(*id),
-                target = entry.config.text,
+                target = why,
                 "backend left"
             );
         }

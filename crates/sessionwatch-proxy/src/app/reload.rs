@@ -1,0 +1,376 @@
+//! Live reload: the configuration file read again, on demand (SIGHUP, through
+//! [`crate::RunningProxy::reload`]) or when its content changes, and applied to the running
+//! proxy without dropping a connection, the session table or the open incident.
+//!
+//! A reload reads and validates the file as `check-config` does. A file that does not validate
+//! changes nothing: the error is logged (`config reload failed: ...`) and counted. One that
+//! does is compared with the running configuration ([`crate::config::reload::plan`]): what was
+//! fixed at start keeps its old value, each such key logged by name, and the rest applies:
+//!
+//! - the configured backends (joins and leaves as discovery's, with health checks, alert lines
+//!   and the incident tracker told), their weights and the balancing policy;
+//! - the session cookies, paths and markers, the pin policy and what happens to a pin whose
+//!   backend is down, rescue, and the affinity cookie;
+//! - the incident thresholds (the window's counts and an open incident are kept);
+//! - the Alertmanager and webhook sinks (one whose settings change is replaced; the new one is
+//!   told of an open incident at once).
+//!
+//! Everything a request reads of this sits behind an atomic pointer swap (the session layer's
+//! settings, the farm's [`crate::backends::Live`] picture) or an atomic (weights, the balancing
+//! policy); no request waits for a reload, and one under way finishes with the settings it
+//! started with.
+//!
+//! The file is watched by polling its content every couple of seconds, by the path it was
+//! given: a Kubernetes ConfigMap volume swaps a `..data` symlink to a new directory, so the
+//! file's own inode and a watch on it (inotify) miss the change, while reading the path again
+//! sees the new content. A hash of the content, not the modification time, says whether it
+//! changed: the swap may keep the time, and a file saved again unchanged reloads nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use metrics::Counter;
+use sessionwatch_tower::{BackendHealth, LayerSettings, SessionLayer};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::backends::Backends;
+use crate::backends::discovery::Discovery;
+use crate::config::reload::{Plan, plan};
+use crate::config::{AlertmanagerConfig, Config, ConfigError, PinConfig, SinkConfig};
+use crate::metrics::Metrics;
+use crate::report::incidents::IncidentWatch;
+use crate::report::sinks::{self, FleetIncidents, Sink, SinkHandle};
+use crate::route::balancer::Balancer;
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// The sections that changed (`backends`, `incident`, ...), in file order; empty when the
+    /// new file changes nothing that may change live.
+    pub changed: Vec<String>,
+    /// The keys the new file changes that the running proxy cannot: each kept its old value.
+    pub refused: Vec<String>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The proxy was started without a configuration file to read again.
+    #[error("the proxy was not started from a configuration file")]
+    NoFile,
+    /// The new file cannot be read or does not validate; the running configuration stays.
+    #[error("{0}")]
+    Invalid(#[from] ConfigError),
+    /// The proxy is stopping.
+    #[error("the proxy is stopping")]
+    Stopping,
+}
+
+/// A request for a reload, answered when it is done.
+pub(super) type Request = oneshot::Sender<Result<ReloadReport, ReloadError>>;
+
+/// What a trigger is called in the log.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    Asked,
+    FileChanged,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Asked => "signal",
+            Trigger::FileChanged => "file changed",
+        }
+    }
+}
+
+/// A sink as it runs: its settings and its handle (dropping the handle ends its task).
+struct Running<C> {
+    config: C,
+    handle: SinkHandle,
+}
+
+/// The sinks as they run, and what a new one needs.
+pub(super) struct Sinks {
+    alertmanager: Option<Running<AlertmanagerConfig>>,
+    webhook: Option<Running<SinkConfig>>,
+    fleet: Arc<dyn FleetIncidents>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+    /// Tasks of the sinks started here, awaited when the proxy stops.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sinks {
+    /// Start the sinks `config` asks for; their tasks go to `tasks`.
+    pub(super) fn start(
+        config: &Config,
+        fleet: Arc<dyn FleetIncidents>,
+        metrics: &Arc<Metrics>,
+        shutdown: &watch::Receiver<bool>,
+        tasks: &mut Vec<JoinHandle<()>>,
+    ) -> Self {
+        let mut this = Self {
+            alertmanager: None,
+            webhook: None,
+            fleet,
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            tasks: Vec::new(),
+        };
+        this.set(config);
+        tasks.append(&mut this.tasks);
+        this
+    }
+
+    /// The handles incidents go to.
+    pub(super) fn handles(&self) -> Vec<SinkHandle> {
+        let am = self.alertmanager.as_ref().map(|r| r.handle.clone());
+        let hook = self.webhook.as_ref().map(|r| r.handle.clone());
+        am.into_iter().chain(hook).collect()
+    }
+
+    fn spawn(&mut self, sink: Sink) -> SinkHandle {
+        let (handle, task) = sinks::spawn(sink, self.metrics.clone(), self.shutdown.clone());
+        self.tasks.push(task);
+        handle
+    }
+
+    /// Make the sinks those of `config`: one whose settings are unchanged keeps running; one
+    /// that changed is replaced (the old one's task ends when its handle is dropped here).
+    /// Whether any changed.
+    fn set(&mut self, config: &Config) -> bool {
+        let mut changed = false;
+        if self.alertmanager.as_ref().map(|r| &r.config) != config.alertmanager.as_ref() {
+            self.alertmanager = config.alertmanager.clone().map(|am| Running {
+                handle: self.spawn(Sink::Alertmanager(am.clone(), self.fleet.clone())),
+                config: am,
+            });
+            changed = true;
+        }
+        if self.webhook.as_ref().map(|r| &r.config) != config.webhook.as_ref() {
+            self.webhook = config.webhook.clone().map(|hook| Running {
+                handle: self.spawn(Sink::Webhook(hook.clone())),
+                config: hook,
+            });
+            changed = true;
+        }
+        changed
+    }
+}
+
+/// What a reload changes in the running proxy.
+pub(super) struct Parts {
+    pub(super) backends: Arc<Backends>,
+    pub(super) metrics: Arc<Metrics>,
+    /// Publishes the farm: the started discovery, or one with no DNS entries that only
+    /// publishes the configured backends.
+    pub(super) membership: Arc<Discovery>,
+    pub(super) balancer: Arc<Balancer>,
+    pub(super) pin: Arc<ArcSwap<PinConfig>>,
+    /// One per worker thread: each shares its settings with that thread's services.
+    pub(super) layers: Vec<SessionLayer>,
+    pub(super) incidents: Arc<IncidentWatch>,
+    pub(super) sinks: Sinks,
+}
+
+/// The reload counters.
+struct Counters {
+    applied: Counter,
+    failed: Counter,
+    failures: Counter,
+    refused: Counter,
+}
+
+impl Counters {
+    fn new(metrics: &Metrics) -> Self {
+        let reloads =
+            |result| metrics.counter("sessionwatch_config_reloads_total", &[("result", result)]);
+        Self {
+            applied: reloads("applied"),
+            failed: reloads("failed"),
+            failures: metrics.counter("sessionwatch_config_reload_failures_total", &[]),
+            refused: metrics.counter("sessionwatch_config_reload_refused_keys_total", &[]),
+        }
+    }
+}
+
+/// Owns the running configuration; one at a time, so two reloads never interleave.
+pub(super) struct Reloader {
+    file: Option<PathBuf>,
+    running: Config,
+    parts: Parts,
+    counters: Counters,
+    /// The hash of the content last read from the file (applied or not), so a change is acted
+    /// on once.
+    seen: Option<blake3::Hash>,
+}
+
+impl Reloader {
+    pub(super) fn new(file: Option<PathBuf>, running: Config, parts: Parts) -> Self {
+        let counters = Counters::new(&parts.metrics);
+        let seen = file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .map(|bytes| blake3::hash(&bytes));
+        Self {
+            file,
+            running,
+            parts,
+            counters,
+            seen,
+        }
+    }
+
+    /// Serve reload requests, and with `watch_every`, read the file that often and reload when
+    /// its content changed, until `shutdown` turns true; then wait for the sinks it started.
+    pub(super) async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        watch_every: Option<Duration>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut ticker = tokio::time::interval(watch_every.unwrap_or(Duration::from_secs(3600)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                Some(done) = requests.recv() => {
+                    let result = self.reload(Trigger::Asked, None);
+                    let _ = done.send(result);
+                }
+                _ = ticker.tick(), if watch_every.is_some() => {
+                    if let Some(text) = self.changed_file() {
+                        let _ = self.reload(Trigger::FileChanged, Some(text));
+                    }
+                }
+                _ = crate::shutdown::stopped(&mut shutdown) => break,
+            }
+        }
+        for task in std::mem::take(&mut self.parts.sinks.tasks) {
+            let _ = task.await;
+        }
+    }
+
+    /// The file's content, if it differs from what was last read. A file that cannot be read
+    /// now (in the middle of a swap, say) is looked at again at the next tick.
+    fn changed_file(&mut self) -> Option<String> {
+        let bytes = std::fs::read(self.file.as_ref()?).ok()?;
+        let hash = blake3::hash(&bytes);
+        (self.seen != Some(hash)).then(|| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn reload(
+        &mut self,
+        trigger: Trigger,
+        text: Option<String>,
+    ) -> Result<ReloadReport, ReloadError> {
+        let result = self
+            .read(text)
+            .map(|new| self.apply(plan(&self.running, new)));
+        match &result {
+            Ok(report) => {
+                self.counters.applied.increment(1);
+                self.counters.refused.increment(report.refused.len() as u64);
+                tracing::info!(
+                    trigger = trigger.as_str(),
+                    changed = %report.changed.join(","),
+                    refused = %report.refused.join(","),
+                    "configuration reloaded"
+                );
+            }
+            Err(ReloadError::NoFile) => {}
+            Err(e) => {
+                self.counters.failed.increment(1);
+                self.counters.failures.increment(1);
+                // One line: the problems, each `file:line:column: field: message`.
+                let why = e.to_string().replace('\n', "; ");
+                tracing::error!(
+                    trigger = trigger.as_str(),
+                    "config reload failed: {why}; the running configuration is kept"
+                );
+            }
+        }
+        result
+    }
+
+    /// Read and validate the file (or `text`, its content just read) as `check-config` does.
+    fn read(&mut self, text: Option<String>) -> Result<Config, ReloadError> {
+        let file = self.file.clone().ok_or(ReloadError::NoFile)?;
+        let text = match text {
+            Some(text) => text,
+            None => std::fs::read_to_string(&file)
+                .map_err(|e| ConfigError::whole_file(&file, format!("cannot read: {e}")))?,
+        };
+        self.seen = Some(blake3::hash(text.as_bytes()));
+        Ok(Config::parse(&text, &file)?)
+    }
+
+    fn apply(&mut self, plan: Plan) -> ReloadReport {
+        let Plan {
+            next,
+            refused,
+            changes,
+        } = plan;
+        for r in &refused {
+            tracing::warn!(
+                key = %r.key,
+                "config reload: {} cannot change while the proxy runs ({}); keeping its old value",
+                r.key,
+                r.why
+            );
+        }
+        let p = &mut self.parts;
+        if changes.contains(&"backends") {
+            let ids: Vec<_> = next
+                .backends
+                .iter()
+                .filter_map(|b| {
+                    match p.backends.add(&b.name, b.authority.clone(), b.weight) {
+                        Ok(id) => {
+                            // A name known before (removed, now back) keeps its id: its weight
+                            // is the new file's.
+                            p.backends.set_weight(id, b.weight);
+                            p.metrics.add_backend(id, &b.name);
+                            Some(id)
+                        }
+                        Err(e) => {
+                            tracing::error!(backend = b.name, error = %e, "config reload: backend not added");
+                            None
+                        }
+                    }
+                })
+                .collect();
+            p.membership.set_configured(ids);
+        }
+        p.balancer.set_policy(next.balance);
+        p.pin.store(Arc::new(next.pin.clone()));
+        let settings = LayerSettings {
+            profile: next.session.profile.clone(),
+            policy: next.pin.policy,
+            rescue: next
+                .rescue
+                .then(|| -> Arc<dyn BackendHealth> { p.backends.clone() }),
+            affinity: next
+                .session
+                .affinity
+                .as_ref()
+                .map(|a| (a.name.clone(), a.secure)),
+        };
+        for layer in &p.layers {
+            layer.reconfigure(&settings);
+        }
+        let sinks = p.sinks.set(&next).then(|| p.sinks.handles());
+        p.incidents
+            .reconfigure(next.incident.clone(), next.pin.policy, sinks);
+        self.running = next;
+        ReloadReport {
+            changed: changes.iter().map(|c| (*c).to_owned()).collect(),
+            refused: refused.into_iter().map(|r| r.key).collect(),
+        }
+    }
+}
