@@ -3,8 +3,9 @@
 //! change with no failed request, the session table and the open incident kept, new backends
 //! taking traffic and removed ones none; a broken file keeps the running configuration and is
 //! counted; a key fixed at start (the listen address) is refused while the rest applies and the
-//! old listener serves on; and a ConfigMap-style swap of the `..data` symlink is seen and
-//! applied.
+//! old listener serves on; a change of the DNS entries moves the farm to what the new ones
+//! resolve to, under load, with no failed request; and a ConfigMap-style swap of the `..data`
+//! symlink is seen and applied.
 //!
 //! The backends share one session set, so they never lose a session by themselves: the only
 //! loss is the one a test asks for (`/lose/NAME` answers with the cookie cleared). Tests assert
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sessionwatch_proxy::{Config, ReloadError, RunningProxy, StartOptions};
+use sessionwatch_test_support::DnsServer;
 use sessionwatch_tests::raw_http::{Act, ClientConn, Reply, ScriptedBackend};
 use sessionwatch_tests::{Scratch, http_get, lines_of, metric_sum};
 
@@ -553,6 +555,55 @@ async fn a_configmap_style_swap_of_the_data_symlink_is_applied() {
     assert_eq!(
         metric(&proxy, "sessionwatch_config_reload_failures_total", &[]).await,
         0.0
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_dns_entry_takes_over_from_the_old_one_under_load() {
+    let scratch = Scratch::new("reload-dns");
+    let farm = Farm::start(&["a", "b"]).await;
+    let dns = DnsServer::start().await.unwrap();
+    for (name, srv) in [("a", "_http._tcp.one.test"), ("b", "_http._tcp.two.test")] {
+        let pod = format!("{name}.pods.test");
+        dns.set_ips(&pod, &[farm.addr(name).ip()]);
+        dns.set_srv(srv, &[(pod.as_str(), farm.addr(name).port())]);
+    }
+    let entry = |srv: &str| {
+        format!(
+            "[[backends]]\nsrv = \"{srv}\"\nresolver = \"{}\"\nrefresh = \"100ms\"\n",
+            dns.addr()
+        )
+    };
+    let file = scratch.path().join("sessionwatch.toml");
+    let first = config(&farm, &[], &["SID"], "") + &entry("_http._tcp.one.test");
+    std::fs::write(&file, first).unwrap();
+    let proxy = start(&file, None).await;
+    let load = Load::start(proxy.addr());
+    load.advance(10).await;
+    assert_eq!(proxy.members(), [farm.addr("a").to_string()]);
+
+    rewrite(
+        &file,
+        &(config(&farm, &[], &["SID"], "") + &entry("_http._tcp.two.test")),
+    );
+    let report = proxy.reload().await.expect("the new entry applies");
+    assert_eq!(report.changed, ["backends"]);
+    let b = farm.addr("b").to_string();
+    until("the new entry's backend is the farm", async || {
+        proxy.members() == [b.clone()]
+    })
+    .await;
+    load.advance(2).await;
+    let a = farm.served("a");
+    load.advance(20).await;
+    assert_eq!(farm.served("a"), a, "the old entry's backend got traffic");
+    assert!(farm.served("b") >= 20 * LOAD_CONNECTIONS as u64);
+    let (_, failures) = load.stop().await;
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {failures:#?}",
+        failures.len()
     );
     proxy.shutdown().await;
 }

@@ -323,7 +323,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     // incident window); discovery, once started, is woken by a name it does not know yet.
     let directory = Arc::new(farm::Directory {
         backends: backends.clone(),
-        discovery: OnceLock::new(),
+        discovery: arc_swap::ArcSwapOption::empty(),
     });
     let session::Tables { store, fleet } = session::store(
         &config,
@@ -405,7 +405,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     // Without DNS entries, one with none publishes the configured backends a reload changes.
     let membership = match discovery {
         Some(discovery) => {
-            let _ = directory.discovery.set(discovery.clone());
+            directory.discovery.store(Some(discovery.clone()));
             discovery
         }
         None => Arc::new(Discovery::new(
@@ -422,7 +422,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         reporter,
         pin_switch,
         &backends,
-        directory,
+        directory.clone(),
     );
     if let Some(fleet) = fleet {
         session = session.with_fleet_store(fleet);
@@ -477,7 +477,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         reload::Parts {
             backends: backends.clone(),
             metrics: metrics.clone(),
-            membership,
+            membership: Arc::new(ArcSwap::new(membership)),
+            directory,
+            shutdown: shutdown_rx.clone(),
             balancer,
             pin,
             layers,

@@ -8,7 +8,10 @@
 //! fixed at start keeps its old value, each such key logged by name, and the rest applies:
 //!
 //! - the configured backends (joins and leaves as discovery's, with health checks, alert lines
-//!   and the incident tracker told), their weights and the balancing policy;
+//!   and the incident tracker told), their weights, the DNS entries (a new discovery resolves
+//!   them first and only then takes over, so the farm never goes without their backends; an
+//!   entry it cannot resolve but the old one had keeps the old one's last known set) and the
+//!   balancing policy;
 //! - the session cookies, paths and markers, the pin policy and what happens to a pin whose
 //!   backend is down, rescue, and the affinity cookie;
 //! - the incident thresholds (the window's counts and an open incident are kept);
@@ -27,7 +30,7 @@
 //! changed: the swap may keep the time, and a file saved again unchanged reloads nothing.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -36,6 +39,7 @@ use sessionwatch_tower::{BackendHealth, LayerSettings, SessionLayer};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::farm::Directory;
 use crate::backends::Backends;
 use crate::backends::discovery::Discovery;
 use crate::config::reload::{Plan, plan};
@@ -168,8 +172,12 @@ pub(super) struct Parts {
     pub(super) backends: Arc<Backends>,
     pub(super) metrics: Arc<Metrics>,
     /// Publishes the farm: the started discovery, or one with no DNS entries that only
-    /// publishes the configured backends.
-    pub(super) membership: Arc<Discovery>,
+    /// publishes the configured backends; replaced when the entries change.
+    pub(super) membership: Arc<ArcSwap<Discovery>>,
+    /// Where the session layer asks discovery for a fresh look.
+    pub(super) directory: Arc<Directory>,
+    /// What a new discovery's tasks stop on.
+    pub(super) shutdown: watch::Receiver<bool>,
     pub(super) balancer: Arc<Balancer>,
     pub(super) pin: Arc<ArcSwap<PinConfig>>,
     /// One per worker thread: each shares its settings with that thread's services.
@@ -208,6 +216,11 @@ pub(super) struct Reloader {
     /// The hash of the content last read from the file (applied or not), so a change is acted
     /// on once.
     seen: Option<blake3::Hash>,
+    /// Tasks of the discoveries started here.
+    tasks: Vec<JoinHandle<()>>,
+    /// Counts changes of the DNS entries: a successor whose first resolution ends after a later
+    /// change was made does not take over.
+    generation: Arc<Mutex<u64>>,
 }
 
 impl Reloader {
@@ -223,6 +236,8 @@ impl Reloader {
             parts,
             counters,
             seen,
+            tasks: Vec::new(),
+            generation: Arc::default(),
         }
     }
 
@@ -251,7 +266,8 @@ impl Reloader {
                 _ = crate::shutdown::stopped(&mut shutdown) => break,
             }
         }
-        for task in std::mem::take(&mut self.parts.sinks.tasks) {
+        let tasks = std::mem::take(&mut self.parts.sinks.tasks);
+        for task in tasks.into_iter().chain(std::mem::take(&mut self.tasks)) {
             let _ = task.await;
         }
     }
@@ -345,7 +361,32 @@ impl Reloader {
                     }
                 })
                 .collect();
-            p.membership.set_configured(ids);
+            // At once, whatever the DNS entries do: a successor takes these over. Under the
+            // lock a successor takes over with, so they go to the discovery in charge.
+            let _g = self
+                .generation
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            p.membership.load().set_configured(ids);
+        }
+        if next.discovery != self.running.discovery {
+            let mine = {
+                let mut g = self
+                    .generation
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                *g += 1;
+                *g
+            };
+            self.tasks.retain(|t| !t.is_finished());
+            self.tasks.push(tokio::spawn(replace_discovery(
+                p.membership.load_full().successor(&next.discovery),
+                mine,
+                p.membership.clone(),
+                p.directory.clone(),
+                self.generation.clone(),
+                p.shutdown.clone(),
+            )));
         }
         p.balancer.set_policy(next.balance);
         p.pin.store(Arc::new(next.pin.clone()));
@@ -372,5 +413,34 @@ impl Reloader {
             changed: changes.iter().map(|c| (*c).to_owned()).collect(),
             refused: refused.into_iter().map(|r| r.key).collect(),
         }
+    }
+}
+
+/// Resolve `next`'s entries, then let it take over the farm from the discovery in `membership`,
+/// unless another change of the entries (counted past `mine`) came meanwhile; it runs until the proxy stops or a
+/// later one takes over from it.
+async fn replace_discovery(
+    next: Discovery,
+    mine: u64,
+    membership: Arc<ArcSwap<Discovery>>,
+    directory: Arc<Directory>,
+    generation: Arc<Mutex<u64>>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let next = Arc::new(next);
+    next.prime().await;
+    let loops = {
+        // Held while taking over, so that two successors cannot both take over.
+        let g = generation.lock().unwrap_or_else(PoisonError::into_inner);
+        if *g != mine {
+            return;
+        }
+        next.take_over(&membership.load());
+        membership.store(next.clone());
+        directory.discovery.store(Some(next.clone()));
+        next.spawn(&shutdown)
+    };
+    for task in loops {
+        let _ = task.await;
     }
 }

@@ -109,11 +109,10 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
     keep(r, "alerts", &old.alerts, alerts);
     keep(r, "drain", &old.drain, drain);
     keep(r, "log.access", &old.access_log, access_log);
-    keep(r, "backends (dns, srv entries)", &old.discovery, discovery);
     keep_sessions(r, &old.session, session);
     keep_addresses(r, &old.backends, backends);
 
-    if old.backends != *backends {
+    if old.backends != *backends || old.discovery != *discovery {
         changes.push("backends");
     }
     if old.balance != *balance {
@@ -284,6 +283,20 @@ mod tests {
         assert_eq!(next.incident.threshold, 0.5);
         assert_eq!(next.backends[1].name, "z");
         assert_eq!(plan.changes, ["backends", "session", "incident"]);
+    }
+
+    #[test]
+    fn dns_entries_change_live_with_the_backends() {
+        let old = config("", &[("a", 1, 1)]);
+        let src = format!(
+            "{BASE}[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+             [[backends]]\nsrv = \"_http._tcp.app.test\"\nresolver = \"127.0.0.1:53\"\n"
+        );
+        let new = Config::parse(&src, Path::new("reload.toml")).unwrap();
+        let plan = plan(&old, new.clone());
+        assert!(plan.refused.is_empty(), "{plan:?}");
+        assert_eq!(plan.changes, ["backends"]);
+        assert_eq!(plan.next.discovery, new.discovery);
     }
 
     #[test]
