@@ -3,7 +3,8 @@
 //! change with no failed request, the session table and the open incident kept, new backends
 //! taking traffic and removed ones none; a broken file keeps the running configuration and is
 //! counted; a key fixed at start (the listen address) is refused while the rest applies and the
-//! old listener serves on; a change of the DNS entries moves the farm to what the new ones
+//! old listener serves on; the alert log moves to a new file, and stays put when the new one
+//! cannot be opened; a change of the DNS entries moves the farm to what the new ones
 //! resolve to, under load, with no failed request; and a ConfigMap-style swap of the `..data`
 //! symlink is seen and applied.
 //!
@@ -605,5 +606,49 @@ async fn a_new_dns_entry_takes_over_from_the_old_one_under_load() {
         "{} failed requests: {failures:#?}",
         failures.len()
     );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_alert_log_moves_to_a_new_file_and_stays_when_it_cannot_open() {
+    let scratch = Scratch::new("reload-alerts");
+    let farm = Farm::start(&["a"]).await;
+    let file = scratch.path().join("sessionwatch.toml");
+    std::fs::write(&file, config(&farm, &[("a", 1)], &["SID"], "")).unwrap();
+    let proxy = start(&file, None).await;
+    let addr = proxy.addr();
+    let lose = async |proxy: &RunningProxy| {
+        let (_, sid) = request(addr, "/login/SID", None).await;
+        let sid = sid.unwrap();
+        assert_eq!(request(addr, "/lose/SID", Some(("SID", &sid))).await.0, 302);
+        proxy.flush_alerts();
+    };
+    lose(&proxy).await;
+    let first = alerts(&file);
+    assert_eq!(lines_of(&first, "session_reset").len(), 1);
+
+    let second = scratch.path().join("moved.jsonl");
+    let moved = config(&farm, &[("a", 1)], &["SID"], "").replace(
+        "\"alerts.jsonl\"",
+        &format!("{:?}", second.display().to_string()),
+    );
+    std::fs::write(&file, &moved).unwrap();
+    let report = proxy.reload().await.unwrap();
+    assert_eq!(report.changed, ["alerts"]);
+    lose(&proxy).await;
+    assert_eq!(lines_of(&first, "session_reset").len(), 1);
+    assert_eq!(lines_of(&second, "session_reset").len(), 1);
+
+    let nowhere = scratch.path().join("missing-dir").join("alerts.jsonl");
+    let broken = config(&farm, &[("a", 1)], &["SID"], "").replace(
+        "\"alerts.jsonl\"",
+        &format!("{:?}", nowhere.display().to_string()),
+    );
+    std::fs::write(&file, &broken).unwrap();
+    let report = proxy.reload().await.unwrap();
+    assert_eq!(report.refused, ["alerts.log_file"]);
+    assert!(report.changed.is_empty(), "{report:?}");
+    lose(&proxy).await;
+    assert_eq!(lines_of(&second, "session_reset").len(), 2);
     proxy.shutdown().await;
 }

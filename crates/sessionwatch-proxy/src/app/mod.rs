@@ -484,6 +484,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             pin,
             layers,
             incidents: incidents.clone(),
+            log: log.clone(),
             sinks,
         },
     );

@@ -15,8 +15,10 @@
 //! - the session cookies, paths and markers, the pin policy and what happens to a pin whose
 //!   backend is down, rescue, and the affinity cookie;
 //! - the incident thresholds (the window's counts and an open incident are kept);
-//! - the Alertmanager and webhook sinks (one whose settings change is replaced; the new one is
-//!   told of an open incident at once).
+//! - the alert log's file and standard output (the new file is opened first: one that cannot
+//!   be opened is refused, and the log stays where it is), and the Alertmanager and webhook
+//!   sinks (one whose settings change is replaced; the new one is told of an open incident at
+//!   once).
 //!
 //! Everything a request reads of this sits behind an atomic pointer swap (the session layer's
 //! settings, the farm's [`crate::backends::Live`] picture) or an atomic (weights, the balancing
@@ -45,6 +47,7 @@ use crate::backends::discovery::Discovery;
 use crate::config::reload::{Plan, plan};
 use crate::config::{AlertmanagerConfig, Config, ConfigError, PinConfig, SinkConfig};
 use crate::metrics::Metrics;
+use crate::report::alert_log::{AlertLog, AlertTargets};
 use crate::report::incidents::IncidentWatch;
 use crate::report::sinks::{self, FleetIncidents, Sink, SinkHandle};
 use crate::route::balancer::Balancer;
@@ -183,6 +186,7 @@ pub(super) struct Parts {
     /// One per worker thread: each shares its settings with that thread's services.
     pub(super) layers: Vec<SessionLayer>,
     pub(super) incidents: Arc<IncidentWatch>,
+    pub(super) log: AlertLog,
     pub(super) sinks: Sinks,
 }
 
@@ -328,14 +332,35 @@ impl Reloader {
 
     fn apply(&mut self, plan: Plan) -> ReloadReport {
         let Plan {
-            next,
-            refused,
-            changes,
+            mut next,
+            mut refused,
+            mut changes,
         } = plan;
+        if changes.contains(&"alerts") {
+            let targets = AlertTargets {
+                file: next.alerts.log_file.clone(),
+                stdout: next.alerts.stdout,
+            };
+            if let Err(e) = self.parts.log.retarget(targets) {
+                let path = next.alerts.log_file.clone().unwrap_or_default();
+                tracing::error!(
+                    path = %path.display(),
+                    error = %e,
+                    "config reload: cannot open the alert log {}; keeping the old one",
+                    path.display()
+                );
+                next.alerts = self.running.alerts.clone();
+                changes.retain(|c| *c != "alerts");
+                refused.push(crate::config::reload::Refused {
+                    key: "alerts.log_file".into(),
+                    why: "the file cannot be opened",
+                });
+            }
+        }
         for r in &refused {
             tracing::warn!(
                 key = %r.key,
-                "config reload: {} cannot change while the proxy runs ({}); keeping its old value",
+                "config reload: {} refused ({}); keeping its old value",
                 r.key,
                 r.why
             );

@@ -106,7 +106,6 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
     keep(r, "admin.address", &old.admin, admin);
     keep(r, "upstream", &old.upstream, upstream);
     keep(r, "health", &old.health, health);
-    keep(r, "alerts", &old.alerts, alerts);
     keep(r, "drain", &old.drain, drain);
     keep(r, "log.access", &old.access_log, access_log);
     keep_sessions(r, &old.session, session);
@@ -132,6 +131,9 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
     }
     if old.incident != *incident {
         changes.push("incident");
+    }
+    if old.alerts != *alerts {
+        changes.push("alerts");
     }
     if old.alertmanager != *alertmanager {
         changes.push("alertmanager");
