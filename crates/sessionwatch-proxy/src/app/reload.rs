@@ -263,8 +263,8 @@ impl Reloader {
                     let _ = done.send(result);
                 }
                 _ = ticker.tick(), if watch_every.is_some() => {
-                    if let Some(text) = self.changed_file() {
-                        let _ = self.reload(Trigger::FileChanged, Some(text));
+                    if let Some(bytes) = self.changed_file() {
+                        let _ = self.reload(Trigger::FileChanged, Some(bytes));
                     }
                 }
                 _ = crate::shutdown::stopped(&mut shutdown) => break,
@@ -278,19 +278,18 @@ impl Reloader {
 
     /// The file's content, if it differs from what was last read. A file that cannot be read
     /// now (in the middle of a swap, say) is looked at again at the next tick.
-    fn changed_file(&mut self) -> Option<String> {
+    fn changed_file(&mut self) -> Option<Vec<u8>> {
         let bytes = std::fs::read(self.file.as_ref()?).ok()?;
-        let hash = blake3::hash(&bytes);
-        (self.seen != Some(hash)).then(|| String::from_utf8_lossy(&bytes).into_owned())
+        (self.seen != Some(blake3::hash(&bytes))).then_some(bytes)
     }
 
     fn reload(
         &mut self,
         trigger: Trigger,
-        text: Option<String>,
+        bytes: Option<Vec<u8>>,
     ) -> Result<ReloadReport, ReloadError> {
         let result = self
-            .read(text)
+            .read(bytes)
             .map(|new| self.apply(plan(&self.running, new)));
         match &result {
             Ok(report) => {
@@ -318,15 +317,17 @@ impl Reloader {
         result
     }
 
-    /// Read and validate the file (or `text`, its content just read) as `check-config` does.
-    fn read(&mut self, text: Option<String>) -> Result<Config, ReloadError> {
+    /// Read and validate the file (or `bytes`, its content just read) as `check-config` does.
+    fn read(&mut self, bytes: Option<Vec<u8>>) -> Result<Config, ReloadError> {
         let file = self.file.clone().ok_or(ReloadError::NoFile)?;
-        let text = match text {
-            Some(text) => text,
-            None => std::fs::read_to_string(&file)
-                .map_err(|e| ConfigError::whole_file(&file, format!("cannot read: {e}")))?,
+        let cannot_read =
+            |e: &dyn std::fmt::Display| ConfigError::whole_file(&file, format!("cannot read: {e}"));
+        let bytes = match bytes {
+            Some(bytes) => bytes,
+            None => std::fs::read(&file).map_err(|e| cannot_read(&e))?,
         };
-        self.seen = Some(blake3::hash(text.as_bytes()));
+        self.seen = Some(blake3::hash(&bytes));
+        let text = String::from_utf8(bytes).map_err(|e| cannot_read(&e))?;
         Ok(Config::parse(&text, &file)?)
     }
 
