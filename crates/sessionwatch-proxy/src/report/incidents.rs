@@ -701,4 +701,46 @@ mod tests {
         assert_eq!(notice.line.hint.code, "new_backends_differ");
         w.stop().await;
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconfigured_watch_keeps_its_incident_and_steers_the_switch_and_new_sinks() {
+        let mut w = Watched::start("reconfigured", PinPolicy::Off);
+        sleep(TICK / 2).await;
+        w.traffic(10, &PER_NODE);
+        sleep(TICK).await;
+        assert!(w.watch.is_open());
+        assert!(!w.pin.is_on(), "the policy is off");
+        assert_eq!(w.notices(), [NoticeKind::Opened]);
+
+        // on_incident now, a new sink, stricter thresholds: the incident stays open, the
+        // switch turns on, and the new sink hears of the incident at once.
+        let (sink, mut heard) = SinkHandle::capture();
+        let stricter = IncidentConfig {
+            min_resets: 1_000,
+            ..IncidentConfig::default()
+        };
+        w.watch
+            .reconfigure(stricter.clone(), PinPolicy::OnIncident, Some(vec![sink]));
+        assert!(w.watch.is_open());
+        assert!(w.pin.is_on());
+        let told = heard
+            .try_recv()
+            .expect("the new sink is told of the open incident");
+        assert_eq!(told.kind, NoticeKind::Updated);
+        assert_eq!(
+            told.line.incident_id,
+            w.lines_of("incident_opened")[0]["incident_id"]
+        );
+        sleep(TICK * 2).await;
+        assert!(
+            w.watch.is_open(),
+            "an open incident resolves only after resolve_after"
+        );
+        assert!(w.lines_of("incident_resolved").is_empty());
+
+        // Off again: the switch turns off; the sinks stay those given last.
+        w.watch.reconfigure(stricter, PinPolicy::Off, None);
+        assert!(!w.pin.is_on());
+        w.stop().await;
+    }
 }
