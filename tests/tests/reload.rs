@@ -3,7 +3,8 @@
 //! change with no failed request, the session table and the open incident kept, new backends
 //! taking traffic and removed ones none; a broken file keeps the running configuration and is
 //! counted; a key fixed at start (the listen address) is refused while the rest applies and the
-//! old listener serves on; the alert log moves to a new file, and stays put when the new one
+//! old listener serves on; a pin policy turned on pins the sessions learnt before; the alert
+//! log moves to a new file, and stays put when the new one
 //! cannot be opened; a change of the DNS entries moves the farm to what the new ones
 //! resolve to, under load, with no failed request; and a ConfigMap-style swap of the `..data`
 //! symlink is seen and applied.
@@ -650,5 +651,43 @@ async fn the_alert_log_moves_to_a_new_file_and_stays_when_it_cannot_open() {
     assert!(report.changed.is_empty(), "{report:?}");
     lose(&proxy).await;
     assert_eq!(lines_of(&second, "session_reset").len(), 2);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_policy_turned_on_pins_the_sessions_learnt_before() {
+    let scratch = Scratch::new("reload-pin");
+    let farm = Farm::start(&["a", "b"]).await;
+    let file = scratch.path().join("sessionwatch.toml");
+    std::fs::write(&file, config(&farm, &[("a", 1), ("b", 1)], &["SID"], "")).unwrap();
+    let proxy = start(&file, None).await;
+    let addr = proxy.addr();
+    let (_, sid) = request(addr, "/login/SID", None).await;
+    let sid = sid.unwrap();
+    let issuer = if farm.served("a") == 1 { "a" } else { "b" };
+    let other = if issuer == "a" { "b" } else { "a" };
+    let session = Some(("SID", sid.as_str()));
+    let before = farm.served(other);
+    for _ in 0..6 {
+        assert_eq!(request(addr, "/page", session).await.0, 200);
+    }
+    assert!(farm.served(other) > before, "not pinned: spread over both");
+
+    rewrite(
+        &file,
+        &config(
+            &farm,
+            &[("a", 1), ("b", 1)],
+            &["SID"],
+            "[pin]\npolicy = \"learn\"\n",
+        ),
+    );
+    assert_eq!(proxy.reload().await.unwrap().changed, ["pin"]);
+    let (mine, theirs) = (farm.served(issuer), farm.served(other));
+    for _ in 0..6 {
+        assert_eq!(request(addr, "/page", session).await.0, 200);
+    }
+    assert_eq!(farm.served(issuer), mine + 6, "pinned to the issuer");
+    assert_eq!(farm.served(other), theirs);
     proxy.shutdown().await;
 }
