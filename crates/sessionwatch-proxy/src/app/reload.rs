@@ -29,7 +29,10 @@
 //! given: a Kubernetes ConfigMap volume swaps a `..data` symlink to a new directory, so the
 //! file's own inode and a watch on it (inotify) miss the change, while reading the path again
 //! sees the new content. A hash of the content, not the modification time, says whether it
-//! changed: the swap may keep the time, and a file saved again unchanged reloads nothing.
+//! changed: the swap may keep the time, and a file saved again unchanged reloads nothing. A
+//! change is acted on once two looks in a row read the same new content, so that a file caught
+//! half written (an editor that truncates, then writes) is not reloaded, and counted as
+//! broken, in between.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -220,6 +223,8 @@ pub(super) struct Reloader {
     /// The hash of the content last read from the file (applied or not), so a change is acted
     /// on once.
     seen: Option<blake3::Hash>,
+    /// New content the watch read at its last look, acted on if the next look reads it again.
+    settling: Option<blake3::Hash>,
     /// Tasks of the discoveries started here.
     tasks: Vec<JoinHandle<()>>,
     /// Counts changes of the DNS entries: a successor whose first resolution ends after a later
@@ -240,6 +245,7 @@ impl Reloader {
             parts,
             counters,
             seen,
+            settling: None,
             tasks: Vec::new(),
             generation: Arc::default(),
         }
@@ -276,11 +282,19 @@ impl Reloader {
         }
     }
 
-    /// The file's content, if it differs from what was last read. A file that cannot be read
-    /// now (in the middle of a swap, say) is looked at again at the next tick.
+    /// The file's content, if it differs from what was last read and the previous look read
+    /// it too. A file that cannot be read now (in the middle of a swap, say) is looked at again
+    /// at the next tick.
     fn changed_file(&mut self) -> Option<Vec<u8>> {
         let bytes = std::fs::read(self.file.as_ref()?).ok()?;
-        (self.seen != Some(blake3::hash(&bytes))).then_some(bytes)
+        let hash = blake3::hash(&bytes);
+        if self.seen == Some(hash) {
+            self.settling = None;
+            return None;
+        }
+        let settled = self.settling == Some(hash);
+        self.settling = Some(hash);
+        settled.then_some(bytes)
     }
 
     fn reload(
