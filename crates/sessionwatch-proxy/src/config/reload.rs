@@ -170,19 +170,25 @@ fn keep_sessions(r: &mut Vec<Refused>, old: &SessionConfig, new: &mut SessionCon
     }
 }
 
-/// A backend keeps its name's address for the life of the process (its id, its pooled
-/// connections and the sessions it issued all hang on the name): a new address under an old
-/// name is refused; under a new name it is a new backend.
+/// A backend keeps what it was first known with for the life of the process, its weight aside
+/// (its id, its pooled connections and the sessions it issued all hang on the name): a new
+/// address (or anything else but the weight) under an old name is refused; under a new name it
+/// is a new backend.
 fn keep_addresses(r: &mut Vec<Refused>, old: &[BackendConfig], new: &mut [BackendConfig]) {
     for (i, b) in new.iter_mut().enumerate() {
-        if let Some(was) = old.iter().find(|o| o.name == b.name)
-            && was.authority != b.authority
-        {
-            r.push(Refused {
-                key: format!("backends[{i}].url"),
-                why: "a backend's address is fixed for its name; give the new address a new name",
-            });
-            b.authority = was.authority.clone();
+        if let Some(was) = old.iter().find(|o| o.name == b.name) {
+            let weight = b.weight;
+            let as_before = BackendConfig {
+                weight,
+                ..was.clone()
+            };
+            if *b != as_before {
+                r.push(Refused {
+                    key: format!("backends[{i}].url"),
+                    why: "a backend's address is fixed for its name; give the new address a new name",
+                });
+                *b = as_before;
+            }
         }
     }
 }
