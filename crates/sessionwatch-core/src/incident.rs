@@ -168,6 +168,13 @@ impl IncidentTracker {
         self.peers = peers.filter(|p| p.requests.len() == pairs && p.resets.len() == pairs);
     }
 
+    /// Judge by `config` from now on (a configuration reload): the window's counts and an open
+    /// incident are kept, so a longer window reaches back no further than the counts kept, and
+    /// an open incident resolves, or not, by the new thresholds.
+    pub fn set_config(&mut self, config: IncidentConfig) {
+        self.config = config;
+    }
+
     /// Whether an incident is open.
     pub fn is_open(&self) -> bool {
         self.open.is_some()

@@ -11,7 +11,8 @@
 //! [`FleetIncidents`] view the Alertmanager sink asks before it resolves the farm's alert) or
 //! fails with a [`StartError`], and the [`RunningProxy`] it returns says where it listens,
 //! answers a few questions about its state (metrics, backend health, incidents, the session
-//! count) and shuts down. Every module is private (the fuzz targets aim at the codec crate, `sessionwatch-h1`).
+//! count), reloads its configuration file ([`RunningProxy::reload`], a [`ReloadReport`] or a
+//! [`ReloadError`]) and shuts down. Every module is private (the fuzz targets aim at the codec crate, `sessionwatch-h1`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,6 +43,6 @@ mod shutdown;
 mod slots;
 mod upstream;
 
-pub use app::{RunningProxy, StartError, StartOptions, start};
+pub use app::{ReloadError, ReloadReport, RunningProxy, StartError, StartOptions, start};
 pub use config::{Config, ConfigError};
 pub use report::sinks::{FleetIncidents, InProcessFleet, NoSharedView, OthersOpen};

@@ -550,6 +550,23 @@ fn describe(r: &PrometheusRecorder) {
         "Discovered addresses not added because the proxy already knows its most backends.",
     );
     d(
+        "sessionwatch_config_reloads_total",
+        Some(Unit::Count),
+        "Configuration reloads (SIGHUP, or the file changed), by result: `applied` or `failed` \
+         (the file did not validate; the running configuration was kept).",
+    );
+    d(
+        "sessionwatch_config_reload_failures_total",
+        Some(Unit::Count),
+        "Configuration reloads that failed: the file could not be read or did not validate.",
+    );
+    d(
+        "sessionwatch_config_reload_refused_keys_total",
+        Some(Unit::Count),
+        "Keys a reloaded file changed that cannot change while the proxy runs (each kept its \
+         old value).",
+    );
+    d(
         "sessionwatch_pins_left_total",
         Some(Unit::Count),
         "Pinned requests whose backend left the farm, redistributed or failed as \

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use sessionwatch_core::{AffinityKey, BackendId, Fingerprinter, PinPolicy, SessionProfile};
 use tower::Layer;
 
@@ -11,16 +12,44 @@ use crate::shared::{
 use crate::{FleetStore, SessionEvents, SessionService, SessionStore};
 
 /// Learns sessions and classifies responses for the service it wraps. See the crate docs.
+///
+/// Clones of a layer share its settings: [`SessionLayer::reconfigure`] on one is seen by every
+/// service made from any of them. [`SessionLayer::for_thread`] makes a layer with settings of its
+/// own.
 #[derive(Clone)]
 pub struct SessionLayer {
-    shared: Arc<Shared>,
+    shared: Arc<ArcSwap<Shared>>,
+}
+
+/// What may change in a running layer (see [`SessionLayer::reconfigure`]): the rest (the
+/// fingerprint key, the store, the events, the fleet store) is the layer's for its life.
+pub struct LayerSettings {
+    /// Cookies, paths, markers and the idle timeout.
+    pub profile: SessionProfile,
+    /// When sessions are pinned.
+    pub policy: PinPolicy,
+    /// Rescue lost GET and HEAD requests on their issuer when it is healthy (`None`: no rescue).
+    pub rescue: Option<Arc<dyn BackendHealth>>,
+    /// The signed affinity cookie's name and whether it is `Secure` (`None`: no cookie).
+    pub affinity: Option<(String, bool)>,
+}
+
+impl std::fmt::Debug for LayerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerSettings")
+            .field("profile", &self.profile)
+            .field("policy", &self.policy)
+            .field("rescue", &self.rescue.is_some())
+            .field("affinity", &self.affinity)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for SessionLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionLayer")
-            .field("policy", &self.shared.policy)
-            .field("rescue", &self.shared.rescue.is_some())
+            .field("policy", &self.shared.load().policy)
+            .field("rescue", &self.shared.load().rescue.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -34,7 +63,7 @@ impl SessionLayer {
         store: Arc<dyn SessionStore>,
     ) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(ArcSwap::from_pointee(Shared {
                 profile,
                 fingerprinter,
                 store,
@@ -47,21 +76,36 @@ impl SessionLayer {
                 fleet: None,
                 directory: Arc::new(SameOrder),
                 mark_sessions: false,
-            }),
+            })),
         }
     }
 
     fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
-        match Arc::get_mut(&mut self.shared) {
-            Some(shared) => f(shared),
-            None => {
-                // Built from a clone: copy the shared state rather than change the original's.
-                let mut copy = self.shared.copy();
-                f(&mut copy);
-                self.shared = Arc::new(copy);
-            }
-        }
+        // LayerSettings of its own, so that a layer built from a clone does not change the original.
+        let mut copy = self.shared.load().copy();
+        f(&mut copy);
+        self.shared = Arc::new(ArcSwap::from_pointee(copy));
         self
+    }
+
+    /// Change the settings of this layer (and its clones) while it runs: each service made from
+    /// it reads them from its next request on, and a request under way keeps those it began
+    /// with. Sessions already learnt stay in the store, whatever the new cookies.
+    pub fn reconfigure(&self, settings: &LayerSettings) {
+        let mut next = self.shared.load().copy();
+        next.profile = settings.profile.clone();
+        next.policy = settings.policy;
+        next.rescue = settings.rescue.clone();
+        next.affinity = settings
+            .affinity
+            .as_ref()
+            .map(|(name, secure)| AffinityCookie {
+                key: AffinityKey::derive(&next.fingerprinter),
+                name: name.clone(),
+                secure: *secure,
+                max_age: next.profile.idle_timeout(),
+            });
+        self.shared.store(Arc::new(next));
     }
 
     /// The same layer (same store, events, policy and switch) with its own copy of the
@@ -69,12 +113,12 @@ impl SessionLayer {
     /// every request takes and drops then stay in that core's cache instead of bouncing between
     /// cores.
     pub fn for_thread(&self) -> Self {
-        let mut shared = self.shared.copy();
+        let mut shared = self.shared.load().copy();
         if let Some(own) = shared.fleet.as_ref().and_then(|f| f.for_thread()) {
             shared.fleet = Some(own);
         }
         Self {
-            shared: Arc::new(shared),
+            shared: Arc::new(ArcSwap::from_pointee(shared)),
         }
     }
 
@@ -143,8 +187,8 @@ impl SessionLayer {
     }
 
     /// The store the layer uses.
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.shared.store
+    pub fn store(&self) -> Arc<dyn SessionStore> {
+        self.shared.load().store.clone()
     }
 }
 
@@ -179,14 +223,39 @@ mod tests {
         .with_pin_switch(switch.clone());
         let per_thread = layer.for_thread();
         assert!(!Arc::ptr_eq(&layer.shared, &per_thread.shared));
-        assert!(Arc::ptr_eq(layer.store(), per_thread.store()));
-        assert_eq!(per_thread.shared.policy, PinPolicy::Learn);
+        assert!(Arc::ptr_eq(&layer.store(), &per_thread.store()));
+        assert_eq!(per_thread.shared.load().policy, PinPolicy::Learn);
         layer.store().put(
             Fingerprint(1),
             SessionRecord::issued(BackendId(0), Timestamp::from_millis(0)),
         );
         assert!(per_thread.store().get(Fingerprint(1)).is_some());
         switch.set(true);
-        assert!(pinning_all(&per_thread.shared));
+        assert!(pinning_all(&per_thread.shared.load()));
+    }
+
+    #[test]
+    fn a_reconfigured_layer_changes_its_clones_and_keeps_its_store_but_not_other_threads() {
+        let store: Arc<dyn SessionStore> = Arc::new(MokaStore::new(10, Duration::from_secs(60)));
+        let layer = SessionLayer::new(
+            SessionProfile::custom(vec![CookieSpec::new("SID")]),
+            Fingerprinter::from_secret(b"t"),
+            store.clone(),
+        );
+        let one = layer.for_thread();
+        let clone_of_one = one.clone();
+        let other = layer.for_thread();
+        one.reconfigure(&LayerSettings {
+            profile: SessionProfile::custom(vec![CookieSpec::new("NEWSID")]),
+            policy: PinPolicy::OnReset,
+            rescue: None,
+            affinity: Some(("aff".into(), true)),
+        });
+        let seen = clone_of_one.shared.load();
+        assert_eq!(seen.profile.cookies()[0].name(), "NEWSID");
+        assert_eq!(seen.policy, PinPolicy::OnReset);
+        assert_eq!(seen.affinity.as_ref().map(|a| a.name.as_str()), Some("aff"));
+        assert!(Arc::ptr_eq(&seen.store, &store));
+        assert_eq!(other.shared.load().profile.cookies()[0].name(), "SID");
     }
 }

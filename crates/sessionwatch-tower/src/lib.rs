@@ -42,7 +42,7 @@ pub use events::{AffinityUse, Observed, Rescued, SessionEvents};
 pub use extensions::{RescueAttempt, ServedBy, SessionRoute, SessionSeen};
 pub use fleet::{FleetStore, Found, Lookup, Publish};
 pub use future::ResponseFuture;
-pub use layer::SessionLayer;
+pub use layer::{LayerSettings, SessionLayer};
 pub use service::{SessionService, X_REQUEST_ID};
 pub use shared::{BackendDirectory, BackendHealth, PinSwitch, SameOrder};
 pub use store::{Evictions, MokaStore, SessionStore};

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use arc_swap::ArcSwap;
+use arc_swap::cache::Cache;
+
 use http::{Request, Response};
 use sessionwatch_core::{
     AffinityRejection, Carried, Fingerprint, MAX_COOKIES, Timestamp, read_cookie,
@@ -19,7 +22,9 @@ use crate::{AffinityUse, Lookup};
 /// See [`crate::SessionLayer`].
 pub struct SessionService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    /// The layer's settings as they are now: a [`crate::SessionLayer::reconfigure`] is seen by
+    /// the next request, and checking for one costs a request one atomic load.
+    shared: Cache<Arc<ArcSwap<Shared>>, Arc<Shared>>,
 }
 
 impl<S: Clone> Clone for SessionService<S> {
@@ -40,8 +45,11 @@ impl<S: std::fmt::Debug> std::fmt::Debug for SessionService<S> {
 }
 
 impl<S> SessionService<S> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared>) -> Self {
-        Self { inner, shared }
+    pub(crate) fn new(inner: S, shared: Arc<ArcSwap<Shared>>) -> Self {
+        Self {
+            inner,
+            shared: Cache::new(shared),
+        }
     }
 }
 
@@ -62,7 +70,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let shared = &self.shared;
+        // One request sees one version of the settings, from its head to its answer.
+        let current = self.shared.load().clone();
+        let shared = &current;
         // The proxy's own cookie is read, then taken out of what the backend sees.
         let affinity_value = shared.affinity.as_ref().and_then(|a| {
             let value = read_cookie(req.headers(), &a.name).map(<[u8]>::to_vec);
@@ -100,16 +110,10 @@ where
         };
         if let Some(lookup) = ask_fleet(shared, &ctx.carried) {
             // Classified and routed once the fleet has answered, on a clone made ready then.
-            return ResponseFuture::looking_up(
-                lookup,
-                req,
-                self.inner.clone(),
-                ctx,
-                shared.clone(),
-            );
+            return ResponseFuture::looking_up(lookup, req, self.inner.clone(), ctx, current);
         }
         let (fut, rescue_svc) = route_and_call(&mut self.inner, req, &mut ctx, shared);
-        ResponseFuture::new(fut, ctx, rescue_svc, self.shared.clone())
+        ResponseFuture::new(fut, ctx, rescue_svc, current)
     }
 }
 

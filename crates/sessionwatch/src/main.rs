@@ -1,12 +1,14 @@
 //! The `sessionwatch` command: parses arguments, loads and checks configuration, runs the proxy
 //! or the demo, and maps failures to exit codes (64, EX_USAGE, for a bad configuration).
 //!
-//! `serve` drains on SIGTERM and SIGINT (see `RunningProxy::drain`) and exits 0; SIGHUP is
-//! caught and logged, so that a reload sent before live reload exists does not kill the proxy.
+//! `serve` drains on SIGTERM and SIGINT (see `RunningProxy::drain`) and exits 0; SIGHUP
+//! reloads the configuration file (see `RunningProxy::reload`), as does a change of its
+//! content, which `serve` looks for every [`WATCH_CONFIG_EVERY`].
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use sessionwatch_core::PinPolicy;
@@ -27,6 +29,11 @@ const VERSION: &str = concat!(
     env!("SESSIONWATCH_COMMIT"),
     ")"
 );
+
+/// How often `serve` reads its configuration file for a change. Polling, not inotify: a
+/// Kubernetes ConfigMap is updated by swapping the `..data` symlink the file is reached
+/// through, which a watch on the file itself never sees; reading the path again does.
+const WATCH_CONFIG_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Parser)]
 #[command(
@@ -139,16 +146,16 @@ impl Signals {
         })
     }
 
-    /// Serve until SIGTERM or SIGINT, then drain.
+    /// Serve until SIGTERM or SIGINT, then drain; reload on SIGHUP.
     async fn serve_until_stopped(mut self, proxy: RunningProxy) {
         let name = loop {
             tokio::select! {
                 _ = self.terminate.recv() => break "SIGTERM",
                 _ = self.interrupt.recv() => break "SIGINT",
                 _ = self.hangup.recv() => {
-                    tracing::warn!(
-                        "SIGHUP: reload is not supported yet; the configuration was not reloaded"
-                    );
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // The outcome is logged and counted by the reload itself.
+                    let _ = proxy.reload().await;
                 }
             }
         };
@@ -185,8 +192,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Serve { config, log_format } => {
+            let file = config;
             // Validate everything before binding a port.
-            let config = match Config::load(&config) {
+            let config = match Config::load(&file) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -209,7 +217,12 @@ fn main() -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 };
-                let proxy = match sessionwatch_proxy::start(config, StartOptions::default()).await {
+                let options = StartOptions {
+                    config_file: Some(file),
+                    watch_config: Some(WATCH_CONFIG_EVERY),
+                    ..StartOptions::default()
+                };
+                let proxy = match sessionwatch_proxy::start(config, options).await {
                     Ok(p) => p,
                     Err(e) if e.is_config() => {
                         eprintln!("sessionwatch: {e}");

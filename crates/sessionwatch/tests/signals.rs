@@ -1,6 +1,7 @@
 //! `sessionwatch serve` as a container runtime drives it: SIGTERM drains (still serving for
 //! `drain.delay`) and exits 0 with the alert log written out, to standard output alone when
-//! configured so; SIGHUP is logged and changes nothing; log lines on stderr carry no colour codes
+//! configured so; SIGHUP reloads the configuration file, refusing by name what cannot change
+//! while the proxy runs and keeping the running configuration when the file is broken; log lines on stderr carry no colour codes
 //! when stderr is not a terminal, and with `--log-format json` each is one JSON object. Every
 //! process runs under a deadline and is killed if it overruns.
 
@@ -273,21 +274,90 @@ fn sigterm_drains_then_exits_0_with_the_alert_log_written_to_stdout_alone() {
     assert_eq!(files, [std::ffi::OsString::from("sessionwatch.toml")]);
 }
 
+/// A backend that answers every request 200 and counts them.
+fn counting_backend() -> (SocketAddr, std::sync::Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = std::sync::Arc::new(AtomicU64::new(0));
+    let counted = served.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    }
+                    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                    buf.drain(..end);
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    if conn
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, served)
+}
+
 #[test]
-fn sighup_is_logged_and_the_proxy_keeps_serving() {
+fn sighup_reloads_the_file_refusing_what_cannot_change_and_keeping_it_when_broken() {
     let scratch = Scratch::new("sighup");
-    let backend = forgetful_backend();
+    let (b, served_by_b) = counting_backend();
     let alerts = format!("log_file = {:?}", Path::new(&scratch.0).join("a.jsonl"));
-    let mut server = Server::start(&config(backend, &alerts, NO_DELAY), &scratch, &[]);
+    let first = config(forgetful_backend(), &alerts, NO_DELAY);
+    let mut server = Server::start(&first, &scratch, &[]);
     let addr = text_addr(&server.wait_for("listening", |l| l.contains("sessionwatch listening")));
-    for _ in 0..2 {
-        server.signal("HUP");
-        server.wait_for("reload refused", |l| {
-            l.contains("reload is not supported yet; the configuration was not reloaded")
-        });
-        assert_eq!(get(addr, None).0, 200);
-        assert!(server.running());
+    assert_eq!(get(addr, None).0, 200);
+    assert_eq!(served_by_b.load(Ordering::SeqCst), 0);
+
+    // A second backend, and a listen address the running proxy cannot move to.
+    let file = scratch.0.join("sessionwatch.toml");
+    let second = first.replace("address = \"127.0.0.1:0\"", "address = \"127.0.0.2:0\"")
+        + &format!("[[backends]]\nname = \"b\"\nurl = \"http://{b}\"\n");
+    std::fs::write(&file, &second).unwrap();
+    server.signal("HUP");
+    let refused = server.wait_for("refused key", |l| {
+        l.contains("config reload: listen.address")
+    });
+    assert!(
+        refused.contains("WARN") && refused.contains("keeping its old value"),
+        "{refused}"
+    );
+    let applied = server.wait_for("reloaded", |l| l.contains("configuration reloaded"));
+    assert!(applied.contains("changed=backends"), "{applied}");
+    for _ in 0..4 {
+        assert_eq!(get(addr, None).0, 200, "the old listener serves");
     }
+    assert_eq!(
+        served_by_b.load(Ordering::SeqCst),
+        2,
+        "round robin over a and b"
+    );
+
+    // A broken file: the error, and the running configuration serves on.
+    std::fs::write(&file, "[[backends]\n").unwrap();
+    server.signal("HUP");
+    let failed = server.wait_for("failure", |l| l.contains("config reload failed: "));
+    assert!(
+        failed.contains("ERROR") && failed.contains("sessionwatch.toml:1:"),
+        "{failed}"
+    );
+    for _ in 0..4 {
+        assert_eq!(get(addr, None).0, 200);
+    }
+    assert_eq!(served_by_b.load(Ordering::SeqCst), 4);
+    assert!(server.running());
     server.signal("TERM");
     let (status, stderr, _) = server.exit();
     assert_eq!(status.code(), Some(0), "{}", stderr.join("\n"));
@@ -326,7 +396,7 @@ fn json_logs_are_one_object_a_line_with_level_message_and_fields() {
     let addr: SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
     assert_eq!(get(addr, None).0, 200);
     server.signal("HUP");
-    server.wait_for("reload refused", |l| l.contains("reload is not supported"));
+    server.wait_for("reloaded", |l| l.contains("configuration reloaded"));
     server.signal("TERM");
     let (status, stderr, _) = server.exit();
     assert_eq!(status.code(), Some(0), "{}", stderr.join("\n"));
@@ -342,16 +412,12 @@ fn json_logs_are_one_object_a_line_with_level_message_and_fields() {
         assert!(line["level"].is_string(), "{line}");
         assert!(line["message"].is_string(), "{line}");
     }
-    let hup = lines
+    let reloaded = lines
         .iter()
-        .find(|l| {
-            l["message"]
-                .as_str()
-                .unwrap()
-                .contains("reload is not supported")
-        })
+        .find(|l| l["message"] == "configuration reloaded")
         .unwrap();
-    assert_eq!(hup["level"], "WARN");
+    assert_eq!(reloaded["level"], "INFO");
+    assert_eq!(reloaded["trigger"], "signal");
     let stop = lines
         .iter()
         .find(|l| l["message"] == "shutting down")

@@ -6,6 +6,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use arc_swap::ArcSwapOption;
+
 use sessionwatch_core::BackendId;
 use sessionwatch_tower::BackendDirectory;
 
@@ -63,8 +65,9 @@ impl Hooks for FarmHooks {
 /// The proxy's [`BackendDirectory`]: backend tags, and a fresh resolution when one is unknown.
 pub(super) struct Directory {
     pub(super) backends: Arc<Backends>,
-    /// Set once discovery has started (the directory is made before it).
-    pub(super) discovery: std::sync::OnceLock<Arc<Discovery>>,
+    /// Set once discovery has started (the directory is made before it); a reload that
+    /// changes the DNS entries puts their new discovery here.
+    pub(super) discovery: ArcSwapOption<Discovery>,
 }
 
 impl BackendDirectory for Directory {
@@ -75,7 +78,7 @@ impl BackendDirectory for Directory {
     fn resolve(&self, tag: u32) -> Option<BackendId> {
         let found = self.backends.by_tag(tag);
         if found.is_none()
-            && let Some(d) = self.discovery.get()
+            && let Some(d) = self.discovery.load().as_ref()
         {
             d.wake();
         }

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use sessionwatch_core::BackendId;
 use sessionwatch_tower::{PinSwitch, SessionEvents, SessionStore};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
@@ -23,15 +24,18 @@ use crate::prepare::RequestIds;
 use crate::report::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
 use crate::report::incidents::{Clock, IncidentWatch};
 use crate::report::reporter::Reporter;
-use crate::report::sinks::{self, FleetIncidents, NoSharedView, Sink};
+use crate::report::sinks::{FleetIncidents, NoSharedView, SinkHandle};
 use crate::route::balancer::Balancer;
 use crate::shutdown::{Drain, DrainTimes, Drained};
 use crate::upstream::{Pool, Upstream};
 use workers::{Worker, bind_workers, sweep_idle};
 
+pub use reload::{ReloadError, ReloadReport};
+
 mod access;
 mod farm;
 pub(crate) mod fd_limit;
+mod reload;
 mod session;
 mod stack;
 mod workers;
@@ -94,6 +98,11 @@ pub struct StartOptions {
     /// What the Alertmanager sink asks before it resolves the farm's alert: whether other
     /// replicas still see the incident (default: no shared view).
     pub fleet_incidents: Option<Arc<dyn FleetIncidents>>,
+    /// The file the configuration was read from, read again by [`RunningProxy::reload`].
+    pub config_file: Option<PathBuf>,
+    /// With `config_file`: how often to read it and reload when its content changed (`None`:
+    /// only when asked).
+    pub watch_config: Option<Duration>,
 }
 
 /// A running proxy: where it listens, a few questions about its state, and its shutdown.
@@ -109,6 +118,7 @@ pub struct RunningProxy {
     shutdown: watch::Sender<bool>,
     drain: Drain,
     drain_times: DrainTimes,
+    reload: mpsc::Sender<reload::Request>,
     /// Each ends when its worker has closed its connections.
     workers: Vec<JoinHandle<()>>,
     tasks: Vec<JoinHandle<()>>,
@@ -186,6 +196,18 @@ impl RunningProxy {
     /// the next periodic tick. It blocks for as long as a sweep of the table takes.
     pub fn maintain_sessions(&self) {
         self.store.maintain();
+    }
+
+    /// Read the configuration file again and apply it (see [`ReloadReport`] for what may
+    /// change while the proxy runs). A file that cannot be read or does not validate changes
+    /// nothing; it is logged and counted as a failed reload.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let (done, result) = oneshot::channel();
+        self.reload
+            .send(done)
+            .await
+            .map_err(|_| ReloadError::Stopping)?;
+        result.await.map_err(|_| ReloadError::Stopping)?
     }
 
     /// Wait until every alert line emitted so far is written.
@@ -301,7 +323,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     // incident window); discovery, once started, is woken by a name it does not know yet.
     let directory = Arc::new(farm::Directory {
         backends: backends.clone(),
-        discovery: OnceLock::new(),
+        discovery: arc_swap::ArcSwapOption::empty(),
     });
     let session::Tables { store, fleet } = session::store(
         &config,
@@ -327,7 +349,9 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         .map(|store| FleetWindow::new((**store).clone(), directory.clone()));
     let fleet_incidents = options
         .fleet_incidents
-        .or_else(|| window.clone().map(|w| -> Arc<dyn FleetIncidents> { w }));
+        .or_else(|| window.clone().map(|w| -> Arc<dyn FleetIncidents> { w }))
+        .unwrap_or_else(|| Arc::new(NoSharedView));
+    let sinks = reload::Sinks::start(&config, fleet_incidents, &metrics, &shutdown_rx, &mut tasks);
     let incidents = spawn_incidents(
         &config,
         &backends,
@@ -335,7 +359,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         &metrics,
         &pin_switch,
         options.incident_tick,
-        fleet_incidents,
+        sinks.handles(),
         &shutdown_rx,
         &mut tasks,
     );
@@ -378,16 +402,27 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         options.extra_events,
     );
     let _ = hooks.health.set(health.clone());
-    if let Some(discovery) = discovery {
-        let _ = directory.discovery.set(discovery);
-    }
+    // Without DNS entries, one with none publishes the configured backends a reload changes.
+    let membership = match discovery {
+        Some(discovery) => {
+            directory.discovery.store(Some(discovery.clone()));
+            discovery
+        }
+        None => Arc::new(Discovery::new(
+            &[],
+            backends.clone(),
+            metrics.clone(),
+            hooks.clone(),
+            None,
+        )),
+    };
     let mut session = session::layer(
         &config,
         store.clone(),
         reporter,
         pin_switch,
         &backends,
-        directory,
+        directory.clone(),
     );
     if let Some(fleet) = fleet {
         session = session.with_fleet_store(fleet);
@@ -395,11 +430,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     // Each worker numbers its own requests under its own prefix: no counter shared across cores.
     let id_prefix: u32 = rand::random();
     let balancer = Arc::new(Balancer::new(config.balance, backends.clone()));
+    let pin = Arc::new(ArcSwap::from_pointee(config.pin.clone()));
     let mut workers = Vec::with_capacity(listeners.len());
+    let mut layers = Vec::with_capacity(listeners.len());
     for (i, listener) in listeners.into_iter().enumerate() {
+        let layer = session.for_thread();
+        layers.push(layer.clone());
         let worker = Worker {
             listener,
-            session: session.for_thread(),
+            session: layer,
             request_ids: RequestIds::new(id_prefix.wrapping_add(i as u32)),
             backends: backends.clone(),
             balancer: balancer.clone(),
@@ -408,7 +447,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             max_header_bytes: config.max_header_bytes,
             max_connections: per_worker,
             forwarded: config.forwarded.clone(),
-            pin: config.pin.clone(),
+            pin: pin.clone(),
             health: health.clone(),
             metrics: metrics.clone(),
             shutdown: shutdown_rx.clone(),
@@ -431,6 +470,29 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         };
         tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
     }
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let reloader = reload::Reloader::new(
+        options.config_file,
+        config.clone(),
+        reload::Parts {
+            backends: backends.clone(),
+            metrics: metrics.clone(),
+            membership: Arc::new(ArcSwap::new(membership)),
+            directory,
+            shutdown: shutdown_rx.clone(),
+            balancer,
+            pin,
+            layers,
+            incidents: incidents.clone(),
+            log: log.clone(),
+            sinks,
+        },
+    );
+    tasks.push(tokio::spawn(reloader.run(
+        reload_rx,
+        options.watch_config,
+        shutdown_rx.clone(),
+    )));
     tracing::info!(%addr, backends = backends.live().members.len(), pin = config.pin.policy.as_str(), "sessionwatch listening");
 
     Ok(RunningProxy {
@@ -445,6 +507,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
         shutdown: shutdown_tx,
         drain,
         drain_times: config.drain,
+        reload: reload_tx,
         workers,
         tasks,
     })
@@ -465,7 +528,7 @@ fn connections_per_worker(config: &Config) -> Result<usize, StartError> {
     Ok(max_connections.div_ceil(config.workers.max(1)).max(1))
 }
 
-/// The sinks and the incident watch that feeds them; their tasks go to `tasks`.
+/// The incident watch that feeds the sinks; its task goes to `tasks`.
 #[allow(clippy::too_many_arguments)]
 fn spawn_incidents(
     config: &Config,
@@ -474,22 +537,10 @@ fn spawn_incidents(
     metrics: &Arc<Metrics>,
     pin_switch: &PinSwitch,
     tick: Option<Duration>,
-    fleet: Option<Arc<dyn FleetIncidents>>,
+    sink_handles: Vec<SinkHandle>,
     shutdown: &watch::Receiver<bool>,
     tasks: &mut Vec<JoinHandle<()>>,
 ) -> Arc<IncidentWatch> {
-    let fleet = fleet.unwrap_or_else(|| Arc::new(NoSharedView));
-    let mut sink_handles = Vec::new();
-    let alertmanager = config
-        .alertmanager
-        .clone()
-        .map(|am| Sink::Alertmanager(am, fleet));
-    let webhook = config.webhook.clone().map(Sink::Webhook);
-    for sink in alertmanager.into_iter().chain(webhook) {
-        let (handle, task) = sinks::spawn(sink, metrics.clone(), shutdown.clone());
-        sink_handles.push(handle);
-        tasks.push(task);
-    }
     let incidents = Arc::new(IncidentWatch::new(
         config.incident.clone(),
         backends.clone(),

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use sessionwatch_tower::{SessionLayer, SessionService};
 use tower::ServiceBuilder;
 
@@ -33,7 +34,7 @@ pub(super) struct Parts {
     pub(super) session: SessionLayer,
     pub(super) backends: Arc<Backends>,
     pub(super) balancer: Arc<Balancer>,
-    pub(super) pin: PinConfig,
+    pub(super) pin: Arc<ArcSwap<PinConfig>>,
     pub(super) health: Arc<Health>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) upstream: Upstream,

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use sessionwatch_tower::SessionLayer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -63,7 +64,7 @@ pub(super) struct Worker {
     pub(super) max_header_bytes: usize,
     pub(super) max_connections: usize,
     pub(super) forwarded: ForwardedConfig,
-    pub(super) pin: PinConfig,
+    pub(super) pin: Arc<ArcSwap<PinConfig>>,
     pub(super) health: Arc<Health>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) shutdown: watch::Receiver<bool>,

@@ -11,6 +11,11 @@
 //!   (not on every refresh) and counted.
 //! - [`Discovery::wake`] asks for a resolution now, at most once a second: another replica's
 //!   cookie named a backend this one has not resolved yet.
+//! - A reload that changes the entries replaces the discovery ([`Discovery::successor`]): the
+//!   new one resolves its entries before it takes over ([`Discovery::prime`],
+//!   [`Discovery::take_over`]), so the farm never goes without their backends, and an entry
+//!   both have that it could not resolve keeps the old one's last known set; the old one is
+//!   retired (it publishes nothing more and its tasks end).
 //!
 //! What a change means for the rest of the proxy (the incident tracker, health checks, alert
 //! lines) goes through [`Hooks`], so that the refresh logic is tested here on paused time.
@@ -81,8 +86,10 @@ struct Entry {
     metrics: DiscoveryMetrics,
 }
 
-/// Per entry: its last known set, and whether its last resolution succeeded.
+/// Per entry: its last known set, and whether its last resolution succeeded; and the
+/// configured backends, which a reload may change.
 struct State {
+    configured: Vec<BackendId>,
     sets: Vec<Vec<BackendId>>,
     ok: Vec<Option<bool>>,
     refused: bool,
@@ -93,10 +100,13 @@ pub(crate) struct Discovery {
     backends: Arc<Backends>,
     metrics: Arc<Metrics>,
     hooks: Arc<dyn Hooks>,
-    configured: Vec<BackendId>,
     entries: Vec<Entry>,
     state: Mutex<State>,
     wake: Notify,
+    /// Turns true when a successor takes over (see [`Discovery::retire`]).
+    retired: watch::Sender<bool>,
+    /// The resolver given in place of each entry's own (tests), which a successor keeps.
+    resolver: Option<Arc<dyn Resolve>>,
 }
 
 impl std::fmt::Debug for Discovery {
@@ -131,14 +141,74 @@ impl Discovery {
             backends,
             metrics,
             hooks,
-            configured,
             entries,
             state: Mutex::new(State {
+                configured,
                 sets: vec![Vec::new(); n],
                 ok: vec![None; n],
                 refused: false,
             }),
             wake: Notify::new(),
+            retired: watch::Sender::new(false),
+            resolver,
+        }
+    }
+
+    /// A discovery of `configs` into the same farm, with the same hooks, to take over from this
+    /// one (a reload changed the entries): [`Discovery::prime`] it, then
+    /// [`Discovery::take_over`].
+    pub(crate) fn successor(&self, configs: &[DiscoveryConfig]) -> Self {
+        Self::new(
+            configs,
+            self.backends.clone(),
+            self.metrics.clone(),
+            self.hooks.clone(),
+            self.resolver.clone(),
+        )
+    }
+
+    /// Resolve every entry once, keeping what they list without changing the farm: a successor
+    /// learns its backends before it takes over, so that the farm never goes without them.
+    pub(crate) async fn prime(&self) {
+        let rounds = (0..self.entries.len()).map(|i| async move {
+            match self.resolve(i).await {
+                Ok(addrs) => {
+                    let mut st = self.lock();
+                    self.record(&mut st, i, addrs);
+                }
+                Err(e) => self.failed(i, &e),
+            }
+        });
+        futures_util::future::join_all(rounds).await;
+    }
+
+    /// Take over the farm from `old`, which is retired (it publishes nothing more and its tasks
+    /// end): its configured backends are this one's, and an entry both have that this one could
+    /// not resolve keeps `old`'s last known set. Then the farm is published.
+    pub(crate) fn take_over(&self, old: &Discovery) {
+        let was = old.retire();
+        let mut st = self.lock();
+        st.configured = was.configured;
+        for (i, entry) in self.entries.iter().enumerate() {
+            if st.ok[i] == Some(true) {
+                continue;
+            }
+            if let Some(j) = old.entries.iter().position(|e| e.config == entry.config) {
+                st.sets[i] = was.sets[j].clone();
+            }
+        }
+        self.publish(st, false, "configuration");
+    }
+
+    /// Stop: publish nothing more, end the tasks. Returns the last state, for a successor.
+    fn retire(&self) -> State {
+        let st = self.lock();
+        self.retired.send_replace(true);
+        State {
+            configured: st.configured.clone(),
+            sets: st.sets.clone(),
+            ok: st.ok.clone(),
+            refused: st.refused,
         }
     }
 
@@ -159,10 +229,12 @@ impl Discovery {
             .map(|i| {
                 let this = self.clone();
                 let mut shutdown = shutdown.clone();
+                let mut retired = self.retired.subscribe();
                 tokio::spawn(async move {
                     tokio::select! {
                         () = this.run(i) => {}
                         _ = crate::shutdown::stopped(&mut shutdown) => {}
+                        _ = crate::shutdown::stopped(&mut retired) => {}
                     }
                 })
             })
@@ -188,8 +260,16 @@ impl Discovery {
 
     /// Resolve entry `i` and apply what it says.
     async fn refresh(&self, i: usize, initial: bool) {
+        match self.resolve(i).await {
+            Ok(addrs) => self.apply(i, addrs, initial),
+            Err(e) => self.failed(i, &e),
+        }
+    }
+
+    /// What entry `i` lists now.
+    async fn resolve(&self, i: usize) -> Result<Vec<SocketAddr>, ResolveError> {
         let entry = &self.entries[i];
-        let resolved = match tokio::time::timeout(
+        match tokio::time::timeout(
             RESOLVE_TIMEOUT,
             entry.resolver.resolve(&entry.config.target),
         )
@@ -198,10 +278,6 @@ impl Discovery {
             Ok(Ok(addrs)) if addrs.is_empty() => Err(ResolveError::Empty),
             Ok(result) => result,
             Err(_) => Err(ResolveError::Timeout(RESOLVE_TIMEOUT)),
-        };
-        match resolved {
-            Ok(addrs) => self.apply(i, addrs, initial),
-            Err(e) => self.failed(i, &e),
         }
     }
 
@@ -227,14 +303,20 @@ impl Discovery {
         }
     }
 
-    fn apply(&self, i: usize, mut addrs: Vec<SocketAddr>, initial: bool) {
+    fn apply(&self, i: usize, addrs: Vec<SocketAddr>, initial: bool) {
+        let mut st = self.lock();
+        self.record(&mut st, i, addrs);
+        self.publish(st, initial, &self.entries[i].config.text);
+    }
+
+    /// Make `addrs` entry `i`'s set (each a known backend from now on), without publishing it.
+    fn record(&self, st: &mut State, i: usize, mut addrs: Vec<SocketAddr>) {
         let entry = &self.entries[i];
         entry.metrics.up.set(1.0);
         // The order of the answer is the resolver's, not the farm's.
         addrs.sort_unstable();
         addrs.dedup();
         entry.metrics.addresses.set(addrs.len() as f64);
-        let mut st = self.lock();
         if st.ok[i] == Some(false) {
             tracing::info!(
                 target = entry.config.text,
@@ -265,7 +347,24 @@ impl Discovery {
         }
         st.refused = refused;
         st.sets[i] = ids;
-        let mut members: Vec<BackendId> = self.configured.clone();
+    }
+
+    /// Make `configured` the farm's configured backends (a reload changed them), beside the
+    /// discovered ones, which stay.
+    pub(crate) fn set_configured(&self, configured: Vec<BackendId>) {
+        let mut st = self.lock();
+        st.configured = configured;
+        self.publish(st, false, "configuration");
+    }
+
+    /// Make the farm the configured backends and every entry's last known set, and tell what
+    /// changed (`why`: the entry that resolved, for the log).
+    fn publish(&self, st: std::sync::MutexGuard<'_, State>, initial: bool, why: &str) {
+        // A resolution that ends after a successor took over must not undo its farm.
+        if *self.retired.borrow() {
+            return;
+        }
+        let mut members: Vec<BackendId> = st.configured.clone();
         for id in st.sets.iter().flatten() {
             if !members.contains(id) {
                 members.push(*id);
@@ -296,14 +395,14 @@ impl Discovery {
         for id in &change.joined {
             tracing::info!(
                 backend = self.backends.name(*id),
-                target = entry.config.text,
+                target = why,
                 "backend joined"
             );
         }
         for id in &change.left {
             tracing::info!(
                 backend = self.backends.name(*id),
-                target = entry.config.text,
+                target = why,
                 "backend left"
             );
         }

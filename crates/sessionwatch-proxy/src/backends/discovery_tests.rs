@@ -286,3 +286,52 @@ async fn replicas_given_the_answers_in_other_orders_name_the_farm_alike() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_successor_learns_its_backends_before_it_takes_over_and_the_old_one_goes_quiet() {
+    let s = setup(&["10.0.0.1:8080"]).await;
+    let entry = s.discovery.entries[0].config.clone();
+    let other = DiscoveryConfig {
+        target: DnsTarget::Host {
+            host: "other.test".into(),
+            port: 8080,
+        },
+        text: "other.test:8080".into(),
+        ..entry.clone()
+    };
+
+    // The same entry, and one more. Primed, it has changed nothing yet.
+    s.resolver.answer(&["10.0.0.1:8080", "10.0.0.2:8080"]);
+    let next = Arc::new(s.discovery.successor(&[entry.clone(), other]));
+    next.prime().await;
+    assert_eq!(s.names(), ["10.0.0.1:8080", "static-a"]);
+    next.take_over(&s.discovery);
+    assert_eq!(s.names(), ["10.0.0.1:8080", "10.0.0.2:8080", "static-a"]);
+    assert_eq!(s.changes(), [(vec!["10.0.0.2:8080".to_owned()], vec![])]);
+
+    // The same entry alone, whose resolution fails: it keeps the last known set.
+    s.resolver.fail();
+    let failing = Arc::new(next.successor(std::slice::from_ref(&entry)));
+    failing.prime().await;
+    failing.take_over(&next);
+    assert_eq!(s.names(), ["10.0.0.1:8080", "10.0.0.2:8080", "static-a"]);
+    assert_eq!(s.changes().len(), 1);
+
+    // No entries: the discovered backends leave, the configured one stays.
+    let none = Arc::new(failing.successor(&[]));
+    none.prime().await;
+    none.take_over(&failing);
+    assert_eq!(s.names(), ["static-a"]);
+    assert_eq!(s.changes()[1].1, ["10.0.0.1:8080", "10.0.0.2:8080"]);
+
+    // The retired discoveries never resolve or publish again.
+    let asked = s.resolver.asked();
+    s.resolver.answer(&["10.0.0.9:8080"]);
+    sleep(REFRESH * 3).await;
+    assert_eq!(
+        s.resolver.asked(),
+        asked,
+        "a retired discovery still resolves"
+    );
+    assert_eq!(s.names(), ["static-a"]);
+}

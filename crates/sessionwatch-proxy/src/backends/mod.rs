@@ -41,8 +41,8 @@ pub(crate) struct Backend {
     pub tag: u32,
     /// Where it is, for the upstream client.
     pub endpoint: Endpoint,
-    /// Relative share of new traffic.
-    pub weight: u32,
+    /// Relative share of new traffic (a reload may change it).
+    weight: AtomicU32,
     healthy: AtomicBool,
     member: AtomicBool,
     /// Counts its joins, so that a health check started for an earlier membership stops.
@@ -65,6 +65,11 @@ impl Backend {
     /// How many times it has joined (1 for a configured backend).
     pub(crate) fn joins(&self) -> u32 {
         self.joins.load(Ordering::Relaxed)
+    }
+
+    /// Its relative share of new traffic.
+    pub(crate) fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
     }
 
     /// Requests being served now.
@@ -210,7 +215,7 @@ impl Backends {
                 slot: index,
                 authority,
             },
-            weight,
+            weight: AtomicU32::new(weight),
             healthy: AtomicBool::new(true),
             member: AtomicBool::new(false),
             joins: AtomicU32::new(0),
@@ -260,6 +265,14 @@ impl Backends {
             by_tag: reg.by_tag.clone(),
         }));
         change
+    }
+
+    /// Give backend `id` the share `weight` of new traffic; the round-robin wheel follows at the
+    /// next [`Backends::set_members`].
+    pub(crate) fn set_weight(&self, id: BackendId, weight: u32) {
+        if let Some(b) = self.get(id) {
+            b.weight.store(weight, Ordering::Relaxed);
+        }
     }
 
     /// The farm now.
@@ -368,12 +381,12 @@ impl BackendDirectory for Backends {
 }
 
 fn smooth_wheel(members: &[&Backend]) -> Vec<BackendId> {
-    let total: i64 = members.iter().map(|b| i64::from(b.weight)).sum();
+    let total: i64 = members.iter().map(|b| i64::from(b.weight())).sum();
     let mut current = vec![0i64; members.len()];
     let mut wheel = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
     for _ in 0..total {
         for (c, b) in current.iter_mut().zip(members) {
-            *c += i64::from(b.weight);
+            *c += i64::from(b.weight());
         }
         let Some((best, _)) = current
             .iter()

@@ -10,6 +10,7 @@ mod forwarded;
 mod locate;
 mod log;
 mod read;
+pub(crate) mod reload;
 mod session;
 mod store;
 #[cfg(test)]
@@ -399,7 +400,7 @@ impl ConfigError {
     }
 
     /// A single problem with no place (the file cannot be read).
-    fn whole_file(file: &Path, message: String) -> Self {
+    pub(crate) fn whole_file(file: &Path, message: String) -> Self {
         Self {
             file: file.to_owned(),
             issues: vec![ConfigIssue {

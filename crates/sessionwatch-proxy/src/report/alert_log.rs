@@ -12,6 +12,10 @@
 //! `sessionwatch_alert_lines_dropped_total` and reported once on the log (not once per line,
 //! which would flood it while the disk stays full). Their sequence numbers stay unused, so a
 //! reader sees the gap. Once writing works again the file goes on where it was.
+//!
+//! A reload may move the log ([`AlertLog::retarget`]): the lines emitted before go where they
+//! were going, the new file is opened before anything is written to it, and if it cannot be
+//! opened the log stays where it is.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -28,6 +32,7 @@ use crate::report::lines::AlertLine;
 enum Command {
     Line(Box<AlertLine>),
     Flush(mpsc::Sender<()>),
+    Retarget(AlertTargets, mpsc::Sender<io::Result<()>>),
 }
 
 /// Handle to the writer thread. Cloning shares the writer.
@@ -92,6 +97,18 @@ impl AlertLog {
     /// Queue a line. Never blocks.
     pub(crate) fn emit(&self, line: AlertLine) {
         let _ = self.tx.send(Command::Line(Box::new(line)));
+    }
+
+    /// Write the lines emitted from now on to `targets` (a reload): the new file is opened
+    /// first, and if that fails the log stays where it was and the error is returned. Waits
+    /// for the writer to get there, as [`AlertLog::flush`] does.
+    pub(crate) fn retarget(&self, targets: AlertTargets) -> io::Result<()> {
+        let stopped = || io::Error::other("the alert log writer has stopped");
+        let (tx, rx) = mpsc::channel();
+        self.tx
+            .send(Command::Retarget(targets, tx))
+            .map_err(|_| stopped())?;
+        rx.recv().unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Wait until every line queued before this call is written.
@@ -224,7 +241,12 @@ impl OpenFile {
     }
 }
 
-fn writer(rx: mpsc::Receiver<Command>, mut file: Option<OpenFile>, stdout: bool, dropped: Counter) {
+fn writer(
+    rx: mpsc::Receiver<Command>,
+    mut file: Option<OpenFile>,
+    mut stdout: bool,
+    dropped: Counter,
+) {
     let process = uuid::Uuid::now_v7();
     let mut seq: u64 = 0;
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -239,27 +261,45 @@ fn writer(rx: mpsc::Receiver<Command>, mut file: Option<OpenFile>, stdout: bool,
                     render(&mut buf, &line, seq, &process);
                 }
                 Command::Flush(done) => waiters.push(done),
+                Command::Retarget(targets, done) => {
+                    // What came before goes where it was going.
+                    write_out(&mut buf, file.as_mut(), stdout, &dropped);
+                    let opened = match &targets.file {
+                        Some(path) => OpenFile::open(path).map(Some),
+                        None => Ok(None),
+                    };
+                    let _ = done.send(opened.map(|opened| {
+                        file = opened;
+                        stdout = targets.stdout;
+                    }));
+                }
             }
             if buf.len() > 1 << 20 {
                 break;
             }
         }
-        if !buf.is_empty() {
-            if let Some(f) = file.as_mut() {
-                f.follow_rotation();
-                f.write_batch(&buf, &dropped);
-            }
-            if stdout {
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(&buf);
-                let _ = out.flush();
-            }
-            buf.clear();
-        }
+        write_out(&mut buf, file.as_mut(), stdout, &dropped);
         for w in waiters.drain(..) {
             let _ = w.send(());
         }
     }
+}
+
+/// Write the batch in `buf` to the file and standard output, and empty it.
+fn write_out(buf: &mut Vec<u8>, file: Option<&mut OpenFile>, stdout: bool, dropped: &Counter) {
+    if buf.is_empty() {
+        return;
+    }
+    if let Some(f) = file {
+        f.follow_rotation();
+        f.write_batch(buf, dropped);
+    }
+    if stdout {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(buf);
+        let _ = out.flush();
+    }
+    buf.clear();
 }
 
 fn render(buf: &mut Vec<u8>, line: &AlertLine, seq: u64, process: &uuid::Uuid) {
@@ -349,6 +389,51 @@ mod tests {
             first["event_id"],
             serde_json::from_str::<Value>(old.lines().nth(1).unwrap()).unwrap()["event_id"]
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_retarget_moves_the_next_lines_and_a_file_that_cannot_open_changes_nothing() {
+        let dir = std::env::temp_dir().join(format!("sw-alertlog-move-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (first, second) = (dir.join("a.jsonl"), dir.join("b.jsonl"));
+        let (log, writer) = AlertLog::start(
+            AlertTargets {
+                file: Some(first.clone()),
+                stdout: false,
+            },
+            Counter::noop(),
+        )
+        .unwrap();
+        let line =
+            |signal| AlertLine::new(LineKind::SessionReset, SystemTime::now(), &Body { signal });
+        log.emit(line("cleared"));
+        let to = |file: PathBuf| AlertTargets {
+            file: Some(file),
+            stdout: false,
+        };
+        log.retarget(to(second.clone())).unwrap();
+        log.emit(line("reissued"));
+        let err = log.retarget(to(dir.join("missing").join("c.jsonl")));
+        assert!(err.is_err());
+        log.emit(line("marker"));
+        drop(log);
+        writer.join();
+        let signals = |path: &Path| -> Vec<String> {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["signal"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(signals(&first), ["cleared"]);
+        assert_eq!(signals(&second), ["reissued", "marker"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

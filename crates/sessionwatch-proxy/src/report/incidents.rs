@@ -56,6 +56,10 @@ struct State {
     tracker: IncidentTracker,
     incident_id: Option<String>,
     labels: Option<(String, String)>,
+    /// The pin policy and the sinks: here rather than beside the lock, since a reload changes
+    /// them.
+    policy: PinPolicy,
+    sinks: Vec<SinkHandle>,
 }
 
 /// See the module docs.
@@ -64,9 +68,7 @@ pub(crate) struct IncidentWatch {
     backends: Arc<Backends>,
     log: AlertLog,
     metrics: Arc<Metrics>,
-    policy: PinPolicy,
     pin_switch: PinSwitch,
-    sinks: Vec<SinkHandle>,
     clock: Clock,
 }
 
@@ -100,13 +102,13 @@ impl IncidentWatch {
                 tracker,
                 incident_id: None,
                 labels: None,
+                policy,
+                sinks,
             }),
             backends,
             log,
             metrics,
-            policy,
             pin_switch,
-            sinks,
             clock,
         }
     }
@@ -281,6 +283,8 @@ impl IncidentWatch {
         };
         let id = st.incident_id.clone().unwrap_or_default();
         let labels = st.labels.clone();
+        let policy = st.policy;
+        let sinks = st.sinks.clone();
         if kind == NoticeKind::Resolved {
             st.incident_id = None;
             st.labels = None;
@@ -298,13 +302,13 @@ impl IncidentWatch {
                     "session-loss incident opened"
                 );
                 self.metrics.incident_open.set(1.0);
-                if self.policy == PinPolicy::OnIncident {
+                if policy == PinPolicy::OnIncident {
                     self.pin_switch.set(true);
                     self.log.emit(AlertLine::new(
                         LineKind::PinningStarted,
                         at,
                         &PinningLine {
-                            policy: self.policy.as_str(),
+                            policy: policy.as_str(),
                             reason: LineKind::IncidentOpened.as_str(),
                             incident_id: &id,
                         },
@@ -314,13 +318,13 @@ impl IncidentWatch {
             NoticeKind::Resolved => {
                 tracing::info!(incident = id, "session-loss incident resolved");
                 self.metrics.incident_open.set(0.0);
-                if self.policy == PinPolicy::OnIncident && self.pin_switch.is_on() {
+                if policy == PinPolicy::OnIncident && self.pin_switch.is_on() {
                     self.pin_switch.set(false);
                     self.log.emit(AlertLine::new(
                         LineKind::PinningStopped,
                         at,
                         &PinningLine {
-                            policy: self.policy.as_str(),
+                            policy: policy.as_str(),
                             reason: LineKind::IncidentResolved.as_str(),
                             incident_id: &id,
                         },
@@ -330,9 +334,43 @@ impl IncidentWatch {
             NoticeKind::Updated => {}
         }
         let notice = Arc::new(IncidentNotice { kind, line, labels });
-        for sink in &self.sinks {
+        for sink in &sinks {
             sink.send(notice.clone());
         }
+    }
+
+    /// Judge by `config` and pin under `policy` from now on, and hand incidents to `sinks` if
+    /// given (else to the sinks it has): the window's counts and an open incident are kept.
+    /// Under a policy other than `on_incident` the pin switch is off; under `on_incident` it is
+    /// on while an incident is open.
+    pub(crate) fn reconfigure(
+        &self,
+        config: IncidentConfig,
+        policy: PinPolicy,
+        sinks: Option<Vec<SinkHandle>>,
+    ) {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        st.tracker.set_config(config);
+        st.policy = policy;
+        if let Some(sinks) = sinks {
+            // A sink that replaced another learns of the open incident now, not at its next
+            // update (Alertmanager would let the alert expire meanwhile).
+            if st.tracker.is_open() {
+                let snap = st.tracker.snapshot(now);
+                let notice = Arc::new(IncidentNotice {
+                    kind: NoticeKind::Updated,
+                    line: self.line(&snap, st.incident_id.clone().unwrap_or_default()),
+                    labels: st.labels.clone(),
+                });
+                for sink in &sinks {
+                    sink.send(notice.clone());
+                }
+            }
+            st.sinks = sinks;
+        }
+        self.pin_switch
+            .set(policy == PinPolicy::OnIncident && st.tracker.is_open());
     }
 
     /// Tick every `every` until `shutdown` turns true.
@@ -738,6 +776,48 @@ mod tests {
         let notice = w.notices.try_recv().unwrap();
         assert_eq!(notice.kind, NoticeKind::Opened);
         assert_eq!(notice.line.hint.code, "new_backends_differ");
+        w.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reconfigured_watch_keeps_its_incident_and_steers_the_switch_and_new_sinks() {
+        let mut w = Watched::start("reconfigured", PinPolicy::Off);
+        sleep(TICK / 2).await;
+        w.traffic(10, &PER_NODE);
+        sleep(TICK).await;
+        assert!(w.watch.is_open());
+        assert!(!w.pin.is_on(), "the policy is off");
+        assert_eq!(w.notices(), [NoticeKind::Opened]);
+
+        // on_incident now, a new sink, stricter thresholds: the incident stays open, the
+        // switch turns on, and the new sink hears of the incident at once.
+        let (sink, mut heard) = SinkHandle::capture();
+        let stricter = IncidentConfig {
+            min_resets: 1_000,
+            ..IncidentConfig::default()
+        };
+        w.watch
+            .reconfigure(stricter.clone(), PinPolicy::OnIncident, Some(vec![sink]));
+        assert!(w.watch.is_open());
+        assert!(w.pin.is_on());
+        let told = heard
+            .try_recv()
+            .expect("the new sink is told of the open incident");
+        assert_eq!(told.kind, NoticeKind::Updated);
+        assert_eq!(
+            told.line.incident_id,
+            w.lines_of("incident_opened")[0]["incident_id"]
+        );
+        sleep(TICK * 2).await;
+        assert!(
+            w.watch.is_open(),
+            "an open incident resolves only after resolve_after"
+        );
+        assert!(w.lines_of("incident_resolved").is_empty());
+
+        // Off again: the switch turns off; the sinks stay those given last.
+        w.watch.reconfigure(stricter, PinPolicy::Off, None);
+        assert!(!w.pin.is_on());
         w.stop().await;
     }
 }

@@ -1,7 +1,7 @@
 //! Choosing a backend for a request that is not pinned.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use sessionwatch_core::BackendId;
 
@@ -12,7 +12,9 @@ use crate::config::BalancePolicy;
 /// [`crate::backends::Live`] picture, which carries the weighted wheel).
 #[derive(Debug)]
 pub(crate) struct Balancer {
-    policy: BalancePolicy,
+    /// The policy, `least_requests` when set (a reload may change it). A relaxed load beside the
+    /// counters every pick touches: nothing a request would notice.
+    least_requests: AtomicBool,
     backends: Arc<Backends>,
     next: AtomicUsize,
     rng: AtomicU64,
@@ -22,11 +24,17 @@ impl Balancer {
     /// A balancer over `backends`.
     pub(crate) fn new(policy: BalancePolicy, backends: Arc<Backends>) -> Self {
         Self {
-            policy,
+            least_requests: AtomicBool::new(policy == BalancePolicy::LeastRequests),
             backends,
             next: AtomicUsize::new(0),
             rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id())),
         }
+    }
+
+    /// Spread new requests under `policy` from now on.
+    pub(crate) fn set_policy(&self, policy: BalancePolicy) {
+        self.least_requests
+            .store(policy == BalancePolicy::LeastRequests, Ordering::Relaxed);
     }
 
     /// A healthy backend, or `None` when every backend is down.
@@ -36,9 +44,10 @@ impl Balancer {
         if wheel.is_empty() {
             return None;
         }
-        match self.policy {
-            BalancePolicy::RoundRobin => self.round_robin(wheel),
-            BalancePolicy::LeastRequests => self.least_requests(wheel),
+        if self.least_requests.load(Ordering::Relaxed) {
+            self.least_requests(wheel)
+        } else {
+            self.round_robin(wheel)
         }
     }
 
@@ -75,7 +84,7 @@ impl Balancer {
         let b = draw()?;
         let load = |id: BackendId| {
             self.backends.get(id).map_or(u64::MAX, |b| {
-                (b.in_flight() as u64 * 1000) / u64::from(b.weight.max(1))
+                (b.in_flight() as u64 * 1000) / u64::from(b.weight().max(1))
             })
         };
         Some(if load(b) < load(a) { b } else { a })

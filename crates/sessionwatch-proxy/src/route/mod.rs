@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use sessionwatch_core::{BackendId, RouteDecision};
 use sessionwatch_tower::{RescueAttempt, ServedBy, SessionRoute};
@@ -38,7 +39,8 @@ pub(crate) struct Route {
 struct Inner {
     backends: Arc<Backends>,
     balancer: Arc<Balancer>,
-    pin: PinConfig,
+    /// Read only when a pinned backend is down; a reload may change it.
+    pin: Arc<ArcSwap<PinConfig>>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     upstream: Upstream,
@@ -55,7 +57,7 @@ impl Route {
     pub(crate) fn new(
         backends: Arc<Backends>,
         balancer: Arc<Balancer>,
-        pin: PinConfig,
+        pin: Arc<ArcSwap<PinConfig>>,
         health: Arc<Health>,
         metrics: Arc<Metrics>,
         upstream: Upstream,
@@ -105,12 +107,13 @@ impl Inner {
             if self.backends.get(*id).is_some_and(|b| !b.is_member()) {
                 self.metrics.pin_left.increment(1);
             }
-            match self.pin.when_unhealthy {
+            let pin = self.pin.load();
+            match pin.when_unhealthy {
                 WhenUnhealthy::Fail => {
                     self.metrics.pin_failed.increment(1);
                     return Err(ForwardError::PinnedBackendDown {
                         backend: self.backends.name(*id).to_owned(),
-                        retry_after: self.pin.retry_after,
+                        retry_after: pin.retry_after,
                     });
                 }
                 WhenUnhealthy::Redistribute => {
