@@ -19,7 +19,7 @@ use sessionwatch_tower::{BackendDirectory, BackendHealth};
 
 use crate::config::BackendConfig;
 use crate::slots::Slots;
-use crate::upstream::Endpoint;
+use crate::upstream::{Endpoint, TlsTarget};
 
 pub(crate) mod discovery;
 pub(crate) mod health;
@@ -155,7 +155,11 @@ impl Backends {
         };
         let ids: Vec<BackendId> = configs
             .iter()
-            .filter_map(|c| this.add(&c.name, c.authority.clone(), c.weight).ok())
+            .filter_map(|c| {
+                let tls = c.tls.as_ref().map(|t| Arc::new(TlsTarget::new(t)));
+                this.add_with_tls(&c.name, c.authority.clone(), c.weight, tls)
+                    .ok()
+            })
             .collect();
         this.set_members(&ids);
         this
@@ -172,6 +176,7 @@ impl Backends {
                 name: (*name).into(),
                 authority: format!("127.0.0.1:{}", i + 1).parse().unwrap(),
                 weight: 1,
+                tls: None,
             })
             .collect();
         Self::new(&configs)
@@ -189,6 +194,17 @@ impl Backends {
         name: &str,
         authority: Authority,
         weight: u32,
+    ) -> Result<BackendId, AddError> {
+        self.add_with_tls(name, authority, weight, None)
+    }
+
+    /// As [`Backends::add`], for a backend reached over TLS when `tls` is given.
+    pub(crate) fn add_with_tls(
+        &self,
+        name: &str,
+        authority: Authority,
+        weight: u32,
+        tls: Option<Arc<TlsTarget>>,
     ) -> Result<BackendId, AddError> {
         let mut reg = self.registry();
         if let Some(id) = reg.by_name.get(name) {
@@ -209,6 +225,7 @@ impl Backends {
             endpoint: Endpoint {
                 slot: index,
                 authority,
+                tls,
             },
             weight,
             healthy: AtomicBool::new(true),

@@ -14,6 +14,7 @@ mod session;
 mod store;
 #[cfg(test)]
 mod tests;
+mod upstream_tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use sessionwatch_core::{IncidentConfig, PinPolicy, SessionProfile};
 use validate::from_toml;
 
 pub(crate) use forwarded::{ForwardedConfig, TrustedProxies};
+pub(crate) use upstream_tls::{BackendTls, TlsClient};
 
 use locate::{FieldPath, line_col, span_of};
 
@@ -38,6 +40,8 @@ pub(crate) struct BackendConfig {
     pub authority: Authority,
     /// Relative share of new traffic.
     pub weight: u32,
+    /// For an `https://` backend, how to speak TLS to it.
+    pub tls: Option<BackendTls>,
 }
 
 /// What a discovered backend set is resolved from.
@@ -287,6 +291,8 @@ pub(crate) struct SinkConfig {
     pub resend_every: Duration,
     /// Time allowed per POST.
     pub timeout: Duration,
+    /// For an `https://` URL, the roots to trust.
+    pub tls: Option<TlsClient>,
 }
 
 /// The Alertmanager sink: where it posts, and what makes the alert the farm's.

@@ -181,9 +181,9 @@ fn each_kind_of_error_names_file_line_column_and_field() {
             "at most 1",
         ),
         (
-            "[alertmanager]\nurl = \"https://am:9093\"\n",
+            "[alertmanager]\nurl = \"ftp://am:9093\"\n",
             "farm.toml:5:7: alertmanager.url: ",
-            "must be an http:// URL",
+            "must be an http:// or https:// URL",
         ),
         (
             "[alertmanager]\nurl = \"http://am:9093\"\nfarm = \" shop\"\n",
@@ -203,12 +203,12 @@ fn each_kind_of_error_names_file_line_column_and_field() {
         (
             "url = \"ftp://x\"",
             "farm.toml:3:7: backends[0].url: ",
-            "\"ftp://x\" is not an http://host:port URL",
+            "\"ftp://x\" is not an http://host:port or https://host:port URL",
         ),
         (
             "url = \"https://b:443\"",
             "farm.toml:3:7: backends[0].url: ",
-            "https upstreams are not supported",
+            "an https:// backend needs [upstream.tls] ca_file",
         ),
         (
             "url = \"http://b:80/app\"",
@@ -368,6 +368,7 @@ fn defaults_are_filled_in() {
             name: "a".into(),
             authority: "127.0.0.1:8081".parse().unwrap(),
             weight: 1,
+            tls: None,
         }]
     );
     assert_eq!(c.balance, BalancePolicy::RoundRobin);
