@@ -523,6 +523,58 @@ async fn websocket_upgrades_reach_an_https_backend() {
     farm.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_discovered_by_dns_with_tls_are_reached_over_tls() {
+    use sessionwatch_test_support::DnsServer;
+    let scratch = Scratch::new("tls-discovery");
+    let farm = Farm::start(FarmConfig::new(2, StoreMode::Shared))
+        .await
+        .expect("farm starts");
+    let pki = pki();
+    let config = server_config(&pki);
+    let mut fronts = Vec::new();
+    for addr in farm.addrs() {
+        fronts.push(TlsFront::start(addr, config.clone()).await);
+    }
+    let dns = DnsServer::start().await.unwrap();
+    let mut targets = Vec::new();
+    for (i, front) in fronts.iter().enumerate() {
+        let name = format!("pod-{i}.app.test");
+        dns.set_ips(&name, &[front.addr.ip()]);
+        targets.push((name, front.addr.port()));
+    }
+    let targets: Vec<(&str, u16)> = targets.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    dns.set_srv("_https._tcp.app.test", &targets);
+    let ca_file = ca_file_in(&scratch, &pki.ca_pem);
+    let extra = format!(
+        "{NO_ACTIVE_CHECKS}[upstream.tls]\nca_file = {:?}\n",
+        ca_file.display().to_string()
+    );
+    let mut toml = config_toml(&[], farm.cookie_name(), &scratch.alert_log(), &extra);
+    toml.push_str(&format!(
+        "[[backends]]\nsrv = \"_https._tcp.app.test\"\nresolver = \"{}\"\nrefresh = \"100ms\"\n\
+         tls = true\nserver_name = \"farm.test\"\n",
+        dns.addr()
+    ));
+    let proxy = start_proxy(&toml).await;
+    let up = || metric_sum(&proxy.metrics_text(), "sessionwatch_backend_up", &[]);
+    assert!(
+        wait_until(Duration::from_secs(10), || up() == 2.0).await,
+        "the two discovered backends never joined"
+    );
+    let mut client = one_connection(proxy.addr()).await;
+    for _ in 0..4 {
+        assert_eq!(get(&mut client, "/login").await.0, 200);
+    }
+    assert!(farm.served(0) > 0 && farm.served(1) > 0);
+    for front in &fronts {
+        let sni: Vec<Option<String>> = front.handshakes().into_iter().map(|h| h.sni).collect();
+        assert_eq!(sni, [Some("farm.test".to_owned())]);
+    }
+    proxy.shutdown().await;
+    farm.shutdown().await;
+}
+
 /// A TLS backend that answers its first request `ok` and then, 50 ms later and unasked, a
 /// second answer `PWND`; every later request (on any connection) is answered `own`.
 async fn tls_backend_with_a_stray_answer(config: Arc<rustls::ServerConfig>) -> SocketAddr {
@@ -734,7 +786,7 @@ fn check_config_explains_what_an_https_backend_needs() {
         ),
         (
             backend.into(),
-            "backends[0].url: an https:// backend needs [upstream.tls] ca_file",
+            "backends[0].url: a backend over TLS needs [upstream.tls] ca_file",
         ),
         (
             with_ca("/nonexistent/ca.pem"),
@@ -745,6 +797,22 @@ fn check_config_explains_what_an_https_backend_needs() {
             "[[backends]]\nname = \"a\"\nurl = \"http://10.0.0.7:8080\"\nserver_name = \"a.test\"\n"
                 .into(),
             "backends[0].server_name: only for an https:// backend",
+        ),
+        (
+            "[[backends]]\nsrv = \"_https._tcp.app.test\"\ntls = true\n".into(),
+            "backends[0].server_name: an srv entry with tls = true needs server_name",
+        ),
+        (
+            "[[backends]]\ndns = \"app.test:8443\"\ntls = true\n".into(),
+            "backends[0].tls: a backend over TLS needs [upstream.tls] ca_file",
+        ),
+        (
+            "[[backends]]\ndns = \"app.test:8080\"\nserver_name = \"a.test\"\n".into(),
+            "backends[0].server_name: only with tls = true",
+        ),
+        (
+            "[[backends]]\nname = \"a\"\nurl = \"https://10.0.0.7:8443\"\ntls = true\n".into(),
+            "backends[0].tls: only for a backend discovered by DNS",
         ),
         (
             format!("[upstream.tls]\nca_file = {good:?}\nserver_name = \"not a name\"\n{backend}"),

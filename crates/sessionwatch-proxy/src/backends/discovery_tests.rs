@@ -120,6 +120,7 @@ async fn setup(first: &[&str]) -> Setup {
         refresh: REFRESH,
         resolver: None,
         weight: 1,
+        tls: None,
     };
     let discovery = Arc::new(Discovery::new(
         &[config],

@@ -187,8 +187,8 @@ impl Backends {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The id of the backend `name` at `authority`, known from now on (not yet a member). A name
-    /// known already keeps its id, and the address and weight it was first known with.
+    /// [`Backends::add_with_tls`] for a plain backend, as tests make them.
+    #[cfg(test)]
     pub(crate) fn add(
         &self,
         name: &str,
@@ -198,7 +198,9 @@ impl Backends {
         self.add_with_tls(name, authority, weight, None)
     }
 
-    /// As [`Backends::add`], for a backend reached over TLS when `tls` is given.
+    /// The id of the backend `name` at `authority` (over TLS when `tls` is given), known from
+    /// now on (not yet a member). A name known already keeps its id, and the address, TLS and
+    /// weight it was first known with.
     pub(crate) fn add_with_tls(
         &self,
         name: &str,

@@ -60,6 +60,8 @@ pub(crate) struct BackendFile {
     pub(crate) resolver: Option<String>,
     /// For an `https://` backend: the name asked for and verified.
     pub(crate) server_name: Option<String>,
+    /// For a `dns`/`srv` entry: its backends are reached over TLS.
+    pub(crate) tls: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -74,6 +74,8 @@ pub(crate) struct DiscoveryConfig {
     pub resolver: Option<SocketAddr>,
     /// Each discovered backend's share of new traffic.
     pub weight: u32,
+    /// With `tls = true`, how to speak TLS to each discovered backend.
+    pub tls: Option<BackendTls>,
 }
 
 /// How new (unpinned) requests are spread.

@@ -208,7 +208,7 @@ fn each_kind_of_error_names_file_line_column_and_field() {
         (
             "url = \"https://b:443\"",
             "farm.toml:3:7: backends[0].url: ",
-            "an https:// backend needs [upstream.tls] ca_file",
+            "a backend over TLS needs [upstream.tls] ca_file",
         ),
         (
             "url = \"http://b:80/app\"",
@@ -831,6 +831,7 @@ fn discovery_entries_resolve_names_with_defaults_and_a_shared_resolver() {
                 refresh: Duration::from_secs(5),
                 resolver: Some("10.96.0.10:53".parse().unwrap()),
                 weight: 1,
+                tls: None,
             },
             DiscoveryConfig {
                 target: DnsTarget::Srv {
@@ -840,6 +841,7 @@ fn discovery_entries_resolve_names_with_defaults_and_a_shared_resolver() {
                 refresh: Duration::from_secs(1),
                 resolver: Some("127.0.0.1:5353".parse().unwrap()),
                 weight: 2,
+                tls: None,
             }
         ]
     );

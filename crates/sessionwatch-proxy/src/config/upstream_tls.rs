@@ -11,13 +11,19 @@
 //! url = "https://10.0.0.7:8443"
 //! server_name = "node-a.shop.internal"        # optional, this backend only (wins over the above)
 //!
+//! [[backends]]
+//! dns = "app-headless.shop.svc.cluster.local:8443"
+//! tls = true                                  # every discovered backend over TLS, asked for
+//!                                             # server_name, else the dns host
+//!
 //! [alertmanager]
 //! url = "https://alertmanager.monitoring:9093"
 //! ca_file = "/etc/ssl/certs/ca-certificates.crt"
 //! ```
 //!
 //! Without a `server_name` a backend is asked for, and verified against, its URL's host (an IP
-//! address is matched against the certificate's IP addresses, and sends no SNI).
+//! address is matched against the certificate's IP addresses, and sends no SNI); a `dns` entry's
+//! backends, against the name it resolves; an `srv` entry needs a `server_name`.
 //!
 //! Nothing is trusted by default: no roots are built in and the system's store is not read (an
 //! image `FROM scratch` has none). A farm's backends carry certificates from the farm's own CA
@@ -147,7 +153,51 @@ impl<'a> BackendsTls<'a> {
         authority: &Authority,
     ) -> Option<BackendTls> {
         let server_name = self.server_name(issues, path, b, authority);
-        let client = self.client(issues, path)?;
+        let client = self.client(issues, path, "url")?;
+        Some(BackendTls {
+            client,
+            server_name: server_name?,
+        })
+    }
+
+    /// The TLS of the `dns`/`srv` entry at `path`, written as `b`, when it says `tls = true`.
+    /// Its backends are named by their addresses, which their certificates seldom are for: the
+    /// name asked for is `server_name` (the entry's, else `[upstream.tls]`'s), else the `dns`
+    /// host; an `srv` entry's record name is no certificate's, so it needs a `server_name`.
+    pub(super) fn discovered(
+        &mut self,
+        issues: &mut Issues,
+        path: &FieldPath,
+        b: &BackendFile,
+    ) -> Option<BackendTls> {
+        if b.tls != Some(true) {
+            if b.server_name.is_some() {
+                issues.push(path.clone().key("server_name"), "only with tls = true");
+            }
+            return None;
+        }
+        let text = match (
+            &b.server_name,
+            self.file.and_then(|f| f.server_name.as_ref()),
+        ) {
+            (Some(own), _) => Some((own.as_str(), path.clone().key("server_name"))),
+            (None, Some(all)) => Some((all.as_str(), p("upstream").key("tls").key("server_name"))),
+            (None, None) => b
+                .dns
+                .as_deref()
+                .and_then(|d| d.rsplit_once(':'))
+                .map(|(host, _)| (host, path.clone().key("dns"))),
+        };
+        let Some((text, at)) = text else {
+            issues.push(
+                path.clone().key("server_name"),
+                "an srv entry with tls = true needs server_name: the name its backends' \
+                 certificates are for",
+            );
+            return None;
+        };
+        let server_name = parse_server_name(issues, at, text);
+        let client = self.client(issues, path, "tls")?;
         Some(BackendTls {
             client,
             server_name: server_name?,
@@ -186,21 +236,12 @@ impl<'a> BackendsTls<'a> {
                 (host, path.clone().key("url"))
             }
         };
-        match ServerName::try_from(text.to_owned()) {
-            Ok(name) => Some(name),
-            Err(_) => {
-                issues.push(
-                    at,
-                    format!("{text:?} is not a DNS name or an IP address to verify the backend's certificate against"),
-                );
-                None
-            }
-        }
+        parse_server_name(issues, at, text)
     }
 
-    /// The client of `[upstream.tls] ca_file`; its absence is reported once, at the first
-    /// `https://` backend (`path`).
-    fn client(&mut self, issues: &mut Issues, path: &FieldPath) -> Option<TlsClient> {
+    /// The client of `[upstream.tls] ca_file`; its absence is reported once, at the `key` of
+    /// the first backend entry (`path`) that needs it.
+    fn client(&mut self, issues: &mut Issues, path: &FieldPath, key: &str) -> Option<TlsClient> {
         if let Some(client) = &self.client {
             return client.clone();
         }
@@ -209,8 +250,8 @@ impl<'a> BackendsTls<'a> {
             Some(file) => ca_file(issues, at, file),
             None => {
                 issues.push(
-                    path.clone().key("url"),
-                    "an https:// backend needs [upstream.tls] ca_file: the PEM file of the CA \
+                    path.clone().key(key),
+                    "a backend over TLS needs [upstream.tls] ca_file: the PEM file of the CA \
                      that signed the backends' certificates (no roots are built in)",
                 );
                 None
@@ -218,6 +259,24 @@ impl<'a> BackendsTls<'a> {
         };
         self.client = Some(client.clone());
         client
+    }
+}
+
+/// `text` as the name to verify a backend's certificate against, given at `at`.
+fn parse_server_name(
+    issues: &mut Issues,
+    at: FieldPath,
+    text: &str,
+) -> Option<ServerName<'static>> {
+    match ServerName::try_from(text.to_owned()) {
+        Ok(name) => Some(name),
+        Err(_) => {
+            issues.push(
+                at,
+                format!("{text:?} is not a DNS name or an IP address to verify the backend's certificate against"),
+            );
+            None
+        }
     }
 }
 

@@ -231,12 +231,6 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
     let mut tls = super::upstream_tls::BackendsTls::new(raw);
     for (i, b) in raw.backends.iter().enumerate() {
         if b.dns.is_some() || b.srv.is_some() {
-            if b.server_name.is_some() {
-                issues.push(
-                    p("backends").index(i).key("server_name"),
-                    "TLS to backends discovered by DNS is not supported yet; give each as url = \"https://host:port\"",
-                );
-            }
             // Discovered: checked apart (see `discovery`).
             continue;
         }
@@ -244,6 +238,7 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
         for (key, set) in [
             ("refresh", b.refresh.is_some()),
             ("resolver", b.resolver.is_some()),
+            ("tls", b.tls.is_some()),
         ] {
             if set {
                 issues.push(
