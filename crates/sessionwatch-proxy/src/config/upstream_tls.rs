@@ -119,7 +119,8 @@ impl TlsClient {
     }
 }
 
-/// How the proxy speaks TLS to one `https://` backend.
+/// How the proxy speaks TLS to one backend (an `https://` URL, or a `dns`/`srv` entry with
+/// `tls = true`).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct BackendTls {
     /// The roots of `[upstream.tls] ca_file`.
