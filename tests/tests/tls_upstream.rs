@@ -366,7 +366,9 @@ async fn a_backend_certificate_the_ca_file_does_not_trust_is_a_502_counted_again
     );
     assert_eq!(farm.farm.served(0), 0, "no request went out unverified");
     assert!(farm.fronts[0].handshakes().is_empty());
-    assert!(farm.fronts[0].failed.load(Ordering::SeqCst) >= 3);
+    // The front hears of each failed handshake just after the proxy has answered.
+    let failed = || farm.fronts[0].failed.load(Ordering::SeqCst);
+    assert!(wait_until(Duration::from_secs(10), || failed() >= 3).await);
     // The log is the whole test binary's: the line is found by what only this case causes.
     let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
     let line = text
@@ -428,7 +430,8 @@ async fn a_server_name_the_certificate_is_not_for_is_refused() {
     let mut client = one_connection(farm.proxy.addr()).await;
     assert_eq!(get(&mut client, "/login").await.0, 502);
     assert_eq!(farm.farm.served(0), 0);
-    assert!(farm.fronts[0].failed.load(Ordering::SeqCst) >= 1);
+    let failed = || farm.fronts[0].failed.load(Ordering::SeqCst);
+    assert!(wait_until(Duration::from_secs(10), || failed() >= 1).await);
     farm.stop().await;
 }
 
@@ -576,15 +579,21 @@ async fn backends_discovered_by_dns_with_tls_are_reached_over_tls() {
 }
 
 /// A TLS backend that answers its first request `ok` and then, 50 ms later and unasked, a
-/// second answer `PWND`; every later request (on any connection) is answered `own`.
-async fn tls_backend_with_a_stray_answer(config: Arc<rustls::ServerConfig>) -> SocketAddr {
+/// second answer `PWND`; every later request (on any connection) is answered `own`. The flag
+/// turns true once the stray answer is in the proxy's socket (on loopback, a write that returned
+/// has arrived).
+async fn tls_backend_with_a_stray_answer(
+    config: Arc<rustls::ServerConfig>,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = TlsAcceptor::from(config);
     let answered = Arc::new(AtomicUsize::new(0));
+    let stray_sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = stray_sent.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, answered) = (acceptor.clone(), answered.clone());
+            let (acceptor, answered, sent) = (acceptor.clone(), answered.clone(), sent.clone());
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else {
                     return;
@@ -610,22 +619,23 @@ async fn tls_backend_with_a_stray_answer(config: Arc<rustls::ServerConfig>) -> S
                         if first {
                             tokio::time::sleep(Duration::from_millis(50)).await;
                             let stray = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nPWND";
-                            let _ = tls.write_all(stray).await;
-                            let _ = tls.flush().await;
+                            if tls.write_all(stray).await.is_ok() && tls.flush().await.is_ok() {
+                                sent.store(true, Ordering::SeqCst);
+                            }
                         }
                     }
                 }
             });
         }
     });
-    addr
+    (addr, stray_sent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_a_tls_backend_sends_unasked_never_reaches_the_next_request() {
     let scratch = Scratch::new("tls-stray");
     let pki = pki();
-    let backend = tls_backend_with_a_stray_answer(server_config(&pki)).await;
+    let (backend, stray_sent) = tls_backend_with_a_stray_answer(server_config(&pki)).await;
     let ca_file = scratch.path().join("ca.pem");
     std::fs::write(&ca_file, &pki.ca_pem).unwrap();
     let extra = format!(
@@ -640,7 +650,11 @@ async fn an_answer_a_tls_backend_sends_unasked_never_reaches_the_next_request() 
     let mut client = one_connection(proxy.addr()).await;
     assert_eq!(get(&mut client, "/a").await, (200, "ok".into()));
     // The stray answer arrives on the idle TLS connection before the next request takes it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || stray_sent
+            .load(Ordering::SeqCst))
+        .await
+    );
     assert_eq!(
         get(&mut client, "/b").await,
         (200, "own".into()),
