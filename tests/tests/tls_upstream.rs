@@ -5,131 +5,33 @@
 //! The TLS backends are the in-process farm's nodes, each behind a TLS front that terminates TLS
 //! and hands the bytes to its node: the nodes serve, and count what they serve, as in the plain
 //! tests, and each front records the handshakes made with it (the name asked for, the protocol
-//! agreed).
+//! agreed). The alert sinks' cases are in `tls_upstream/sinks.rs`, check-config's in
+//! `tls_upstream/config.rs`, what they share in `tls_upstream/support.rs`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use sessionwatch_proxy::{Config, RunningProxy};
+use hyper_util::rt::TokioIo;
+use sessionwatch_proxy::RunningProxy;
 use sessionwatch_test_support::{Farm, FarmConfig, StoreMode, wait_until};
-use sessionwatch_tests::{Harness, Scratch, config_toml, metric_sum, start_proxy};
+use sessionwatch_tests::{Scratch, config_toml, metric_sum, start_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-/// A CA and a server certificate it signed.
-struct Pki {
-    ca_pem: String,
-    chain: Vec<CertificateDer<'static>>,
-    key: Vec<u8>,
-}
+#[path = "tls_upstream/config.rs"]
+mod config;
+#[path = "tls_upstream/sinks.rs"]
+mod sinks;
+#[path = "tls_upstream/support.rs"]
+mod support;
 
-/// A fresh CA, and a certificate from it for `127.0.0.1` and `farm.test`.
-fn pki() -> Pki {
-    pki_of("sessionwatch test farm CA")
-}
-
-/// As [`pki`], with a CA named `ca_name`.
-fn pki_of(ca_name: &str) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, ca_name);
-    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-    let key = KeyPair::generate().expect("server key");
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "farm.test".to_owned()])
-        .expect("server params");
-    let cert = server
-        .signed_by(&key, &ca_cert, &ca_key)
-        .expect("server certificate");
-    Pki {
-        ca_pem: ca_cert.pem(),
-        chain: vec![cert.der().clone()],
-        key: key.serialize_der(),
-    }
-}
-
-/// A TLS server configuration with `pki`'s certificate, offering HTTP/2 before HTTP/1.1 (so a
-/// client that does not ask for HTTP/1.1 alone would get HTTP/2).
-fn server_config(pki: &Pki) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key.clone()));
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(pki.chain.clone(), key)
-        .expect("server certificate and key");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
-}
-
-/// One handshake a front completed.
-#[derive(Debug, Clone, PartialEq)]
-struct Handshake {
-    sni: Option<String>,
-    alpn: Option<Vec<u8>>,
-}
-
-/// A TLS front for one node.
-struct TlsFront {
-    addr: SocketAddr,
-    handshakes: Arc<Mutex<Vec<Handshake>>>,
-    failed: Arc<AtomicUsize>,
-}
-
-impl TlsFront {
-    /// Terminate TLS on 127.0.0.1:0 with `config` and pass each connection's bytes to `node`.
-    async fn start(node: SocketAddr, config: Arc<rustls::ServerConfig>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let handshakes: Arc<Mutex<Vec<Handshake>>> = Arc::default();
-        let failed = Arc::new(AtomicUsize::new(0));
-        let (seen, failures) = (handshakes.clone(), failed.clone());
-        let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, seen, failures) = (acceptor.clone(), seen.clone(), failures.clone());
-                tokio::spawn(async move {
-                    let mut tls = match acceptor.accept(tcp).await {
-                        Ok(tls) => tls,
-                        Err(_) => {
-                            failures.fetch_add(1, Ordering::SeqCst);
-                            return;
-                        }
-                    };
-                    let session = tls.get_ref().1;
-                    seen.lock().unwrap().push(Handshake {
-                        sni: session.server_name().map(str::to_owned),
-                        alpn: session.alpn_protocol().map(<[u8]>::to_vec),
-                    });
-                    if let Ok(mut plain) = TcpStream::connect(node).await {
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-                    }
-                });
-            }
-        });
-        Self {
-            addr,
-            handshakes,
-            failed,
-        }
-    }
-
-    fn handshakes(&self) -> Vec<Handshake> {
-        self.handshakes.lock().unwrap().clone()
-    }
-}
+use config::ca_file_in;
+use support::{Handshake, TlsFront, captured_log, pki, pki_ca_only, server_config};
 
 /// A farm of TLS backends and the proxy in front of them.
 struct TlsFarm {
@@ -199,11 +101,6 @@ impl TlsFarm {
         self.proxy.shutdown().await;
         self.farm.shutdown().await;
     }
-}
-
-/// The PEM of a CA that signed nothing here (and whose name no certificate names as issuer).
-fn pki_ca_only() -> String {
-    pki_of("some other CA").ca_pem
 }
 
 /// A client on one connection to `addr`.
@@ -303,33 +200,6 @@ async fn session_loss_is_detected_behind_https_backends_as_behind_plain_ones() {
     }
     assert!(farm.fronts.iter().all(|f| !f.handshakes().is_empty()));
     farm.stop().await;
-}
-
-/// What the proxy logs from the moment this is first called.
-fn captured_log() -> Arc<Mutex<Vec<u8>>> {
-    #[derive(Clone)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Capture {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = Capture(buf.clone());
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
-        buf
-    })
-    .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -669,197 +539,4 @@ async fn an_answer_a_tls_backend_sends_unasked_never_reaches_the_next_request() 
         1.0
     );
     proxy.shutdown().await;
-}
-
-/// A TLS receiver that records the path, `Host` and JSON body of every post.
-async fn tls_receiver(
-    config: Arc<rustls::ServerConfig>,
-) -> (
-    SocketAddr,
-    Arc<Mutex<Vec<(String, String, serde_json::Value)>>>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let got: Arc<Mutex<Vec<(String, String, serde_json::Value)>>> = Arc::default();
-    let store = got.clone();
-    let acceptor = TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, store) = (acceptor.clone(), store.clone());
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    let store = store.clone();
-                    async move {
-                        let path = req.uri().path().to_owned();
-                        let host = req
-                            .headers()
-                            .get("host")
-                            .and_then(|h| h.to_str().ok())
-                            .unwrap_or_default()
-                            .to_owned();
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        if let Ok(v) = serde_json::from_slice(&body) {
-                            store.lock().unwrap().push((path, host, v));
-                        }
-                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, got)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alertmanager_and_webhook_receivers_over_tls_get_the_alert() {
-    let scratch = Scratch::new("tls-sinks");
-    let pki = pki();
-    let config = server_config(&pki);
-    let (am, am_got) = tls_receiver(config.clone()).await;
-    let (hook, hook_got) = tls_receiver(config).await;
-    let ca_file = scratch.path().join("ca.pem");
-    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
-    let ca = ca_file.display().to_string();
-    let extra = format!(
-        "[alertmanager]\nurl = \"https://{am}\"\nca_file = {ca:?}\nresend_every = \"1s\"\n\
-         [webhook]\nurl = \"https://{hook}/hooks/sessionwatch\"\nca_file = {ca:?}\nresend_every = \"1s\"\n"
-    );
-    let h = Harness::start(FarmConfig::new(2, StoreMode::PerNode), &extra).await;
-    h.drive(50, 10, 10).await;
-    let arrived = wait_until(Duration::from_secs(10), || {
-        !am_got.lock().unwrap().is_empty() && !hook_got.lock().unwrap().is_empty()
-    })
-    .await;
-    assert!(arrived, "a receiver never got the incident");
-    let (path, host, alert) = am_got.lock().unwrap()[0].clone();
-    assert_eq!(path, "/api/v2/alerts");
-    assert_eq!(host, am.to_string());
-    assert_eq!(alert[0]["labels"]["alertname"], "SessionLossIncident");
-    let (path, _, notice) = hook_got.lock().unwrap()[0].clone();
-    assert_eq!(path, "/hooks/sessionwatch");
-    assert_eq!(notice["type"], "incident_opened");
-    assert_eq!(
-        metric_sum(&h.metrics(), "sessionwatch_alert_sink_failures_total", &[]),
-        0.0
-    );
-    h.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sink_over_tls_that_presents_an_untrusted_certificate_is_a_counted_failure() {
-    let scratch = Scratch::new("tls-sink-untrusted");
-    let (hook, got) = tls_receiver(server_config(&pki())).await;
-    let ca_file = scratch.path().join("other-ca.pem");
-    std::fs::write(&ca_file, pki_ca_only()).unwrap();
-    let extra = format!(
-        "[webhook]\nurl = \"https://{hook}/\"\nca_file = {:?}\nresend_every = \"1s\"\n",
-        ca_file.display().to_string()
-    );
-    let h = Harness::start(FarmConfig::new(2, StoreMode::PerNode), &extra).await;
-    h.drive(50, 10, 10).await;
-    let failures = || metric_sum(&h.metrics(), "sessionwatch_alert_sink_failures_total", &[]);
-    assert!(
-        wait_until(Duration::from_secs(10), || failures() >= 1.0).await,
-        "the failed delivery was not counted"
-    );
-    assert!(got.lock().unwrap().is_empty());
-    h.stop().await;
-}
-
-/// `check-config`'s verdict on `toml`: `Ok`, or every problem as `serve` prints them.
-fn check(toml: &str) -> Result<(), String> {
-    Config::parse(toml, Path::new("farm.toml"))
-        .map(drop)
-        .map_err(|e| e.to_string())
-}
-
-fn ca_file_in(scratch: &Scratch, pem: &str) -> PathBuf {
-    let path = scratch.path().join("ca.pem");
-    std::fs::write(&path, pem).unwrap();
-    path
-}
-
-#[test]
-fn check_config_explains_what_an_https_backend_needs() {
-    let scratch = Scratch::new("tls-config");
-    let good = ca_file_in(&scratch, &pki().ca_pem).display().to_string();
-    let backend = "[[backends]]\nname = \"a\"\nurl = \"https://10.0.0.7:8443\"\n";
-    let with_ca = |file: &str| format!("[upstream.tls]\nca_file = {file:?}\n{backend}");
-    assert_eq!(check(&with_ca(&good)), Ok(()));
-
-    let cases: Vec<(String, &str)> = vec![
-        (
-            "[[backends]]\nname = \"a\"\nurl = \"https://app.internal\"\n".into(),
-            "backends[0].url: give the port: https://app.internal:PORT",
-        ),
-        (
-            backend.into(),
-            "backends[0].url: a backend over TLS needs [upstream.tls] ca_file",
-        ),
-        (
-            with_ca("/nonexistent/ca.pem"),
-            "upstream.tls.ca_file: cannot read /nonexistent/ca.pem",
-        ),
-        (with_ca(&ca_file_in(&scratch, "not a certificate\n").display().to_string()), "holds no certificate"),
-        (
-            "[[backends]]\nname = \"a\"\nurl = \"http://10.0.0.7:8080\"\nserver_name = \"a.test\"\n"
-                .into(),
-            "backends[0].server_name: only for an https:// backend",
-        ),
-        (
-            "[[backends]]\nsrv = \"_https._tcp.app.test\"\ntls = true\n".into(),
-            "backends[0].server_name: an srv entry with tls = true needs server_name",
-        ),
-        (
-            "[[backends]]\ndns = \"app.test:8443\"\ntls = true\n".into(),
-            "backends[0].tls: a backend over TLS needs [upstream.tls] ca_file",
-        ),
-        (
-            "[[backends]]\ndns = \"app.test:8080\"\nserver_name = \"a.test\"\n".into(),
-            "backends[0].server_name: only with tls = true",
-        ),
-        (
-            "[[backends]]\nname = \"a\"\nurl = \"https://10.0.0.7:8443\"\ntls = true\n".into(),
-            "backends[0].tls: only for a backend discovered by DNS",
-        ),
-        (
-            format!("[upstream.tls]\nca_file = {good:?}\nserver_name = \"not a name\"\n{backend}"),
-            "upstream.tls.server_name: \"not a name\" is not a DNS name",
-        ),
-    ];
-    for (toml, want) in cases {
-        let got = check(&toml).expect_err(&toml);
-        assert!(got.contains(want), "{want:?} not in:\n{got}\n---\n{toml}");
-    }
-}
-
-#[test]
-fn check_config_explains_what_an_https_sink_needs() {
-    let scratch = Scratch::new("tls-sink-config");
-    let good = ca_file_in(&scratch, &pki().ca_pem).display().to_string();
-    let backend = "[[backends]]\nname = \"a\"\nurl = \"http://10.0.0.7:8080\"\n";
-    for section in ["alertmanager", "webhook"] {
-        let ok =
-            format!("{backend}[{section}]\nurl = \"https://am.test:9093\"\nca_file = {good:?}\n");
-        assert_eq!(check(&ok), Ok(()));
-        let no_ca = format!("{backend}[{section}]\nurl = \"https://am.test:9093\"\n");
-        let got = check(&no_ca).unwrap_err();
-        assert!(
-            got.contains(&format!("{section}.ca_file: an https:// URL needs ca_file")),
-            "{got}"
-        );
-        let plain =
-            format!("{backend}[{section}]\nurl = \"http://am.test:9093\"\nca_file = {good:?}\n");
-        let got = check(&plain).unwrap_err();
-        assert!(
-            got.contains(&format!("{section}.ca_file: only for an https:// URL")),
-            "{got}"
-        );
-    }
 }
