@@ -259,7 +259,10 @@ fn check_config_reports_every_problem_with_its_place() {
         "{}",
         out.stderr
     );
-    assert_eq!(found[0].2, "\"ftp://x\" is not an http://host:port URL");
+    assert_eq!(
+        found[0].2,
+        "\"ftp://x\" is not an http://host:port or https://host:port URL"
+    );
     assert!(
         found[1]
             .2

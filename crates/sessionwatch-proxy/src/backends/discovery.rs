@@ -5,7 +5,7 @@
 //! - An address is a backend named by it (`10.1.2.7:8080`, `[fd00::7]:8080`): every replica that
 //!   resolves the same records names the same backends, whatever order the answers came in.
 //! - An address seen for the first time gets a new [`BackendId`]; one seen before gets its old
-//!   one back (ids are never reused, see [`Backends::add`]).
+//!   one back (ids are never reused, see [`Backends::add_with_tls`]).
 //! - A resolution that fails, times out or returns nothing keeps the entry's last known set:
 //!   losing the DNS server must not empty the farm. Failures are logged when the state changes
 //!   (not on every refresh) and counted.
@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use crate::backends::{Backends, Change, MAX_LIVE};
 use crate::config::{DiscoveryConfig, DnsTarget};
 use crate::metrics::{DiscoveryMetrics, Metrics};
+use crate::upstream::TlsTarget;
 
 /// The longest one resolution may take; past it, it counts as failed.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,6 +83,8 @@ pub(crate) fn backend_name(addr: SocketAddr) -> String {
 
 struct Entry {
     config: DiscoveryConfig,
+    /// With `tls = true`: one target for all the entry's backends, so they share its sessions.
+    tls: Option<Arc<TlsTarget>>,
     resolver: Arc<dyn Resolve>,
     metrics: DiscoveryMetrics,
 }
@@ -132,6 +135,7 @@ impl Discovery {
             .map(|c| Entry {
                 resolver: resolver.clone().unwrap_or_else(|| resolver_for(c.resolver)),
                 metrics: metrics.discovery(&c.text),
+                tls: c.tls.as_ref().map(|t| Arc::new(TlsTarget::new(t))),
                 config: c.clone(),
             })
             .collect();
@@ -331,7 +335,11 @@ impl Discovery {
             let Ok(authority) = name.parse() else {
                 continue;
             };
-            match self.backends.add(&name, authority, entry.config.weight) {
+            let tls = entry.tls.clone();
+            match self
+                .backends
+                .add_with_tls(&name, authority, entry.config.weight, tls)
+            {
                 Ok(id) => {
                     self.metrics.add_backend(id, &name);
                     ids.push(id);

@@ -105,6 +105,7 @@ async fn setup(first: &[&str]) -> Setup {
         name: "static-a".into(),
         authority: "127.0.0.1:1".parse().unwrap(),
         weight: 1,
+        tls: None,
     }]));
     let metrics = Arc::new(Metrics::new(["static-a"]));
     let resolver = Arc::new(Scripted::default());
@@ -119,6 +120,7 @@ async fn setup(first: &[&str]) -> Setup {
         refresh: REFRESH,
         resolver: None,
         weight: 1,
+        tls: None,
     };
     let discovery = Arc::new(Discovery::new(
         &[config],

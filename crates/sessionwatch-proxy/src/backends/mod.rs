@@ -19,7 +19,7 @@ use sessionwatch_tower::{BackendDirectory, BackendHealth};
 
 use crate::config::BackendConfig;
 use crate::slots::Slots;
-use crate::upstream::Endpoint;
+use crate::upstream::{Endpoint, TlsTarget};
 
 pub(crate) mod discovery;
 pub(crate) mod health;
@@ -160,7 +160,11 @@ impl Backends {
         };
         let ids: Vec<BackendId> = configs
             .iter()
-            .filter_map(|c| this.add(&c.name, c.authority.clone(), c.weight).ok())
+            .filter_map(|c| {
+                let tls = c.tls.as_ref().map(|t| Arc::new(TlsTarget::new(t)));
+                this.add_with_tls(&c.name, c.authority.clone(), c.weight, tls)
+                    .ok()
+            })
             .collect();
         this.set_members(&ids);
         this
@@ -177,6 +181,7 @@ impl Backends {
                 name: (*name).into(),
                 authority: format!("127.0.0.1:{}", i + 1).parse().unwrap(),
                 weight: 1,
+                tls: None,
             })
             .collect();
         Self::new(&configs)
@@ -187,13 +192,26 @@ impl Backends {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The id of the backend `name` at `authority`, known from now on (not yet a member). A name
-    /// known already keeps its id, and the address and weight it was first known with.
+    /// [`Backends::add_with_tls`] for a plain backend, as tests make them.
+    #[cfg(test)]
     pub(crate) fn add(
         &self,
         name: &str,
         authority: Authority,
         weight: u32,
+    ) -> Result<BackendId, AddError> {
+        self.add_with_tls(name, authority, weight, None)
+    }
+
+    /// The id of the backend `name` at `authority` (over TLS when `tls` is given), known from
+    /// now on (not yet a member). A name known already keeps its id, and the address, TLS and
+    /// weight it was first known with.
+    pub(crate) fn add_with_tls(
+        &self,
+        name: &str,
+        authority: Authority,
+        weight: u32,
+        tls: Option<Arc<TlsTarget>>,
     ) -> Result<BackendId, AddError> {
         let mut reg = self.registry();
         if let Some(id) = reg.by_name.get(name) {
@@ -214,6 +232,7 @@ impl Backends {
             endpoint: Endpoint {
                 slot: index,
                 authority,
+                tls,
             },
             weight: AtomicU32::new(weight),
             healthy: AtomicBool::new(true),

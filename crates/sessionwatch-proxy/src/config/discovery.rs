@@ -15,13 +15,15 @@
 //! ```
 //!
 //! A discovered backend is named by its address (`10.1.2.7:8080`), so such an entry has no
-//! `name` and no `url`.
+//! `name` and no `url`. With `tls = true` its backends are reached over TLS (see
+//! `upstream_tls`).
 
 use std::time::Duration;
 
 use super::fields::{address, duration, p, positive};
 use super::file::{BackendFile, FileConfig};
 use super::locate::FieldPath;
+use super::upstream_tls::BackendsTls;
 use super::{DiscoveryConfig, DnsTarget, Issues};
 
 /// As Kubernetes' CoreDNS cache and NGINX Plus' `resolve` re-resolution, order of magnitude.
@@ -31,6 +33,7 @@ const MIN_REFRESH: Duration = Duration::from_millis(100);
 
 /// The discovery entries of `raw.backends`, checked.
 pub(super) fn entries(issues: &mut Issues, raw: &FileConfig) -> Vec<DiscoveryConfig> {
+    let mut tls = BackendsTls::new(raw);
     let default_resolver = raw
         .discovery
         .as_ref()
@@ -40,7 +43,15 @@ pub(super) fn entries(issues: &mut Issues, raw: &FileConfig) -> Vec<DiscoveryCon
         .iter()
         .enumerate()
         .filter(|(_, b)| b.dns.is_some() || b.srv.is_some())
-        .filter_map(|(i, b)| entry(issues, p("backends").index(i), b, default_resolver))
+        .filter_map(|(i, b)| {
+            entry(
+                issues,
+                p("backends").index(i),
+                b,
+                default_resolver,
+                &mut tls,
+            )
+        })
         .collect()
 }
 
@@ -49,7 +60,9 @@ fn entry(
     path: FieldPath,
     b: &BackendFile,
     default_resolver: Option<std::net::SocketAddr>,
+    tls: &mut BackendsTls<'_>,
 ) -> Option<DiscoveryConfig> {
+    let tls = tls.discovered(issues, &path, b);
     if b.name.is_some() {
         issues.push(
             path.clone().key("name"),
@@ -113,6 +126,7 @@ fn entry(
         refresh,
         resolver,
         weight,
+        tls,
     })
 }
 

@@ -58,6 +58,10 @@ pub(crate) struct BackendFile {
     pub(crate) srv: Option<String>,
     pub(crate) refresh: Option<String>,
     pub(crate) resolver: Option<String>,
+    /// For an `https://` backend: the name asked for and verified.
+    pub(crate) server_name: Option<String>,
+    /// For a `dns`/`srv` entry: its backends are reached over TLS.
+    pub(crate) tls: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +85,7 @@ pub(crate) struct UpstreamFile {
     pub(crate) pool_max_idle_per_host: Option<usize>,
     pub(crate) reuse: Option<String>,
     pub(crate) request_body_timeout: Option<String>,
+    pub(crate) tls: Option<super::upstream_tls::UpstreamTlsFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +169,8 @@ pub(crate) struct SinkFile {
     pub(crate) url: Option<String>,
     pub(crate) resend_every: Option<String>,
     pub(crate) timeout: Option<String>,
+    /// For an `https://` URL: the roots to trust.
+    pub(crate) ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,4 +195,6 @@ pub(crate) struct AlertmanagerFile {
     pub(crate) timeout: Option<String>,
     pub(crate) farm: Option<String>,
     pub(crate) fleet: Option<bool>,
+    /// For an `https://` URL: the roots to trust.
+    pub(crate) ca_file: Option<String>,
 }

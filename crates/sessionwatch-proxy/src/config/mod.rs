@@ -15,6 +15,7 @@ mod session;
 mod store;
 #[cfg(test)]
 mod tests;
+mod upstream_tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use sessionwatch_core::{IncidentConfig, PinPolicy, SessionProfile};
 use validate::from_toml;
 
 pub(crate) use forwarded::{ForwardedConfig, TrustedProxies};
+pub(crate) use upstream_tls::{BackendTls, TlsClient};
 
 use locate::{FieldPath, line_col, span_of};
 
@@ -39,6 +41,8 @@ pub(crate) struct BackendConfig {
     pub authority: Authority,
     /// Relative share of new traffic.
     pub weight: u32,
+    /// For an `https://` backend, how to speak TLS to it.
+    pub tls: Option<BackendTls>,
 }
 
 /// What a discovered backend set is resolved from.
@@ -71,6 +75,8 @@ pub(crate) struct DiscoveryConfig {
     pub resolver: Option<SocketAddr>,
     /// Each discovered backend's share of new traffic.
     pub weight: u32,
+    /// With `tls = true`, how to speak TLS to each discovered backend.
+    pub tls: Option<BackendTls>,
 }
 
 /// How new (unpinned) requests are spread.
@@ -288,6 +294,8 @@ pub(crate) struct SinkConfig {
     pub resend_every: Duration,
     /// Time allowed per POST.
     pub timeout: Duration,
+    /// For an `https://` URL, the roots to trust.
+    pub tls: Option<TlsClient>,
 }
 
 /// The Alertmanager sink: where it posts, and what makes the alert the farm's.

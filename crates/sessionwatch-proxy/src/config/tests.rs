@@ -191,9 +191,9 @@ fn each_kind_of_error_names_file_line_column_and_field() {
             "at most 1",
         ),
         (
-            "[alertmanager]\nurl = \"https://am:9093\"\n",
+            "[alertmanager]\nurl = \"ftp://am:9093\"\n",
             "farm.toml:5:7: alertmanager.url: ",
-            "must be an http:// URL",
+            "must be an http:// or https:// URL",
         ),
         (
             "[alertmanager]\nurl = \"http://am:9093\"\nfarm = \" shop\"\n",
@@ -213,12 +213,12 @@ fn each_kind_of_error_names_file_line_column_and_field() {
         (
             "url = \"ftp://x\"",
             "farm.toml:3:7: backends[0].url: ",
-            "\"ftp://x\" is not an http://host:port URL",
+            "\"ftp://x\" is not an http://host:port or https://host:port URL",
         ),
         (
             "url = \"https://b:443\"",
             "farm.toml:3:7: backends[0].url: ",
-            "https upstreams are not supported",
+            "a backend over TLS needs [upstream.tls] ca_file",
         ),
         (
             "url = \"http://b:80/app\"",
@@ -378,6 +378,7 @@ fn defaults_are_filled_in() {
             name: "a".into(),
             authority: "127.0.0.1:8081".parse().unwrap(),
             weight: 1,
+            tls: None,
         }]
     );
     assert_eq!(c.balance, BalancePolicy::RoundRobin);
@@ -840,6 +841,7 @@ fn discovery_entries_resolve_names_with_defaults_and_a_shared_resolver() {
                 refresh: Duration::from_secs(5),
                 resolver: Some("10.96.0.10:53".parse().unwrap()),
                 weight: 1,
+                tls: None,
             },
             DiscoveryConfig {
                 target: DnsTarget::Srv {
@@ -849,6 +851,7 @@ fn discovery_entries_resolve_names_with_defaults_and_a_shared_resolver() {
                 refresh: Duration::from_secs(1),
                 resolver: Some("127.0.0.1:5353".parse().unwrap()),
                 weight: 2,
+                tls: None,
             }
         ]
     );

@@ -228,6 +228,7 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
         issues.push(p("backends"), "at most 256 backends are supported");
     }
     let mut out = Vec::new();
+    let mut tls = super::upstream_tls::BackendsTls::new(raw);
     for (i, b) in raw.backends.iter().enumerate() {
         if b.dns.is_some() || b.srv.is_some() {
             // Discovered: checked apart (see `discovery`).
@@ -237,6 +238,7 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
         for (key, set) in [
             ("refresh", b.refresh.is_some()),
             ("resolver", b.resolver.is_some()),
+            ("tls", b.tls.is_some()),
         ] {
             if set {
                 issues.push(
@@ -276,13 +278,15 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
         };
         match url.parse::<Uri>() {
             Ok(uri) => match (uri.scheme_str(), uri.authority(), uri.path()) {
-                (Some("http"), Some(authority), "" | "/") if authority.port_u16().is_none() => {
-                    // An implied port 80 is seldom what a farm listens on, and a typo that drops
-                    // the port would send every request to the wrong place.
+                (Some(scheme @ ("http" | "https")), Some(authority), "" | "/")
+                    if authority.port_u16().is_none() =>
+                {
+                    // An implied port 80 (443) is seldom what a farm listens on, and a typo that
+                    // drops the port would send every request to the wrong place.
                     issues.push(
                         path.clone().key("url"),
                         format!(
-                            "give the port: http://{}:PORT",
+                            "give the port: {scheme}://{}:PORT",
                             authority
                                 .host()
                                 .trim_start_matches('[')
@@ -290,26 +294,31 @@ fn backends(issues: &mut Issues, raw: &FileConfig) -> Vec<BackendConfig> {
                         ),
                     )
                 }
-                (Some("http"), Some(authority), "" | "/") if !authority.host().is_empty() => {
+                (Some(scheme @ ("http" | "https")), Some(authority), "" | "/")
+                    if !authority.host().is_empty() =>
+                {
+                    let backend_tls = if scheme == "https" {
+                        tls.https(issues, &path, b, authority)
+                    } else {
+                        tls.plain(issues, &path, b);
+                        None
+                    };
                     if let Some(name) = name {
                         out.push(BackendConfig {
                             name: name.to_owned(),
                             authority: authority.clone(),
                             weight,
+                            tls: backend_tls,
                         });
                     }
                 }
-                (Some("https"), _, _) => issues.push(
+                (Some(scheme @ ("http" | "https")), Some(_), _) => issues.push(
                     path.clone().key("url"),
-                    "https upstreams are not supported yet; use http://host:port",
-                ),
-                (Some("http"), Some(_), _) => issues.push(
-                    path.clone().key("url"),
-                    "must not have a path: http://host:port",
+                    format!("must not have a path: {scheme}://host:port"),
                 ),
                 _ => issues.push(
                     path.clone().key("url"),
-                    format!("{url:?} is not an http://host:port URL"),
+                    format!("{url:?} is not an http://host:port or https://host:port URL"),
                 ),
             },
             Err(e) => issues.push(path.clone().key("url"), format!("invalid URL {url:?}: {e}")),
@@ -363,11 +372,15 @@ fn sink(issues: &mut Issues, name: &str, s: &SinkFile) -> Option<SinkConfig> {
         .map(|text| (text, text.parse::<Uri>()))
     {
         None => None,
-        Some((_, Ok(u))) if u.scheme_str() == Some("http") && u.authority().is_some() => Some(u),
+        Some((_, Ok(u)))
+            if matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some() =>
+        {
+            Some(u)
+        }
         Some((text, Ok(_))) => {
             issues.push(
                 path.clone().key("url"),
-                format!("{text:?} must be an http:// URL"),
+                format!("{text:?} must be an http:// or https:// URL"),
             );
             None
         }
@@ -391,10 +404,18 @@ fn sink(issues: &mut Issues, name: &str, s: &SinkFile) -> Option<SinkConfig> {
         s.timeout.as_deref(),
         Duration::from_secs(5),
     );
+    let https = url
+        .as_ref()
+        .is_some_and(|u| u.scheme_str() == Some("https"));
+    let tls = super::upstream_tls::sink(issues, &path, https, s.ca_file.as_deref());
+    if https && tls.is_none() {
+        return None;
+    }
     url.map(|url| SinkConfig {
         url,
         resend_every,
         timeout,
+        tls,
     })
 }
 
@@ -409,6 +430,7 @@ fn alertmanager(issues: &mut Issues, a: &AlertmanagerFile) -> Option<Alertmanage
             url: a.url.clone(),
             resend_every: a.resend_every.clone(),
             timeout: a.timeout.clone(),
+            ca_file: a.ca_file.clone(),
         },
     );
     let farm = match a.farm.as_deref() {

@@ -105,6 +105,7 @@ mod tests {
                 name: format!("b{i:02}"),
                 authority: format!("127.0.0.1:{}", 9000 + i).parse().unwrap(),
                 weight: *w,
+                tls: None,
             })
             .collect();
         Arc::new(Backends::new(&configs))

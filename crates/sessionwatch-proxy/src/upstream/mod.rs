@@ -6,10 +6,12 @@
 //! - [`plain`]: the exchange for a request whose body is in hand, on a connection the request's
 //!   own task holds;
 //! - [`body`]: the request and answer bodies that flow through the proxy;
+//! - [`stream`]: plain TCP or TLS under a connection;
 //! - this file: the exchange as a whole (origin form, the request body read or watched, the
 //!   response timeout, the answer's hop-by-hop fields, a WebSocket tunnel).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, PathAndQuery};
@@ -25,10 +27,12 @@ use body::{BodyState, BodyWatch, RequestBody, ResponseBody};
 pub(crate) mod body;
 pub(crate) mod plain;
 mod pool;
+mod stream;
 
 pub(crate) use plain::Body as Http1Body;
 pub(crate) use plain::Error as Http1Error;
 pub(crate) use pool::{Lease, PoisonedCounters, Pool, UpstreamError};
+pub(crate) use stream::TlsTarget;
 
 pub(crate) use sessionwatch_h1::BUFFER_BODY_LIMIT;
 
@@ -39,6 +43,8 @@ pub(crate) struct Endpoint {
     pub slot: usize,
     /// `host:port`.
     pub authority: Authority,
+    /// TLS settings of an `https://` backend; `None` for plain HTTP.
+    pub tls: Option<Arc<TlsTarget>>,
 }
 
 /// Why an exchange gave no answer.

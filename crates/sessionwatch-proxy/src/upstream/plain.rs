@@ -22,9 +22,9 @@ use sessionwatch_h1::{
     self as h1, AnswerHead, BodyDecoder, Decoded, Framing, INITIAL_BUF, READ_GROW, make_room,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::pool::Home;
+use super::stream::{IdleRead, Stream};
 
 /// What went wrong in an exchange with a backend.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +82,7 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
 /// A keep-alive connection to a backend and the bytes read from it but not yet used.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
 }
 
@@ -96,6 +96,16 @@ pub(crate) enum IdleState {
     /// The backend sent bytes nobody asked for: the next request would read them as its
     /// answer. It must be closed, never reused.
     Stray,
+}
+
+impl From<IdleRead> for IdleState {
+    fn from(read: IdleRead) -> Self {
+        match read {
+            IdleRead::Nothing => IdleState::Usable,
+            IdleRead::Closed => IdleState::Closed,
+            IdleRead::Data => IdleState::Stray,
+        }
+    }
 }
 
 /// What becomes of a connection once an answer's body has been read to its end.
@@ -143,7 +153,7 @@ impl Drop for Encoded {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream) -> Self {
+    pub(crate) fn new(stream: Stream) -> Self {
         Self {
             stream,
             buf: BytesMut::with_capacity(INITIAL_BUF),
@@ -154,12 +164,16 @@ impl Conn {
     /// has seen. Costs no system call unless the socket became readable while idle; bytes the
     /// event loop has not noticed yet (a busy worker polls for events every so many tasks) are
     /// missed: see [`Conn::idle_state_now`].
-    pub(crate) fn idle_state(&self) -> IdleState {
+    pub(crate) fn idle_state(&mut self) -> IdleState {
         if !self.buf.is_empty() {
             return IdleState::Stray;
         }
+        match self.stream.buffered() {
+            IdleRead::Nothing => {}
+            read => return read.into(),
+        }
         let mut cx = Context::from_waker(Waker::noop());
-        match self.stream.poll_read_ready(&mut cx) {
+        match self.stream.tcp().poll_read_ready(&mut cx) {
             Poll::Pending => IdleState::Usable,
             Poll::Ready(Err(_)) => IdleState::Closed,
             Poll::Ready(Ok(())) => self.idle_state_now(),
@@ -167,22 +181,12 @@ impl Conn {
     }
 
     /// What became of an idle connection, asked of the socket itself: one system call (a
-    /// non-blocking peek), whatever the event loop has seen.
-    pub(crate) fn idle_state_now(&self) -> IdleState {
-        use rustix::net::{RecvFlags, recv};
+    /// non-blocking peek, or for TLS a non-blocking read), whatever the event loop has seen.
+    pub(crate) fn idle_state_now(&mut self) -> IdleState {
         if !self.buf.is_empty() {
             return IdleState::Stray;
         }
-        let mut probe = [0u8; 1];
-        match recv(
-            &self.stream,
-            &mut probe,
-            RecvFlags::PEEK | RecvFlags::DONTWAIT,
-        ) {
-            Err(e) if e == rustix::io::Errno::AGAIN => IdleState::Usable,
-            Ok((0, _)) | Err(_) => IdleState::Closed,
-            Ok(_) => IdleState::Stray,
-        }
+        self.stream.idle_read().into()
     }
 
     /// Send `request` and read the answer's head, skipping interim (1xx) answers.
@@ -208,6 +212,13 @@ impl Conn {
                     });
                 }
             }
+        }
+        // TLS may hold the last records back until flushed; a TCP socket holds nothing.
+        if self.stream.is_tls() {
+            self.stream.flush().await.map_err(|source| Error::Write {
+                partly: true,
+                source,
+            })?;
         }
         let mut received = false;
         loop {

@@ -7,7 +7,8 @@
 //! A request whose body is in hand (none, or a small one read whole first) is sent by the
 //! request's own task on a connection it holds alone ([`h1`]). A request that streams its body,
 //! or switches protocols, goes through hyper's client, each connection driven by a task on the
-//! worker (see [`Lease`]). Health probes use hyper-util's pooled client ([`client`]).
+//! worker (see [`Lease`]). Both run over plain TCP or, for an `https://` backend, TLS
+//! ([`Stream`]); a TLS connection is pooled and reused like a plain one.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -21,7 +22,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use metrics::Counter;
-use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
 use super::Endpoint;
@@ -31,6 +31,7 @@ use crate::slots::Slots;
 use crate::upstream::body::{RequestBody, ResponseBody};
 
 use super::plain::{self, Error as Http1Error};
+use super::stream::{self, ConnectError, Stream};
 
 /// An idle connection taken from the pool after this long asks its socket (one system call)
 /// whether the backend sent anything meanwhile, rather than trusting the event loop's view,
@@ -46,7 +47,12 @@ pub(crate) enum UpstreamError {
     /// The TCP connection could not be made.
     #[error("connect failed")]
     Connect(#[source] std::io::Error),
-    /// The TCP connection was not made within the connect timeout.
+    /// The TCP connection was made, but the TLS handshake failed (a certificate the configured
+    /// roots do not trust, or not for the expected name; no protocol in common).
+    #[error("the TLS handshake failed")]
+    Handshake(#[source] std::io::Error),
+    /// The connection (TCP and, for an `https://` backend, the TLS handshake) was not made
+    /// within the connect timeout.
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
     /// The request was sent (or being sent) and the exchange failed.
@@ -80,7 +86,9 @@ impl UpstreamError {
     pub(crate) fn is_connect(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Connect(_) | UpstreamError::ConnectTimeout(_)
+            UpstreamError::Connect(_)
+                | UpstreamError::Handshake(_)
+                | UpstreamError::ConnectTimeout(_)
         )
     }
 }
@@ -312,7 +320,7 @@ impl Pool {
         for (i, slot) in self.inner.plain.iter() {
             let mut idle = slot.lock().unwrap_or_else(PoisonError::into_inner);
             // Once a second: each idle connection asks its socket.
-            idle.retain(|c| {
+            idle.retain_mut(|c| {
                 !self.inner.expired(c.since, now)
                     && self.inner.still_usable(i, c.conn.idle_state_now())
             });
@@ -338,7 +346,9 @@ impl Pool {
         Ok(plain::Conn::new(self.connect_stream(backend).await?))
     }
 
-    async fn connect_stream(&self, backend: &Endpoint) -> Result<TcpStream, UpstreamError> {
+    /// A new connection to `backend`: TCP, and TLS for an `https://` one, both within the
+    /// connect timeout.
+    async fn connect_stream(&self, backend: &Endpoint) -> Result<Stream, UpstreamError> {
         let host = backend.authority.host();
         // An IPv6 literal comes with its brackets.
         let host = host
@@ -346,13 +356,13 @@ impl Pool {
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
         let port = backend.authority.port_u16().unwrap_or(80);
-        let stream =
-            tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect((host, port)))
-                .await
-                .map_err(|_| UpstreamError::ConnectTimeout(self.inner.connect_timeout))?
-                .map_err(UpstreamError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        let connect = stream::connect(host, port, backend.tls.as_ref());
+        match tokio::time::timeout(self.inner.connect_timeout, connect).await {
+            Err(_) => Err(UpstreamError::ConnectTimeout(self.inner.connect_timeout)),
+            Ok(Err(ConnectError::Tcp(e))) => Err(UpstreamError::Connect(e)),
+            Ok(Err(ConnectError::Tls(e))) => Err(UpstreamError::Handshake(e)),
+            Ok(Ok(stream)) => Ok(stream),
+        }
     }
 
     async fn connect(&self, backend: &Endpoint) -> Result<Streaming, UpstreamError> {
@@ -433,7 +443,7 @@ impl PoolInner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        while let Some(c) = idle.pop() {
+        while let Some(mut c) = idle.pop() {
             let idle_for = now.saturating_duration_since(c.since);
             if idle_for >= self.idle_timeout {
                 continue;
@@ -585,6 +595,7 @@ mod tests {
         Endpoint {
             slot: 0,
             authority: addr.to_string().parse().unwrap(),
+            tls: None,
         }
     }
 

@@ -13,17 +13,14 @@
 //! says other replicas may still see it, in which case it lets the alert expire by its `endsAt`.
 //!
 //! What each sink sends is in its own file ([`alertmanager`], [`webhook`]), the fleet view in
-//! [`fleet_view`]; this one holds the delivery loop they share.
+//! [`fleet_view`], how a post travels (plain or TLS) in [`transport`]; this one holds the
+//! delivery loop they share.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Request, Uri};
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::Uri;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -34,7 +31,10 @@ use crate::report::lines::{IncidentLine, LineKind};
 
 mod alertmanager;
 pub(crate) mod fleet_view;
+mod transport;
 mod webhook;
+
+use transport::Transport;
 
 pub use fleet_view::{FleetIncidents, InProcessFleet, NoSharedView, OthersOpen};
 
@@ -109,8 +109,6 @@ impl SinkHandle {
     }
 }
 
-type SinkClient = Client<HttpConnector, Full<Bytes>>;
-
 /// A sink to start, with what it needs.
 pub(crate) enum Sink {
     /// Alertmanager, and the view it asks before it resolves the farm's alert.
@@ -159,10 +157,8 @@ pub(crate) fn spawn(
         Sink::Webhook(config) => (SinkKind::Webhook, config, None),
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.timeout));
-    let client: SinkClient = Client::builder(TokioExecutor::new()).build(connector);
-    let task = tokio::spawn(run(kind, config, farm, client, metrics, rx, shutdown));
+    let transport = Transport::new(config.tls.as_ref());
+    let task = tokio::spawn(run(kind, config, farm, transport, metrics, rx, shutdown));
     (SinkHandle { tx }, task)
 }
 
@@ -173,20 +169,17 @@ fn target(kind: SinkKind, base: &Uri) -> Uri {
     }
 }
 
+/// One post, connection and TLS handshake included, within `timeout`.
 async fn post(
-    client: &SinkClient,
+    transport: &Transport,
     uri: &Uri,
     body: &Value,
     timeout: Duration,
 ) -> Result<(), String> {
     let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-    let req = Request::post(uri.clone())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(bytes)))
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(timeout, client.request(req)).await {
-        Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-        Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
+    match tokio::time::timeout(timeout, transport.post(uri, Bytes::from(bytes))).await {
+        Ok(Ok(status)) if status.is_success() => Ok(()),
+        Ok(Ok(status)) => Err(format!("answered {status}")),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {timeout:?}")),
     }
@@ -207,7 +200,7 @@ async fn run(
     kind: SinkKind,
     config: SinkConfig,
     farm: Option<FarmAlert>,
-    client: SinkClient,
+    transport: Transport,
     metrics: Arc<Metrics>,
     mut rx: mpsc::UnboundedReceiver<Arc<IncidentNotice>>,
     mut shutdown: watch::Receiver<bool>,
@@ -265,7 +258,7 @@ async fn run(
                 }
             }
             let body = body_for(farm.as_ref(), &notice, config.resend_every);
-            if let Err(e) = post(&client, &uri, &body, config.timeout).await {
+            if let Err(e) = post(&transport, &uri, &body, config.timeout).await {
                 metrics.sink_failure(kind.name());
                 tracing::warn!(sink = kind.name(), error = %e, "alert sink delivery failed; will retry");
                 break;

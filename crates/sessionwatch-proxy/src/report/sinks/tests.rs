@@ -72,6 +72,7 @@ impl Running {
                 url,
                 resend_every,
                 timeout: Duration::from_millis(500),
+                tls: None,
             },
             farm: "shop".into(),
             fleet,
