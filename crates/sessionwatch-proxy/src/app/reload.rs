@@ -54,6 +54,7 @@ use crate::report::alert_log::{AlertLog, AlertTargets};
 use crate::report::incidents::IncidentWatch;
 use crate::report::sinks::{self, FleetIncidents, Sink, SinkHandle};
 use crate::route::balancer::Balancer;
+use crate::upstream::TlsTarget;
 
 /// What a reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -386,7 +387,11 @@ impl Reloader {
                 .backends
                 .iter()
                 .filter_map(|b| {
-                    match p.backends.add(&b.name, b.authority.clone(), b.weight) {
+                    let tls = b.tls.as_ref().map(|t| Arc::new(TlsTarget::new(t)));
+                    match p
+                        .backends
+                        .add_with_tls(&b.name, b.authority.clone(), b.weight, tls)
+                    {
                         Ok(id) => {
                             // A name known before (removed, now back) keeps its id: its weight
                             // is the new file's.
