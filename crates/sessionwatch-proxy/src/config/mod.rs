@@ -14,6 +14,7 @@ mod session;
 mod store;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use sessionwatch_core::{IncidentConfig, PinPolicy, SessionProfile};
 use validate::from_toml;
 
 pub(crate) use forwarded::{ForwardedConfig, TrustedProxies};
+pub(crate) use tls::{TlsConfig, TlsVersion};
 
 use locate::{FieldPath, line_col, span_of};
 
@@ -321,6 +323,8 @@ pub struct Config {
     /// Which peers' forwarded headers are believed, and whether connections start with a
     /// PROXY protocol header.
     pub(crate) forwarded: ForwardedConfig,
+    /// TLS termination on the listener (`[listen.tls]`); `None`: plain HTTP.
+    pub(crate) tls: Option<TlsConfig>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub(crate) admin: Option<SocketAddr>,
     /// The farm's configured backends.
