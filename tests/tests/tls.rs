@@ -884,3 +884,51 @@ async fn a_client_coming_back_resumes_its_session_on_either_version() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_follows_a_proxy_protocol_header() {
+    let pki = Pki::new("tls-proxy-protocol");
+    let files = pki.write("server", &pki.leaf(&["localhost"]));
+    let listen = "[listen]\naddress = \"127.0.0.1:0\"\n";
+    let section = format!("{listen}trusted_proxies = [\"127.0.0.1/32\"]\nproxy_protocol = true\n");
+    let s = {
+        let scratch = Scratch::new("tls-pp");
+        let farm = Farm::start(FarmConfig::new(1, StoreMode::Shared))
+            .await
+            .expect("farm starts");
+        let toml = config_toml(
+            &farm_backends(&farm),
+            farm.cookie_name(),
+            &scratch.alert_log(),
+            &tls_section(&[files], ""),
+        );
+        assert!(toml.starts_with(listen), "{toml}");
+        let proxy = start_proxy(&toml.replacen(listen, &section, 1)).await;
+        Setup {
+            _scratch: scratch,
+            farm,
+            proxy,
+        }
+    };
+    let mut tcp = TcpStream::connect(s.proxy.addr()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tcp,
+        b"PROXY TCP4 203.0.113.9 127.0.0.1 51000 443\r\n",
+    )
+    .await
+    .unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = tokio::time::timeout(
+        BOUND,
+        TlsConnector::from(pki.client(&[b"h2"])).connect(name, tcp),
+    )
+    .await
+    .expect("a handshake in time")
+    .unwrap();
+    let mut client = Client::over(tls).await;
+    let (status, _, body) = client.get("/headers").await;
+    assert_eq!(status, 200);
+    assert_eq!(echoed(&body, "x-forwarded-for"), ["203.0.113.9"]);
+    assert_eq!(echoed(&body, "x-forwarded-proto"), ["https"]);
+    s.stop().await;
+}
