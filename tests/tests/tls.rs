@@ -932,3 +932,36 @@ async fn the_handshake_follows_a_proxy_protocol_header() {
     assert_eq!(echoed(&body, "x-forwarded-proto"), ["https"]);
     s.stop().await;
 }
+
+/// A connection the proxy closes after its last answer ends with TLS's close_notify: without
+/// it a client cannot tell the end from a cut (OpenSSL then drops the session from its cache,
+/// and the next connection cannot resume).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_ends_a_tls_connection_with_close_notify() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new("tls-close");
+    let files = pki.write("server", &pki.leaf(&["localhost"]));
+    let s = Setup::new(&tls_section(&[files], "")).await;
+    for request in [
+        &b"GET /headers HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"[..],
+        b"GET /headers HTTP/1.0\r\n\r\n",
+        // Not plain (chunked): hyper's path.
+        b"GET /headers HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+    ] {
+        let mut tls = connect(s.proxy.addr(), pki.client(&[b"http/1.1"]), "localhost")
+            .await
+            .unwrap();
+        tls.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(BOUND, tls.read_to_end(&mut answer))
+            .await
+            .expect("the proxy closes in time");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            read.is_ok(),
+            "{read:?}: closed without close_notify after {text}"
+        );
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    s.stop().await;
+}

@@ -25,6 +25,10 @@ pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
     /// Whether written bytes can stay in a buffer of the stream's own (then [`send`] flushes).
     const BUFFERED: bool;
+
+    /// Whether the connection's end is a message of its own (TLS's close_notify), which
+    /// [`close`] sends; a TCP connection just closes when dropped.
+    const SAYS_GOODBYE: bool;
 }
 
 impl ClientIo for TcpStream {
@@ -33,6 +37,7 @@ impl ClientIo for TcpStream {
     }
 
     const BUFFERED: bool = false;
+    const SAYS_GOODBYE: bool = false;
 }
 
 impl ClientIo for ClientTls {
@@ -48,6 +53,16 @@ impl ClientIo for ClientTls {
     }
 
     const BUFFERED: bool = true;
+    const SAYS_GOODBYE: bool = true;
+}
+
+/// End a connection the loop is done with. Over TLS, a close_notify first (for a second at
+/// most): without it a client cannot tell the end from a cut, and OpenSSL drops the session from
+/// its cache, so the next connection cannot resume.
+pub(super) async fn close<S: ClientIo>(stream: &mut S) {
+    if S::SAYS_GOODBYE {
+        let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
+    }
 }
 
 /// Close `stream` after a last answer without losing it: a close with unread input makes the

@@ -21,7 +21,7 @@ use sessionwatch_h1::{self as h1, AnswerTo, Framing, Parsed, RequestHead, make_r
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
-use super::io::{ClientIo, linger_close, send};
+use super::io::{ClientIo, close, linger_close, send};
 use super::{ClientLimits, Handler};
 use crate::respond::ForwardError;
 use crate::shutdown::{DrainWatch, Phase};
@@ -54,6 +54,9 @@ pub(crate) async fn serve_plain<S: ClientIo, H: Handler>(
     let ended = plain_loop(stream, buf, handler, limits, drain, &mut answered).await;
     if answered > 0 {
         limits.plain_requests.increment(answered);
+    }
+    if ended == Ended::Closed {
+        close(stream).await;
     }
     ended
 }
