@@ -9,7 +9,9 @@
 //! - a certificate replaced on disk (the kubelet's `..data` symlink swap) is served to new
 //!   connections without a restart, while a connection opened before keeps working; a broken
 //!   replacement keeps the old certificate and is counted;
-//! - SNI picks the certificate, the first is the default; `min_version`, the handshake timeout.
+//! - SNI picks the certificate, the first is the default; `min_version`, the handshake timeout;
+//! - a returning client resumes its session (TLS 1.3 and 1.2); a connection the proxy ends
+//!   ends with close_notify; the handshake follows a PROXY protocol header.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
