@@ -389,6 +389,8 @@ class Target:
         self.port = port
         self.proc = proc
         self.kind = kind
+        # How wrk reaches it: "https" for a target that terminates TLS (bench/tls.py).
+        self.scheme = "http"
         self.admin_port: int | None = None
         self.stats_socket: Path | None = None
         self.log_file: Path | None = None
@@ -560,6 +562,7 @@ class Wrk:
         first: int = 0,
         no_cookie_per_mille: int = 50,
         pin_cpu0: bool = False,
+        scheme: str = "http",
     ) -> tuple[dict, float]:
         """One measured wrk run: (result of load.lua's done(), wrk CPU ticks)."""
         args = [
@@ -572,7 +575,7 @@ class Wrk:
             "--latency",
             "-s",
             str(BENCH / "load.lua"),
-            f"http://127.0.0.1:{port}/app",
+            f"{scheme}://127.0.0.1:{port}/app",
             "--",
             str(pool),
             str(first),
@@ -591,7 +594,7 @@ class Wrk:
             raise BenchError(f"wrk failed (exit {p.returncode}):\n{out}")
         return json.loads(m.group(1)), ticks
 
-    def fill(self, port: int, first: int, count: int, connections: int = 16) -> dict:
+    def fill(self, port: int, first: int, count: int, connections: int = 16, scheme: str = "http") -> dict:
         """Teach the proxy sessions first..first+count through /issue; returns counts and rate."""
         args = [
             self.wrk,
@@ -602,7 +605,7 @@ class Wrk:
             "10s",
             "-s",
             str(BENCH / "fill.lua"),
-            f"http://127.0.0.1:{port}/",
+            f"{scheme}://127.0.0.1:{port}/",
             "--",
             str(first),
             str(count),
@@ -676,7 +679,8 @@ class Bench:
         before_self = self_ticks()
         t0 = time.monotonic()
         result, wrk_ticks = self.wrk.load(
-            target.port, seconds, connections, threads, self.opts.pool, first=first, pin_cpu0=pin_cpu0
+            target.port, seconds, connections, threads, self.opts.pool, first=first, pin_cpu0=pin_cpu0,
+            scheme=target.scheme,
         )
         wall = time.monotonic() - t0
         after = {pid: proc_ticks(pid) for pid in ours}

@@ -514,6 +514,23 @@ fn describe(r: &PrometheusRecorder) {
         Some(Unit::Count),
         "Requests whose body the client sent malformed (400) or stopped sending (408), by kind.",
     );
+    d(
+        "sessionwatch_plain_path_requests_total",
+        Some(Unit::Count),
+        "Requests answered by the plain HTTP/1.1 loop, over TCP or TLS (the rest go to hyper's \
+         server), counted when their connection leaves the loop.",
+    );
+    d(
+        "sessionwatch_tls_handshakes_total",
+        Some(Unit::Count),
+        "Client TLS handshakes by result: `ok`, `failed`, `timeout`.",
+    );
+    d(
+        "sessionwatch_tls_certificate_reloads_total",
+        Some(Unit::Count),
+        "Certificates whose files changed on disk, by result: `reloaded` (served to new \
+         connections from then on) or `failed` (the previous certificate is still served).",
+    );
     g(
         "sessionwatch_client_connections",
         "Client connections open now.",

@@ -138,7 +138,7 @@ pub(crate) fn prepare<B>(
     if found.cookies > 1 {
         join_cookies(req.headers_mut());
     }
-    let client = forwarded::set_forwarded(req.headers_mut(), peer, "http");
+    let client = forwarded::set_forwarded(req.headers_mut(), peer, peer.proto());
     let headers = req.headers_mut();
     let kept = match found.request_ids {
         1 => headers
@@ -386,6 +386,7 @@ mod tests {
             trusted: false,
             trust: Arc::default(),
             local: "127.0.0.1:8080".parse().unwrap(),
+            tls: false,
             held: crate::extensions::ClientConnection(Arc::new(())),
         }
     }

@@ -68,12 +68,19 @@ pub enum StartError {
     /// Redis client refuses).
     #[error("cannot use the Redis store: {0}")]
     Store(String),
+    /// A `[listen.tls]` certificate no longer checks out (it changed since the configuration
+    /// was read), or rustls refuses the settings.
+    #[error("cannot serve TLS: {0}")]
+    Tls(String),
 }
 
 impl StartError {
     /// Whether the configuration is at fault (the exit code says EX_USAGE), not the system.
     pub fn is_config(&self) -> bool {
-        matches!(self, StartError::ConnectionLimit(_) | StartError::Store(_))
+        matches!(
+            self,
+            StartError::ConnectionLimit(_) | StartError::Store(_) | StartError::Tls(_)
+        )
     }
 
     /// The underlying cause, for one-line messages.
@@ -83,7 +90,7 @@ impl StartError {
                 source.to_string()
             }
             StartError::ConnectionLimit(_) => "the configuration cannot be honoured here".into(),
-            StartError::Store(why) => why.clone(),
+            StartError::Store(why) | StartError::Tls(why) => why.clone(),
         }
     }
 }
@@ -319,6 +326,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drain, drain_watch) = Drain::new();
     let mut tasks = Vec::new();
+    let tls = match &config.tls {
+        Some(t) => {
+            let (listener, watch) = crate::listen::tls::start(t, &metrics, shutdown_rx.clone())
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+            tasks.push(watch);
+            Some(listener)
+        }
+        None => None,
+    };
     // How this replica names its backends to the others (cookies, Redis records, the shared
     // incident window); discovery, once started, is woken by a name it does not know yet.
     let directory = Arc::new(farm::Directory {
@@ -447,6 +463,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             max_header_bytes: config.max_header_bytes,
             max_connections: per_worker,
             forwarded: config.forwarded.clone(),
+            tls: tls.clone(),
             pin: pin.clone(),
             health: health.clone(),
             metrics: metrics.clone(),

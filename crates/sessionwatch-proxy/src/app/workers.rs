@@ -16,6 +16,7 @@ use super::stack;
 use crate::backends::Backends;
 use crate::backends::health::Health;
 use crate::config::{ForwardedConfig, PinConfig, UpstreamConfig};
+use crate::listen::tls::TlsListener;
 use crate::listen::{self, ClientLimits, ConnectionCap};
 use crate::metrics::Metrics;
 use crate::prepare::RequestIds;
@@ -64,6 +65,8 @@ pub(super) struct Worker {
     pub(super) max_header_bytes: usize,
     pub(super) max_connections: usize,
     pub(super) forwarded: ForwardedConfig,
+    /// The handshake, with `[listen.tls]`.
+    pub(super) tls: Option<TlsListener>,
     pub(super) pin: Arc<ArcSwap<PinConfig>>,
     pub(super) health: Arc<Health>,
     pub(super) metrics: Arc<Metrics>,
@@ -114,6 +117,9 @@ impl Worker {
             body: self.upstream.request_body_timeout,
             max_head: self.max_header_bytes,
             stalled_bodies: self.metrics.client_body_timeout.clone(),
+            plain_requests: self
+                .metrics
+                .counter("sessionwatch_plain_path_requests_total", &[]),
             send: self.send_timeout,
         };
         let connections = ConnectionCap {
@@ -138,6 +144,7 @@ impl Worker {
             limits,
             connections,
             &self.forwarded,
+            self.tls,
             self.drain,
         )
         .await;

@@ -36,6 +36,7 @@ pub(crate) struct ListenFile {
     pub(crate) max_connections: Option<usize>,
     pub(crate) trusted_proxies: Option<Vec<String>>,
     pub(crate) proxy_protocol: Option<bool>,
+    pub(crate) tls: Option<super::tls::TlsFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ mod session;
 mod store;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod upstream_tls;
 mod validate;
 
@@ -28,6 +29,7 @@ use sessionwatch_core::{IncidentConfig, PinPolicy, SessionProfile};
 use validate::from_toml;
 
 pub(crate) use forwarded::{ForwardedConfig, TrustedProxies};
+pub(crate) use tls::{TlsConfig, TlsVersion};
 pub(crate) use upstream_tls::{BackendTls, TlsClient};
 
 use locate::{FieldPath, line_col, span_of};
@@ -330,6 +332,8 @@ pub struct Config {
     /// Which peers' forwarded headers are believed, and whether connections start with a
     /// PROXY protocol header.
     pub(crate) forwarded: ForwardedConfig,
+    /// TLS termination on the listener (`[listen.tls]`); `None`: plain HTTP.
+    pub(crate) tls: Option<TlsConfig>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub(crate) admin: Option<SocketAddr>,
     /// The farm's configured backends.

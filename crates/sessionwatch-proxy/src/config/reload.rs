@@ -74,6 +74,7 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
         webhook,
         drain,
         access_log,
+        tls,
     } = &mut next;
     let r = &mut refused;
     keep(r, "listen.address", &old.listen, listen);
@@ -103,6 +104,9 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
         &old.forwarded.proxy_protocol,
         &mut forwarded.proxy_protocol,
     );
+    // The certificates' files are read again on their own (`listen/tls`); the table itself,
+    // like the listener it configures, is the process's.
+    keep(r, "listen.tls", &old.tls, tls);
     keep(r, "admin.address", &old.admin, admin);
     keep(r, "upstream", &old.upstream, upstream);
     keep(r, "health", &old.health, health);

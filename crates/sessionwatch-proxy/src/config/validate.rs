@@ -191,6 +191,13 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
     let (max_header_bytes, max_connections) = listen_limits(&mut issues, &raw);
     let forwarded = super::forwarded::forwarded(&mut issues, &raw);
     let drain = super::drain::drain(&mut issues, &raw);
+    let tls = super::tls::tls(&mut issues, &raw);
+    let mut session = session;
+    if let Some(affinity) = session.as_mut().and_then(|s| s.affinity.as_mut()) {
+        // Clients that reach the proxy over TLS get a `Secure` cookie unless the file says.
+        let said = raw.session.as_ref().and_then(|s| s.affinity_cookie_secure);
+        affinity.secure = said.unwrap_or(tls.is_some());
+    }
     match (issues.0.is_empty(), listen, session) {
         (true, Some(listen), Some(session)) => Ok(Config {
             listen,
@@ -199,6 +206,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             max_header_bytes,
             max_connections,
             forwarded,
+            tls,
             admin,
             backends,
             discovery,

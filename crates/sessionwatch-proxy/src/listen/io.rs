@@ -1,22 +1,76 @@
 //! Socket helpers for the connection loops: writing with a timeout, closing without losing the
-//! last answer, and the adapter that hands a connection to hyper part-way.
+//! last answer, and the adapter that hands a connection to hyper part-way. All of them take any
+//! [`ClientIo`]: a TCP stream, or a TLS stream over one.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::tls::ClientTls;
+
 /// How long a closing connection waits for the client to stop sending.
 const LINGER: Duration = Duration::from_secs(1);
 
+/// A client connection the connection loops can serve.
+///
+/// [`send`] first tries to write without waiting, so an answer that fits the socket's buffer
+/// goes out with no timer armed; only a client that is slow to read costs a timer.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Write what can go now, without waiting; `WouldBlock` when nothing can.
+    fn try_write_now(&mut self, buf: &[u8]) -> std::io::Result<usize>;
+
+    /// Whether written bytes can stay in a buffer of the stream's own (then [`send`] flushes).
+    const BUFFERED: bool;
+
+    /// Whether the connection's end is a message of its own (TLS's close_notify), which
+    /// [`close`] sends; a TCP connection just closes when dropped.
+    const SAYS_GOODBYE: bool;
+}
+
+impl ClientIo for TcpStream {
+    fn try_write_now(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.try_write(buf)
+    }
+
+    const BUFFERED: bool = false;
+    const SAYS_GOODBYE: bool = false;
+}
+
+impl ClientIo for ClientTls {
+    fn try_write_now(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // Encrypts into rustls's buffer and writes what the socket takes; a noop waker, since
+        // nobody waits here: `send` waits, with a real waker and a timeout, only if nothing
+        // went.
+        let mut cx = Context::from_waker(Waker::noop());
+        match Pin::new(self).poll_write(&mut cx, buf) {
+            Poll::Ready(written) => written,
+            Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    const BUFFERED: bool = true;
+    const SAYS_GOODBYE: bool = true;
+}
+
+/// End a connection the loop is done with. Over TLS, a close_notify first (for a second at
+/// most): without it a client cannot tell the end from a cut, and OpenSSL drops the session from
+/// its cache, so the next connection cannot resume.
+pub(super) async fn close<S: ClientIo>(stream: &mut S) {
+    if S::SAYS_GOODBYE {
+        let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
+    }
+}
+
 /// Close `stream` after a last answer without losing it: a close with unread input makes the
 /// kernel send a reset, and a reset can destroy the answer before the client has read it. So the
-/// write side is shut first and the client's input read and dropped, for a second at most.
-pub(super) async fn linger_close(stream: &mut TcpStream) {
-    let _ = stream.shutdown().await;
+/// write side is shut first (over TLS, after a close_notify) and the client's input read and
+/// dropped, for a second at most.
+pub(super) async fn linger_close<S: ClientIo>(stream: &mut S) {
+    let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
     let mut sink = [0u8; 4096];
     let _ = tokio::time::timeout(LINGER, async {
         while let Ok(1..) = stream.read(&mut sink).await {}
@@ -26,13 +80,13 @@ pub(super) async fn linger_close(stream: &mut TcpStream) {
 
 /// Write `buf` to the client, failing if it takes no part of it for `timeout`. Most answers fit
 /// the socket's buffer and go out at once, with no timer armed.
-pub(super) async fn send(
-    stream: &mut TcpStream,
+pub(super) async fn send<S: ClientIo>(
+    stream: &mut S,
     mut buf: &[u8],
     timeout: Duration,
 ) -> std::io::Result<()> {
     while !buf.is_empty() {
-        match stream.try_write(buf) {
+        match stream.try_write_now(buf) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => buf = &buf[n..],
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -47,24 +101,40 @@ pub(super) async fn send(
             Err(e) => return Err(e),
         }
     }
+    if S::BUFFERED {
+        flush(stream, timeout).await?;
+    }
     Ok(())
 }
 
-/// `stream`, with `prefix` (bytes already read from it) read first: how a connection is handed to
-/// hyper part-way.
-#[derive(Debug)]
-pub(super) struct Prefixed {
-    prefix: Bytes,
-    stream: TcpStream,
+/// Push out what the stream holds; most of the time it is gone already, and no timer is armed.
+async fn flush<S: ClientIo>(stream: &mut S, timeout: Duration) -> std::io::Result<()> {
+    // The context goes before the wait: it is not `Send`, the connection's future must be.
+    let now = Pin::new(&mut *stream).poll_flush(&mut Context::from_waker(Waker::noop()));
+    match now {
+        Poll::Ready(flushed) => flushed,
+        Poll::Pending => match tokio::time::timeout(timeout, stream.flush()).await {
+            Ok(flushed) => flushed,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        },
+    }
 }
 
-impl Prefixed {
-    pub(super) fn new(prefix: Bytes, stream: TcpStream) -> Self {
+/// `stream`, with `prefix` (bytes already read from it) read first: how a connection is handed to
+/// hyper part-way, and to the TLS handshake after its PROXY header.
+#[derive(Debug)]
+pub(crate) struct Prefixed<S> {
+    prefix: Bytes,
+    stream: S,
+}
+
+impl<S> Prefixed<S> {
+    pub(crate) fn new(prefix: Bytes, stream: S) -> Self {
         Self { prefix, stream }
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -80,7 +150,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -5,7 +5,8 @@
 //!
 //! With `listen.proxy_protocol`, a connection from a trusted proxy must start with a PROXY
 //! protocol header ([`proxy_protocol`]), read here before any HTTP byte; any other connection is
-//! closed unanswered.
+//! closed unanswered. With `[listen.tls]`, the [`tls`] handshake comes next, and the connection
+//! is then served as a plain-TCP one is, by the same loops (generic over [`io::ClientIo`]).
 //!
 //! What a request goes through once read is not decided here: the accept loop is given a way to
 //! make each connection's [`Handler`] (see `app/stack.rs`), and tells it the [`Peer`].
@@ -38,6 +39,7 @@ use io::Prefixed;
 mod io;
 pub(crate) mod plain;
 pub(crate) mod proxy_protocol;
+pub(crate) mod tls;
 
 /// The connection a request came in on, as the request's steps need it.
 #[derive(Debug, Clone)]
@@ -52,8 +54,17 @@ pub(crate) struct Peer {
     pub trust: Arc<TrustedProxies>,
     /// The listener's own address: the `Host` of an HTTP/1.0 request that names none.
     pub local: SocketAddr,
+    /// Whether the connection is TLS: its requests are `https`.
+    pub tls: bool,
     /// The connection's place under the cap, for a tunnel to hold (see [`ClientConnection`]).
     pub held: ClientConnection,
+}
+
+impl Peer {
+    /// The scheme the client used, for `X-Forwarded-Proto`.
+    pub(crate) fn proto(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
 }
 
 /// What a connection's requests go through, made once per connection: the connection loops call
@@ -87,6 +98,8 @@ pub(crate) struct ClientLimits {
     pub max_head: usize,
     /// Counts bodies the client stopped sending (each answered 408).
     pub stalled_bodies: Counter,
+    /// Counts requests the plain HTTP/1.1 loop answered (the rest went to hyper).
+    pub plain_requests: Counter,
 }
 
 /// A worker's share of `listen.max_connections`, and the metrics that show it.
@@ -118,13 +131,15 @@ impl Drop for Held {
 /// answer carries `Connection: close`; at `Closing`, HTTP/2 connections are sent GOAWAY and idle
 /// HTTP/1.1 ones are closed. Each connection's requests go through the handler `make` makes for
 /// it.
-/// Whom a connection is from is told as `forwarded` says to believe.
+/// Whom a connection is from is told as `forwarded` says to believe. With `tls`, every
+/// connection's handshake comes first (after its PROXY header).
 pub(crate) async fn serve<M, H>(
     listener: TcpListener,
     make: M,
     limits: ClientLimits,
     cap: ConnectionCap,
     forwarded: &ForwardedConfig,
+    tls: Option<tls::TlsListener>,
     mut drain: DrainWatch,
 ) where
     M: Fn(Peer) -> H + Send + Sync + 'static,
@@ -208,10 +223,11 @@ pub(crate) async fn serve<M, H>(
         };
         let make = make.clone();
         let trust = trust.clone();
-        let mut builder = builder.clone();
+        let builder = builder.clone();
         let watcher = graceful.watcher();
         let mut drain = drain.clone();
         let limits = limits.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let mut stream = stream;
             let mut buf = BytesMut::with_capacity(sessionwatch_h1::INITIAL_BUF);
@@ -232,58 +248,43 @@ pub(crate) async fn serve<M, H>(
             } else {
                 peer
             };
-            let mut client = (*make)(Peer {
+            let peer = Peer {
                 addr: from,
                 // Formatted once per connection, for `X-Forwarded-For`.
                 addr_value: HeaderValue::from_str(&from.to_string()).ok(),
                 trusted: trust.contains(from),
                 trust,
                 local,
+                tls: tls.is_some(),
                 // The tunnel outlives this connection's task: it holds the connection's place
                 // under the cap (and in the gauge) until it closes.
                 held: ClientConnection(held.clone()),
-            });
+            };
             let _held = held;
-            let ended =
-                plain::serve_plain(&mut stream, buf, &mut client, &limits, &mut drain).await;
-            let plain::Ended::NotPlain(prefix) = ended else {
+            let connection = Connection {
+                builder,
+                watcher,
+                limits,
+                drain,
+            };
+            let Some(tls) = tls else {
+                let client = (*make)(peer);
+                connection.serve(stream, buf, false, client).await;
                 return;
             };
-            let marks = sensitive::layer();
-            let draining = drain.clone();
-            let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                // The marks go on before the request's steps see it, and on the answer before
-                // hyper writes it.
-                let mut svc = marks.layer(tower::service_fn(|req: Request<Incoming>| {
-                    let version = req.version();
-                    let answer = client.handle(req.map(RequestBody::from));
-                    let draining = draining.clone();
-                    async move {
-                        let mut answer = answer.await;
-                        if draining.is_draining() {
-                            ask_to_close(&mut answer, version);
-                        }
-                        Ok::<_, Infallible>(answer)
-                    }
-                }));
-                svc.call(req)
-            });
-            let io = TokioIo::new(Prefixed::new(prefix, stream));
-            let served = if drain.is_closing() {
-                // Closing already: a graceful watch would drop the connection before its
-                // request is read. Serve that request without keep-alive instead; the watcher is
-                // held until then, so the drain waits for it.
-                builder.http1().keep_alive(false);
-                let served = builder.serve_connection_with_upgrades(io, hyper_svc).await;
-                drop(watcher);
-                served
-            } else {
-                let conn = builder.serve_connection_with_upgrades(io, hyper_svc);
-                watcher.watch(conn.into_owned()).await
+            // Bytes after the PROXY header are the handshake's.
+            let io = Prefixed::new(buf.split().freeze(), stream);
+            let mut drain = connection.drain.clone();
+            let handshake = tokio::select! {
+                handshake = tls.handshake(io) => handshake,
+                // Nothing asked yet that needs an answer.
+                () = drain.reached(Phase::Closing) => return,
             };
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
+            let Some((stream, h2)) = handshake else {
+                return;
+            };
+            let client = (*make)(peer);
+            connection.serve(stream, buf, h2, client).await;
         });
     }
     drop(listener);
@@ -294,6 +295,83 @@ pub(crate) async fn serve<M, H>(
         () = graceful.shutdown() => {}
         // The drain logs it once for every worker.
         () = drain.reached(Phase::Abandoned) => {}
+    }
+}
+
+/// What serving one accepted connection takes, past its PROXY header and handshake.
+struct Connection {
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    limits: ClientLimits,
+    drain: DrainWatch,
+}
+
+impl Connection {
+    /// Serve `stream`, whose first bytes are in `buf`, with `client`: plain HTTP/1.1 requests in
+    /// the connection's own loop, and from the first other request on, hyper (at once for a
+    /// client that chose `h2` by ALPN).
+    async fn serve<S: io::ClientIo, H: Handler>(
+        self,
+        mut stream: S,
+        buf: BytesMut,
+        h2: bool,
+        mut client: H,
+    ) {
+        let Self {
+            mut builder,
+            watcher,
+            limits,
+            mut drain,
+        } = self;
+        let prefix = if h2 {
+            buf.freeze()
+        } else {
+            let ended =
+                plain::serve_plain(&mut stream, buf, &mut client, &limits, &mut drain).await;
+            let plain::Ended::NotPlain(prefix) = ended else {
+                return;
+            };
+            prefix
+        };
+        let marks = sensitive::layer();
+        let draining = drain.clone();
+        let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            // The marks go on before the request's steps see it, and on the answer before
+            // hyper writes it.
+            let mut svc = marks.layer(tower::service_fn(|req: Request<Incoming>| {
+                let version = req.version();
+                let answer = client.handle(req.map(RequestBody::from));
+                let draining = draining.clone();
+                async move {
+                    let mut answer = answer.await;
+                    if draining.is_draining() {
+                        ask_to_close(&mut answer, version);
+                    }
+                    Ok::<_, Infallible>(answer)
+                }
+            }));
+            svc.call(req)
+        });
+        if h2 {
+            // ALPN settled it: no HTTP/1.1 on this connection.
+            builder = builder.http2_only();
+        }
+        let io = TokioIo::new(Prefixed::new(prefix, stream));
+        let served = if drain.is_closing() {
+            // Closing already: a graceful watch would drop the connection before its
+            // request is read. Serve that request without keep-alive instead; the watcher is
+            // held until then, so the drain waits for it.
+            builder.http1().keep_alive(false);
+            let served = builder.serve_connection_with_upgrades(io, hyper_svc).await;
+            drop(watcher);
+            served
+        } else {
+            let conn = builder.serve_connection_with_upgrades(io, hyper_svc);
+            watcher.watch(conn.into_owned()).await
+        };
+        if let Err(e) = served {
+            tracing::debug!(error = %e, "client connection ended with an error");
+        }
     }
 }
 

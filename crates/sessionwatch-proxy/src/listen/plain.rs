@@ -19,10 +19,9 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use sessionwatch_h1::{self as h1, AnswerTo, Framing, Parsed, RequestHead, make_room};
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::io::{linger_close, send};
+use super::io::{ClientIo, close, linger_close, send};
 use super::{ClientLimits, Handler};
 use crate::respond::ForwardError;
 use crate::shutdown::{DrainWatch, Phase};
@@ -37,18 +36,38 @@ pub(crate) enum Ended {
     NotPlain(Bytes),
 }
 
-/// Serve plain requests on `stream`, whose first bytes (read already, after a PROXY header) are
-/// in `buf`, until it closes or a request is not plain. (`handler` is
+/// Serve plain requests on `stream` (TCP, or TLS over it), whose first bytes (read already,
+/// after a PROXY header) are in `buf`, until it closes or a request is not plain. (`handler` is
 /// borrowed mutably only so that the future is `Send` without the handler being `Sync`.)
 /// `limits` bound the wait for each request's head, then for its body (past it: 408);
 /// once `drain` begins every answer closes its connection, and once it stops accepting an idle
-/// connection is closed at once.
-pub(crate) async fn serve_plain<H: Handler>(
-    stream: &mut TcpStream,
+/// connection is closed at once. The requests answered here are counted in
+/// `limits.plain_requests` once the loop ends (one atomic add a connection, not a request).
+pub(crate) async fn serve_plain<S: ClientIo, H: Handler>(
+    stream: &mut S,
+    buf: BytesMut,
+    handler: &mut H,
+    limits: &ClientLimits,
+    drain: &mut DrainWatch,
+) -> Ended {
+    let mut answered = 0;
+    let ended = plain_loop(stream, buf, handler, limits, drain, &mut answered).await;
+    if answered > 0 {
+        limits.plain_requests.increment(answered);
+    }
+    if ended == Ended::Closed {
+        close(stream).await;
+    }
+    ended
+}
+
+async fn plain_loop<S: ClientIo, H: Handler>(
+    stream: &mut S,
     mut buf: BytesMut,
     handler: &mut H,
     limits: &ClientLimits,
     drain: &mut DrainWatch,
+    answered: &mut u64,
 ) -> Ended {
     let mut out = Vec::with_capacity(1024);
     let deadline = tokio::time::sleep(limits.head);
@@ -119,7 +138,9 @@ pub(crate) async fn serve_plain<H: Handler>(
         let resp = handler.handle(Request::from_parts(parts, body)).await;
         let close = !keep_alive || drain.is_draining();
         let sent = write_answer(stream, &mut out, resp, to, close, limits.send);
-        match sent.await {
+        let sent = sent.await;
+        *answered += 1;
+        match sent {
             Ok(true) => {}
             Ok(false) => {
                 // Requests the client sent after this one will not be answered: close without
@@ -135,8 +156,8 @@ pub(crate) async fn serve_plain<H: Handler>(
 }
 
 /// Answer a request the front cannot take with `refused`'s answer, and close.
-async fn refuse(
-    stream: &mut TcpStream,
+async fn refuse<S: ClientIo>(
+    stream: &mut S,
     out: &mut Vec<u8>,
     refused: ForwardError,
     timeout: Duration,
@@ -148,8 +169,8 @@ async fn refuse(
 
 /// Write `resp`; `Ok(true)` when the connection can carry on (`close` was false and the body
 /// went out whole and delimited).
-async fn write_answer(
-    stream: &mut TcpStream,
+async fn write_answer<S: ClientIo>(
+    stream: &mut S,
     out: &mut Vec<u8>,
     resp: Response<ResponseBody>,
     to: AnswerTo,

@@ -145,6 +145,7 @@ mod tests {
             trusted: trusted.contains(addr),
             trust: Arc::new(trusted),
             local: "127.0.0.1:8080".parse().unwrap(),
+            tls: false,
             held: crate::extensions::ClientConnection(Arc::new(())),
         }
     }
