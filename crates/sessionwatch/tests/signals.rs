@@ -492,3 +492,45 @@ fn the_access_log_says_what_each_request_got_and_nothing_secret() {
         "{all}"
     );
 }
+
+#[test]
+fn json_log_lines_name_each_field_once() {
+    // A discovery entry whose resolver fails: its warning carries the entry, which must not
+    // take the name of the line's own `target`.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dns = rt
+        .block_on(sessionwatch_test_support::DnsServer::start())
+        .unwrap();
+    dns.set_failing(true);
+    let scratch = Scratch::new("json-fields");
+    let alerts = format!("log_file = {:?}", Path::new(&scratch.0).join("a.jsonl"));
+    let extra = format!(
+        "{NO_DELAY}[[backends]]\ndns = \"app.test:80\"\nresolver = \"{}\"\n",
+        dns.addr()
+    );
+    let mut server = Server::start(
+        &config(forgetful_backend(), &alerts, &extra),
+        &scratch,
+        &["--log-format", "json"],
+    );
+    let failed = server.wait_for("discovery failed", |l| {
+        l.contains("backend discovery failed")
+    });
+    server.signal("TERM");
+    let (status, stderr, _) = server.exit();
+    assert_eq!(status.code(), Some(0), "{}", stderr.join("\n"));
+    for line in stderr.iter().chain([&failed]) {
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for key in object.keys() {
+            let quoted = format!("\"{key}\":");
+            assert_eq!(line.matches(&quoted).count(), 1, "{key} twice in {line}");
+        }
+    }
+    let failed: serde_json::Value = serde_json::from_str(&failed).unwrap();
+    assert_eq!(failed["entry"], "app.test:80", "{failed}");
+    assert_eq!(
+        failed["target"], "sessionwatch_proxy::backends::discovery",
+        "{failed}"
+    );
+}

@@ -299,7 +299,7 @@ impl Discovery {
             st.ok[i] = Some(false);
             let kept = st.sets[i].len();
             tracing::warn!(
-                target = entry.config.text,
+                entry = entry.config.text,
                 error = %e,
                 kept,
                 "backend discovery failed; keeping the last known backends"
@@ -323,7 +323,7 @@ impl Discovery {
         entry.metrics.addresses.set(addrs.len() as f64);
         if st.ok[i] == Some(false) {
             tracing::info!(
-                target = entry.config.text,
+                entry = entry.config.text,
                 "backend discovery resolves again"
             );
         }
