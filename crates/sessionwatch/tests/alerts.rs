@@ -690,3 +690,90 @@ fn follow_passes_lines_of_a_file_that_appears_later_and_ends_on_sigterm() {
     follower.wait_for_lines(2);
     assert_eq!(seqs(&follower.stop()), [1, 2]);
 }
+
+/// Lines in every file of a rotated log.
+fn lines_in(files: &[PathBuf]) -> usize {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_reads_every_line_the_proxy_writes_while_its_log_is_rotated() {
+    use sessionwatch_test_support::{Farm, FarmConfig, StoreMode, UserClient};
+
+    let dir = Scratch::new("follow-proxy");
+    let log = dir.path("alerts.jsonl");
+    // A broken farm: every `GET /me` on the node that did not sign the user in is a reset line.
+    let farm = Farm::start(FarmConfig::new(2, StoreMode::PerNode))
+        .await
+        .unwrap();
+    let mut toml = format!(
+        "[listen]\naddress = \"127.0.0.1:0\"\n[alerts]\nlog_file = {:?}\n\
+         [session]\ncookies = [{{ name = \"{}\" }}]\nfingerprint_key = \"alerts-test-key-0123456789abcdef\"\n\
+         [pin]\npolicy = \"off\"\n[incident]\nmax_reset_lines_per_sec = 1000000\n",
+        log.display().to_string(),
+        farm.cookie_name()
+    );
+    for (name, addr) in farm.names().into_iter().zip(farm.addrs()) {
+        toml.push_str(&format!(
+            "[[backends]]\nname = \"{name}\"\nurl = \"http://{addr}\"\n"
+        ));
+    }
+    let config = sessionwatch_proxy::Config::parse(&toml, Path::new("test.toml")).unwrap();
+    let proxy = sessionwatch_proxy::start(config, sessionwatch_proxy::StartOptions::default())
+        .await
+        .unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let users: Vec<_> = (0..4)
+        .map(|i| {
+            let stop = stop.clone();
+            let mut user =
+                UserClient::new(proxy.addr(), farm.cookie_name()).with_user(format!("u{i}"));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = user.login().await;
+                    let _ = user.me().await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+
+    let mut follower = tokio::task::block_in_place(|| Follower::start(&log));
+    let mut files = Vec::new();
+    for round in 0..5 {
+        // Let the proxy write a good many lines, then rotate under it while it goes on.
+        let enough = lines_in(&files) + 30 * (round + 1);
+        let deadline = Instant::now() + DEADLINE;
+        while lines_in(&files) + lines_in(std::slice::from_ref(&log)) < enough {
+            assert!(Instant::now() < deadline, "the proxy wrote too few lines");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rotated = dir.path(&format!("alerts.jsonl.{round}"));
+        std::fs::rename(&log, &rotated).unwrap();
+        files.push(rotated);
+        tokio::task::block_in_place(|| follower.wait_for_notice("has been replaced"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for u in users {
+        u.await.unwrap();
+    }
+    tokio::task::block_in_place(|| proxy.flush_alerts());
+    files.push(log.clone());
+    let written = lines_in(&files);
+    tokio::task::block_in_place(|| follower.wait_for_lines(written));
+    let got = tokio::task::block_in_place(|| follower.stop());
+    proxy.shutdown().await;
+    // `seq` counts the proxy's lines from 1 with no gap (none was dropped): every one read,
+    // once, in order, across five rotations.
+    assert!(written > 150, "{written}");
+    assert_eq!(seqs(&got), (1..=written as u64).collect::<Vec<_>>());
+}
