@@ -122,7 +122,7 @@ impl Gathered {
         markdown.push_str(
             "\n## Action items\n\n\
              - [ ] _What was changed to end it, who noticed and how (the log cannot know)._\n\
-             - [ ] _How to catch it before a release: `sessionwatch probe` as a deploy gate._\n",
+             - [ ] _How to catch it before the next release (a check of the session configuration in the deployment)._\n",
         );
         let svg = chart::share_over_time(&format!("Share lost, incident {id}"), &points);
         Ok(Draft {
