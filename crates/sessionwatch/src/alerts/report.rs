@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value};
 
 use super::chart;
-use super::line::{Event, Kind};
+use super::line::{Event, Kind, parse_time};
 use super::render::{duration, percent};
 
 /// The lines a report needs, gathered in one pass over the log.
@@ -292,9 +292,10 @@ impl Incident<'_> {
         } else if let Some(t) = self.life_str("last_loss") {
             rows.push((t, "Last session lost so far".into()));
         }
-        // RFC 3339 UTC with the same precision sorts as text; a stable sort keeps the causal
-        // order of rows at the same instant.
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        // By instant, not by text: the log writes some times with milliseconds and some
+        // without, and `09:00:30Z` sorts after `09:00:30.100Z` as text. A stable sort keeps the
+        // causal order of rows at the same instant; a row whose time does not parse goes last.
+        rows.sort_by_key(|row| parse_time(&row.0).map_or((1, SystemTime::UNIX_EPOCH), |t| (0, t)));
         let _ = writeln!(out, "## Timeline\n\n| time | event |\n| --- | --- |");
         for (t, what) in &rows {
             let _ = writeln!(out, "| {t} | {} |", cell(what));
@@ -461,4 +462,54 @@ impl Incident<'_> {
 /// Text made safe for a Markdown table cell.
 fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::line::{Line, parse};
+    use super::*;
+
+    fn gathered(lines: &[&str]) -> Gathered {
+        let mut g = Gathered::default();
+        for l in lines {
+            if let Line::Event { event, .. } = parse(l.as_bytes().to_vec()) {
+                g.add(event);
+            }
+        }
+        g
+    }
+
+    #[test]
+    fn the_timeline_is_in_time_order_whatever_the_precision_of_its_times() {
+        let g = gathered(&[
+            r#"{"type":"incident_opened","time":"2026-01-14T09:00:02.000Z","incident_id":"i","started":"2026-01-14T09:00:02Z","incident":{"first_loss":"2026-01-14T09:00:01Z"}}"#,
+            r#"{"type":"incident_resolved","time":"2026-01-14T09:00:30.050Z","incident_id":"i","started":"2026-01-14T09:00:02Z","ended":"2026-01-14T09:00:30Z","duration_s":28,"incident":{"first_loss":"2026-01-14T09:00:01Z","last_loss":"2026-01-14T09:00:10Z"}}"#,
+            r#"{"type":"pinning_stopped","time":"2026-01-14T09:00:30.100Z","incident_id":"i","policy":"on_incident"}"#,
+        ]);
+        let md = g.draft(None, false).unwrap().markdown;
+        let resolved = md.find("| 2026-01-14T09:00:30Z | Resolved").unwrap();
+        let unpinned = md
+            .find("| 2026-01-14T09:00:30.100Z | Pinning stopped")
+            .unwrap();
+        assert!(resolved < unpinned, "{md}");
+    }
+
+    #[test]
+    fn fields_of_the_wrong_type_make_a_thinner_draft_not_a_panic() {
+        let g = gathered(&[
+            r#"{"type":"incident_opened","time":5,"incident_id":"i","started":[],"share":"x","matrix":7,"hint":"h","incident":"no"}"#,
+            r#"{"type":"incident_updated","time":"2026-01-14T09:00:02Z","incident_id":"i","share":1e308,"incident":{"matrix":[{"issuer":1},{"issuer":"a","server":"b","requests":-1,"resets":"x"}],"peak_share":"p","requests":0}}"#,
+            r#"{"type":"pinning_started","time":null,"incident_id":"i"}"#,
+            r#"{"type":"session_rescued","time":"not a time"}"#,
+        ]);
+        let draft = g.draft(Some("i"), true).unwrap();
+        assert!(
+            draft.markdown.contains("| a | 0 / 0 |"),
+            "{}",
+            draft.markdown
+        );
+        assert!(draft.svg.ends_with("</svg>\n"));
+        assert!(g.draft(Some("other"), false).is_err());
+        assert!(Gathered::default().draft(None, false).is_err());
+    }
 }
