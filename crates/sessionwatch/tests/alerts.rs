@@ -777,3 +777,31 @@ async fn follow_reads_every_line_the_proxy_writes_while_its_log_is_rotated() {
     assert!(written > 150, "{written}");
     assert_eq!(seqs(&got), (1..=written as u64).collect::<Vec<_>>());
 }
+
+#[test]
+fn standard_input_shows_each_line_as_it_comes_from_a_pipe_that_stays_open() {
+    let mut child = Guard(
+        alerts(&["-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn sessionwatch"),
+    );
+    let mut stdin = child.0.stdin.take().unwrap();
+    let (tx, lines) = channel();
+    let out = child.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    for (i, line) in crafted().iter().take(3).enumerate() {
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+        // The pipe stays open: the line must come out before any more input, or the end.
+        let shown = lines
+            .recv_timeout(DEADLINE)
+            .unwrap_or_else(|_| panic!("line {i} not shown while the pipe is open"));
+        assert!(shown.starts_with(line["time"].as_str().unwrap()), "{shown}");
+    }
+    drop(stdin);
+}

@@ -156,7 +156,11 @@ fn dispatch(args: &AlertsArgs, file: &Path) -> Result<ExitCode, Failure> {
     let result = if args.follow {
         follow(args, file, &mut out)
     } else if is_stdin(file) {
-        read::all(io::stdin().lock(), &mut |l| out.line(l))
+        // A pipe such as `kubectl logs -f` may never end: each line is shown when it comes.
+        read::all(io::stdin().lock(), &mut |l| {
+            out.line(l)?;
+            out.writer.flush()
+        })
     } else {
         read::all(std::fs::File::open(file)?, &mut |l| out.line(l))
     };
