@@ -31,7 +31,24 @@ const INCIDENT: &str = "window = \"3s\"\nmin_requests = 10\nmin_resets = 3\n\
 /// The `sessionwatch` binary, built if need be: this package cannot name another's binary, so
 /// cargo is asked for it (and says where it is).
 fn sessionwatch_binary() -> PathBuf {
-    let out = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    // What `cargo test` set for this test process (the package's own variables, the library
+    // path) would make the inner build differ from an ordinary one, and each rebuild the other.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_CRATE_")
+            || name.starts_with("CARGO_BIN_")
+            || name.starts_with("CARGO_PRIMARY_")
+            || name == "CARGO_TARGET_TMPDIR"
+            || name == "LD_LIBRARY_PATH"
+            || name == "OUT_DIR"
+        {
+            cargo.env_remove(&*name);
+        }
+    }
+    let out = cargo
         .args([
             "build",
             "--quiet",
