@@ -17,6 +17,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use demo::DemoOptions;
 
+mod alerts;
 mod demo;
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
@@ -80,6 +81,8 @@ enum Command {
         #[arg(long)]
         shared_store: bool,
     },
+    /// Read the alert log: show, follow, sum up, or draft an incident's postmortem.
+    Alerts(alerts::AlertsArgs),
 }
 
 /// The `--pin` help, with the accepted names from the one table of them.
@@ -181,6 +184,7 @@ fn args() -> Vec<std::ffi::OsString> {
 fn main() -> ExitCode {
     let cli = Cli::parse_from(args());
     match cli.command {
+        Command::Alerts(args) => alerts::run(args),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());
