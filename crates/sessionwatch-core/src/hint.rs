@@ -384,3 +384,22 @@ fn cross_hint(matrix: &[PairCounts]) -> Option<Hint> {
         direction,
     })
 }
+
+/// The pairs with any traffic, issuer major.
+pub(crate) fn pairs(n: usize, req: &[u64], res: &[u64]) -> Vec<PairCounts> {
+    let mut matrix = Vec::new();
+    for i in 0..n {
+        for s in 0..n {
+            let k = i * n + s;
+            if req[k] > 0 || res[k] > 0 {
+                matrix.push(PairCounts {
+                    issuer: BackendId::from_index(i),
+                    server: BackendId::from_index(s),
+                    requests: req[k],
+                    resets: res[k],
+                });
+            }
+        }
+    }
+    matrix
+}

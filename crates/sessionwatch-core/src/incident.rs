@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use crate::hint::{self, History, Loss};
+use crate::hint::{self, History, Loss, pairs};
 use crate::life::{IncidentLife, Life};
 use crate::{BackendId, Hint, PairCounts, ShortFingerprint, Timestamp};
 
@@ -508,25 +508,6 @@ impl IncidentTracker {
             .flat_map(|b| b.losses.iter().copied())
             .collect()
     }
-}
-
-/// The pairs with any traffic, issuer major.
-pub(crate) fn pairs(n: usize, req: &[u64], res: &[u64]) -> Vec<PairCounts> {
-    let mut matrix = Vec::new();
-    for i in 0..n {
-        for s in 0..n {
-            let k = i * n + s;
-            if req[k] > 0 || res[k] > 0 {
-                matrix.push(PairCounts {
-                    issuer: BackendId::from_index(i),
-                    server: BackendId::from_index(s),
-                    requests: req[k],
-                    resets: res[k],
-                });
-            }
-        }
-    }
-    matrix
 }
 
 fn millis(d: Duration) -> u64 {

@@ -148,7 +148,7 @@ impl Life {
 
     /// The incident's cause, judged over its life.
     pub(crate) fn hint(&self, history: &History, now: Timestamp) -> Hint {
-        let judged = crate::incident::pairs(self.n, &self.settled, &self.resets);
+        let judged = hint::pairs(self.n, &self.settled, &self.resets);
         match hint::hint(&judged, &self.losses, history, now) {
             unclear @ Hint::Unclear { .. } => self.cause.clone().unwrap_or(unclear),
             h => h,
@@ -177,7 +177,7 @@ impl Life {
     }
 
     pub(crate) fn summary(&self) -> IncidentLife {
-        let matrix = crate::incident::pairs(self.n, &self.requests, &self.resets);
+        let matrix = hint::pairs(self.n, &self.requests, &self.resets);
         IncidentLife {
             requests: self.requests.iter().sum(),
             resets: self.resets.iter().sum(),

@@ -28,6 +28,7 @@
 mod admin;
 mod app;
 mod backends;
+mod certs;
 mod config;
 mod extensions;
 mod fleet;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::Issues;
 use super::fields::{duration, p};
 use super::file::FileConfig;
-use crate::listen::tls::certs::{self, CertError, CertificateFiles};
+use crate::certs::{self, CertError, CertificateFiles};
 
 /// A client gets this long to finish its handshake.
 const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,7 +70,7 @@ pub(super) fn tls(issues: &mut Issues, raw: &FileConfig) -> Option<TlsConfig> {
             "TLS needs at least one certificate: [[listen.tls.certificates]] cert = \"tls.crt\" key = \"tls.key\"",
         );
     }
-    let provider = crate::listen::tls::provider();
+    let provider = certs::provider();
     let now = SystemTime::now();
     let mut certificates = Vec::new();
     for (i, c) in t.certificates.iter().enumerate() {

@@ -6,9 +6,9 @@
 //! a plain-TCP client does. The certificate comes from [`resolve::Certificates`], which SNI picks
 //! from and the certificate watch refreshes. Resumption is on: TLS 1.3 tickets and TLS 1.2
 //! tickets (stateless, so every worker resumes every other's), and a session cache for TLS 1.2
-//! clients that send no ticket extension.
+//! clients that send no ticket extension. Certificate files are read by [`crate::certs`], which
+//! `check-config` shares.
 
-pub(crate) mod certs;
 pub(crate) mod resolve;
 
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 
 use metrics::Counter;
 use rustls::ServerConfig;
-use rustls::crypto::CryptoProvider;
 use rustls::server::ServerSessionMemoryCache;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -25,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::io::Prefixed;
+use crate::certs;
 use crate::config::{TlsConfig, TlsVersion};
 use crate::metrics::Metrics;
 use resolve::{Certificates, ReloadCounters, Watch};
@@ -63,12 +63,6 @@ pub(crate) type ClientTls = TlsStream<Prefixed<TcpStream>>;
 
 /// TLS 1.2 sessions remembered for resumption by id (about 200 bytes each).
 const SESSION_CACHE: usize = 16 * 1024;
-
-/// The one crypto provider: ring, as every TLS in the proxy uses (no process-wide default to
-/// install).
-pub(crate) fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// Handshakes by how they ended, for `sessionwatch_tls_handshakes_total{result}`.
 #[derive(Debug, Clone)]
@@ -116,7 +110,7 @@ impl TlsListener {
         handshakes: HandshakeCounters,
         reloads: ReloadCounters,
     ) -> Result<(Self, Watch), SetupError> {
-        let provider = provider();
+        let provider = certs::provider();
         let now = SystemTime::now();
         let loaded = config
             .certificates

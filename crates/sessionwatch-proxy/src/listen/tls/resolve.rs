@@ -22,7 +22,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
 
-use super::certs::{self, CertificateFiles, Loaded};
+use crate::certs::{self, CertificateFiles, Loaded};
 
 /// The certificates served, the first for clients that send no SNI or a name none is for.
 #[derive(Debug)]
