@@ -569,6 +569,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_incident_opens_on_the_next_tick_pins_while_open_and_resolves_on_time() {
         let mut w = Watched::start("lifecycle", PinPolicy::OnIncident);
+        // What /status shows with none open says so.
+        let quiet = w.watch.snapshot();
+        assert!(quiet.summary.starts_with("no incident: "), "{}", quiet.summary);
+        assert!(quiet.incident.is_none());
         // Half a tick in, so that the test never wakes at the same instant as a tick.
         sleep(TICK / 2).await;
         // A per-node store: half the requests lose their session.
@@ -675,6 +679,7 @@ mod tests {
         assert_eq!(stopped[0]["reason"], "incident_resolved");
         assert!(!w.pin.is_on());
         assert!(!w.watch.is_open());
+        assert!(w.watch.snapshot().summary.starts_with("no incident: "));
         assert!(w.metrics.render().contains("sessionwatch_incident_open 0"));
         let mut expected = vec![NoticeKind::Updated; 5];
         expected.push(NoticeKind::Resolved);
