@@ -230,6 +230,13 @@ mod tests {
             err.contains("listen.tls.certificates[0].key: cannot read"),
             "{err}"
         );
+        // Unreadable whoever runs it (a test as root reads a file of mode 000): a directory.
+        let unreadable = dir.0.display().to_string();
+        let err = parse(&section(&[(&unreadable, &k1)], "")).unwrap_err();
+        assert!(
+            err.contains("listen.tls.certificates[0].cert: cannot read"),
+            "{err}"
+        );
         let err = parse(&section(&[(&old, &old_key)], "")).unwrap_err();
         assert!(
             err.contains("listen.tls.certificates[0].cert: the certificate in")

@@ -571,7 +571,11 @@ mod tests {
         let mut w = Watched::start("lifecycle", PinPolicy::OnIncident);
         // What /status shows with none open says so.
         let quiet = w.watch.snapshot();
-        assert!(quiet.summary.starts_with("no incident: "), "{}", quiet.summary);
+        assert!(
+            quiet.summary.starts_with("no incident: "),
+            "{}",
+            quiet.summary
+        );
         assert!(quiet.incident.is_none());
         // Half a tick in, so that the test never wakes at the same instant as a tick.
         sleep(TICK / 2).await;
