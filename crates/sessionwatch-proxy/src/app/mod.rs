@@ -14,21 +14,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::backends::Backends;
 use crate::backends::discovery::Discovery;
-use crate::backends::health::Health;
-use crate::backends::{Backends, Transition};
 use crate::config::Config;
 use crate::fleet::window::FleetWindow;
 use crate::metrics::Metrics;
 use crate::prepare::RequestIds;
 use crate::report::alert_log::{AlertLog, AlertLogWriter, AlertTargets};
-use crate::report::incidents::{Clock, IncidentWatch};
+use crate::report::incidents::IncidentWatch;
 use crate::report::reporter::Reporter;
-use crate::report::sinks::{FleetIncidents, NoSharedView, SinkHandle};
+use crate::report::sinks::{FleetIncidents, NoSharedView};
 use crate::route::balancer::Balancer;
 use crate::shutdown::{Drain, DrainTimes, Drained};
-use crate::upstream::{Pool, Upstream};
-use workers::{Worker, bind_workers, sweep_idle};
+use tasks::{spawn_health, spawn_incidents, start_discovery};
+use workers::{Worker, bind_workers};
 
 pub use reload::{ReloadError, ReloadReport};
 
@@ -38,6 +37,7 @@ pub(crate) mod fd_limit;
 mod reload;
 mod session;
 mod stack;
+mod tasks;
 mod workers;
 
 /// Why the proxy could not start.
@@ -543,92 +543,4 @@ fn connections_per_worker(config: &Config) -> Result<usize, StartError> {
         pooled,
     )?;
     Ok(max_connections.div_ceil(config.workers.max(1)).max(1))
-}
-
-/// The incident watch that feeds the sinks; its task goes to `tasks`.
-#[allow(clippy::too_many_arguments)]
-fn spawn_incidents(
-    config: &Config,
-    backends: &Arc<Backends>,
-    log: &AlertLog,
-    metrics: &Arc<Metrics>,
-    pin_switch: &PinSwitch,
-    tick: Option<Duration>,
-    sink_handles: Vec<SinkHandle>,
-    shutdown: &watch::Receiver<bool>,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> Arc<IncidentWatch> {
-    let incidents = Arc::new(IncidentWatch::new(
-        config.incident.clone(),
-        backends.clone(),
-        log.clone(),
-        metrics.clone(),
-        config.pin.policy,
-        pin_switch.clone(),
-        sink_handles,
-        Clock::system(),
-    ));
-    tasks.push(tokio::spawn(
-        incidents
-            .clone()
-            .run(tick.unwrap_or(Duration::from_millis(500)), shutdown.clone()),
-    ));
-    incidents
-}
-
-/// Health for the backends, its active checks' tasks pushed to `tasks`. A backend that comes
-/// back up is told to the incident watch as a restart.
-fn spawn_health(
-    config: &Config,
-    backends: &Arc<Backends>,
-    metrics: &Arc<Metrics>,
-    incidents: &Arc<IncidentWatch>,
-    shutdown: &watch::Receiver<bool>,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> Arc<Health> {
-    let watch_for_restarts = incidents.clone();
-    let health = Arc::new(Health::new(
-        backends.clone(),
-        config.health.clone(),
-        metrics.clone(),
-        Some(Arc::new(move |id, t| {
-            if t == Transition::Up {
-                watch_for_restarts.note_restart(id);
-            }
-        })),
-    ));
-    // The checks' own pool, on this runtime: a check travels the path traffic takes.
-    let probe_pool = Pool::new(&config.upstream, metrics.poisoned_counters());
-    tasks.push(tokio::spawn(sweep_idle(
-        probe_pool.clone(),
-        shutdown.clone(),
-    )));
-    let probes = Upstream::new(probe_pool, config.upstream.clone());
-    tasks.extend(health.spawn_checks(probes, shutdown.clone()));
-    health
-}
-
-/// Discovery of the configured DNS entries, if there are any: resolved once before the proxy
-/// listens (so the farm it starts with is there), then on its schedule, its tasks in `tasks`.
-async fn start_discovery(
-    config: &Config,
-    backends: &Arc<Backends>,
-    metrics: &Arc<Metrics>,
-    hooks: &Arc<farm::FarmHooks>,
-    shutdown: &watch::Receiver<bool>,
-    tasks: &mut Vec<JoinHandle<()>>,
-) -> Option<Arc<Discovery>> {
-    if config.discovery.is_empty() {
-        return None;
-    }
-    let discovery = Arc::new(Discovery::new(
-        &config.discovery,
-        backends.clone(),
-        metrics.clone(),
-        hooks.clone(),
-        None,
-    ));
-    discovery.resolve_all().await;
-    tasks.extend(discovery.spawn(shutdown));
-    Some(discovery)
 }
