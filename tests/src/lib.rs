@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod h2wire;
+pub mod log;
 pub mod raw;
 
 use std::net::SocketAddr;

@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sessionwatch_test_support::{Farm, FarmConfig, StoreMode, wait_until};
+use sessionwatch_tests::log::captured_log;
 use sessionwatch_tests::raw_http::{
     Act, ClientConn, Reply, ScriptedBackend, chunked_answer, ok_answer,
 };
@@ -537,34 +538,6 @@ impl Drop for SmallDisk {
             let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         }
     }
-}
-
-/// What the proxy logs (its `tracing` events, as `serve` prints them on standard error), from
-/// the moment this is first called.
-fn captured_log() -> Arc<Mutex<Vec<u8>>> {
-    #[derive(Clone)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Capture {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let writer = Capture(buf.clone());
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
-        buf
-    })
-    .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,8 @@ mod sinks;
 mod support;
 
 use config::ca_file_in;
-use support::{Handshake, TlsFront, captured_log, pki, pki_ca_only, server_config};
+use sessionwatch_tests::log::captured_log;
+use support::{Handshake, TlsFront, pki, pki_ca_only, server_config};
 
 /// A farm of TLS backends and the proxy in front of them.
 struct TlsFarm {
