@@ -49,8 +49,8 @@ fn text(
     r
 }
 
-/// Answer one admin request.
-pub(crate) fn handle(state: &AdminState, req: &Request<Incoming>) -> Response<ResponseBody> {
+/// Answer one admin request. Async because some answers (a probe run) wait on the network.
+pub(crate) async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<ResponseBody> {
     match req.uri().path() {
         "/metrics" => {
             state.metrics.sessions_tracked.set(state.store.len() as f64);
@@ -118,8 +118,8 @@ pub(crate) async fn serve(
             let svc = ServiceBuilder::new()
                 .layer(sensitive::layer())
                 .service(tower::service_fn(move |req: Request<Incoming>| {
-                    let resp = handle(&state, &req);
-                    async move { Ok::<_, Infallible>(resp) }
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
                 }));
             let svc = TowerToHyperService::new(svc);
             let _ = auto::Builder::new(TokioExecutor::new())
