@@ -83,6 +83,11 @@ def check_service_monitor(problems, sm, services):
             problems.add(at, f"port {ep['port']!r} is none of {sorted(port_names)}")
         if ep.get("path", METRICS_PATH) != METRICS_PATH:
             problems.add(at, f"path {ep['path']!r}: the metrics are at {METRICS_PATH}")
+        auth = ep.get("authorization")
+        if auth is not None:
+            creds = (auth or {}).get("credentials") or {}
+            if auth.get("type", "Bearer") != "Bearer" or not creds.get("name") or not creds.get("key"):
+                problems.add(at, "authorization needs type Bearer and credentials.name/key (a Secret's key)")
         for field in ("interval", "scrapeTimeout"):
             if field in ep and not (isinstance(ep[field], str) and DURATION.match(ep[field])):
                 problems.add(at, f"{field} {ep[field]!r} is not a duration such as 15s")

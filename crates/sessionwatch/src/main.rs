@@ -186,7 +186,11 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Alerts(args) => alerts::run(args),
         Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
+            Ok(config) => {
+                // Valid, so the exit status stays 0; the warnings go where errors go.
+                for w in config.warnings() {
+                    eprintln!("{}: warning: {w}", file.display());
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }

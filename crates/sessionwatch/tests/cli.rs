@@ -288,6 +288,45 @@ fn check_config_reports_every_problem_with_its_place() {
     );
 }
 
+#[test]
+fn check_config_warns_of_an_admin_listener_open_to_the_network_without_a_token() {
+    let scratch = Scratch::new("admin-warning");
+    let base = "[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:8081\"\n[admin]\n";
+    let open = scratch.write("open.toml", &format!("{base}address = \"0.0.0.0:9090\"\n"));
+    let out = run(&mut command(
+        &["check-config", open.to_str().unwrap()],
+        &scratch.0,
+    ));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning is not an error: {}",
+        out.stderr
+    );
+    assert!(out.stdout.ends_with(": ok\n"), "{}", out.stdout);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "{}: warning: admin.address: 0.0.0.0:9090 is reachable from other hosts and no token \
+             is set: anyone who reaches it can read /status and /metrics; set [admin] token_env \
+             (or token), or listen on 127.0.0.1\n",
+            open.display()
+        )
+    );
+    for quiet in [
+        format!("{base}address = \"0.0.0.0:9090\"\ntoken_env = \"SESSIONWATCH_KEY\"\n"),
+        format!("{base}address = \"127.0.0.1:9090\"\n"),
+    ] {
+        let f = scratch.write("quiet.toml", &quiet);
+        let out = run(&mut command(
+            &["check-config", f.to_str().unwrap()],
+            &scratch.0,
+        ));
+        assert_eq!(out.status.code(), Some(0), "{}", out.stderr);
+        assert_eq!(out.stderr, "", "{quiet}");
+    }
+}
+
 fn good_config(listen: SocketAddr, scratch: &Scratch) -> String {
     format!(
         "[listen]\naddress = \"{listen}\"\n[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\

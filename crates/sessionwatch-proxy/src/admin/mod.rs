@@ -15,12 +15,15 @@ use tokio::sync::watch;
 use tower::ServiceBuilder;
 
 use crate::backends::Backends;
+use crate::config::AdminToken;
 use crate::metrics::Metrics;
 use crate::report::incidents::IncidentWatch;
 use crate::sensitive;
 use crate::shutdown::DrainWatch;
 use crate::upstream::body::ResponseBody;
 use sessionwatch_tower::SessionStore;
+
+mod auth;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -35,6 +38,8 @@ pub(crate) struct AdminState {
     pub incidents: Arc<IncidentWatch>,
     /// Whether the proxy is draining (then it is not ready, whatever the backends).
     pub drain: DrainWatch,
+    /// What every path but `/healthz` and `/readyz` asks for, when set.
+    pub token: Option<AdminToken>,
 }
 
 fn text(
@@ -51,6 +56,9 @@ fn text(
 
 /// Answer one admin request. Async because some answers (a probe run) wait on the network.
 pub(crate) async fn handle(state: &AdminState, req: Request<Incoming>) -> Response<ResponseBody> {
+    if let Some(refused) = auth::refuse(state.token.as_ref(), req.uri().path(), req.headers()) {
+        return refused;
+    }
     match req.uri().path() {
         "/metrics" => {
             state.metrics.sessions_tracked.set(state.store.len() as f64);

@@ -291,6 +291,9 @@ async fn metrics_upkeep(metrics: Arc<Metrics>, mut shutdown: watch::Receiver<boo
 
 /// Start the proxy: bind, spawn the server, health checks, incident watch, sinks and admin.
 pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy, StartError> {
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let per_worker = connections_per_worker(&config)?;
     let listeners =
         bind_workers(config.listen, config.workers).map_err(|source| StartError::Bind {
@@ -484,6 +487,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             store: store.clone(),
             incidents: incidents.clone(),
             drain: drain_watch.clone(),
+            token: config.admin_token.clone(),
         };
         tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
     }

@@ -43,6 +43,8 @@ pub(crate) struct ListenFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct AdminFile {
     pub(crate) address: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) token_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! that the rest of the proxy takes. Every error names the file, the `line:column` and the
 //! field path (`backends[1].url`), so `check-config` and `serve` can say exactly what is wrong.
 
+mod admin;
 mod discovery;
 mod drain;
 mod fields;
@@ -26,6 +27,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use sessionwatch_core::{IncidentConfig, PinPolicy, SessionProfile};
 
+pub(crate) use admin::AdminToken;
 use validate::from_toml;
 
 pub(crate) use forwarded::{ForwardedConfig, TrustedProxies};
@@ -336,6 +338,8 @@ pub struct Config {
     pub(crate) tls: Option<TlsConfig>,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub(crate) admin: Option<SocketAddr>,
+    /// What every admin path but `/healthz` and `/readyz` asks for (`[admin] token`).
+    pub(crate) admin_token: Option<AdminToken>,
     /// The farm's configured backends.
     pub(crate) backends: Vec<BackendConfig>,
     /// The farm's discovered backends: the entries that name DNS records.
@@ -458,6 +462,12 @@ impl Issues {
 }
 
 impl Config {
+    /// What is valid but likely a mistake, one sentence each (`check-config` prints them,
+    /// `serve` logs them).
+    pub fn warnings(&self) -> Vec<String> {
+        admin::warnings(self.admin, self.admin_token.as_ref())
+    }
+
     /// Read and validate the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let src = std::fs::read_to_string(path)

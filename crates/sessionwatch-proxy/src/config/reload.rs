@@ -60,6 +60,7 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
         max_connections,
         forwarded,
         admin,
+        admin_token,
         backends,
         discovery,
         balance,
@@ -108,6 +109,7 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
     // like the listener it configures, is the process's.
     keep(r, "listen.tls", &old.tls, tls);
     keep(r, "admin.address", &old.admin, admin);
+    keep(r, "admin.token", &old.admin_token, admin_token);
     keep(r, "upstream", &old.upstream, upstream);
     keep(r, "health", &old.health, health);
     keep(r, "drain", &old.drain, drain);

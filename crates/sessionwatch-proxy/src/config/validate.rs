@@ -44,6 +44,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
         ),
         None => None,
     };
+    let admin_token = super::admin::token(&mut issues, raw.admin.as_ref());
 
     if let (Some(listen), Some(admin)) = (listen, admin)
         && clash(listen, admin)
@@ -208,6 +209,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             forwarded,
             tls,
             admin,
+            admin_token,
             backends,
             discovery,
             balance,
