@@ -5,7 +5,8 @@
 # curl) and WRAP (an array: what the proxy runs under, possibly empty), then calls
 # `start_proxy_under_load [BINARY]`; afterwards PROXY is the pid of what WRAP started, PORT the
 # proxy's port, and `load SECONDS OUTFILE` runs the benchmark's traffic. Everything started is
-# stopped when the caller exits. PIN=off and EXTRA='store = "compact"' change the configuration.
+# stopped when the caller exits. PIN=off and EXTRA='store = "compact"' change the configuration;
+# SESSIONS (default 10000) is how many sessions the proxy learns and the traffic draws from.
 
 mkdir -p "$OUT"
 
@@ -44,10 +45,14 @@ start_backend() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+SESSIONS=${SESSIONS:-10000}
+[[ $SESSIONS =~ ^[1-9][0-9]*$ ]] && ((SESSIONS <= 2000000)) \
+    || { echo "$0: SESSIONS must be a whole number from 1 to 2000000 (got $SESSIONS)" >&2; exit 64; }
+
 # The benchmark's traffic: 1 wrk thread, 16 keep-alive connections, the benchmark's cookie mix
-# over the 10,000 learned sessions.
+# over the SESSIONS learned sessions.
 load() {
-    wrk -t1 -c16 -d"$1"s -s bench/load.lua "http://127.0.0.1:$PORT/" -- 10000 0 50 >"$2"
+    wrk -t1 -c16 -d"$1"s -s bench/load.lua "http://127.0.0.1:$PORT/" -- "$SESSIONS" 0 50 >"$2"
 }
 
 start_proxy_under_load() {
@@ -78,16 +83,17 @@ start_proxy_under_load() {
         sleep 0.2
     done
 
-    # Learn 10,000 sessions; fill.lua prints FILL_DONE once every id has been issued.
-    wrk -t1 -c16 -d600s -s bench/fill.lua "http://127.0.0.1:$PORT/" -- 0 10000 >"$OUT/fill.out" 2>&1 &
+    # Learn SESSIONS sessions; fill.lua prints FILL_DONE once every id has been issued. Under
+    # valgrind a million take a few minutes: wrk's own limit ends a fill that hangs.
+    wrk -t1 -c16 -d3600s -s bench/fill.lua "http://127.0.0.1:$PORT/" -- 0 "$SESSIONS" >"$OUT/fill.out" 2>&1 &
     local fill=$!
     PIDS+=("$fill")
-    for _ in $(seq 1200); do
+    while kill -0 "$fill" 2>/dev/null; do
         grep -q FILL_DONE "$OUT/fill.out" && break
         sleep 0.5
     done
     kill "$fill" 2>/dev/null || true
-    grep -q "FILL_DONE issued=10000 failed=0" "$OUT/fill.out" || { echo "fill failed:" >&2; cat "$OUT/fill.out" >&2; exit 1; }
+    grep -q "FILL_DONE issued=$SESSIONS failed=0" "$OUT/fill.out" || { echo "fill failed:" >&2; cat "$OUT/fill.out" >&2; exit 1; }
 
     # Warm up (pools, allocator).
     load 3 /dev/null

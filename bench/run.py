@@ -705,6 +705,8 @@ class Bench:
             "error_count": errors,
             "proxy_cpu_us_per_req": round(proxy_ticks * to_us, 2) if pids else None,
             "proxy_sys_us_per_req": round(proxy_sys_ticks * to_us, 2) if pids else None,
+            # utime alone: the part of the proxy's cost that is its own code, not the kernel's.
+            "proxy_user_us_per_req": round((proxy_ticks - proxy_sys_ticks) * to_us, 2) if pids else None,
             "backend_cpu_us_per_req": round(backend_ticks * to_us, 2),
             "aux_cpu_us_per_req": round(aux_ticks * to_us, 2) if target.aux_pids else None,
             "wrk_cpu_us_per_req": round(wrk_ticks * to_us, 2),
@@ -765,12 +767,23 @@ def summarise_rounds(rounds: list[dict[str, dict]], targets: list[str], min_clea
     )
 
 
+def user_us(run: dict):
+    """User-space CPU per request (utime), also for runs recorded before it had a field."""
+    if run.get("proxy_user_us_per_req") is not None:
+        return run["proxy_user_us_per_req"]
+    if run.get("proxy_cpu_us_per_req") is None or run.get("proxy_sys_us_per_req") is None:
+        return None
+    return round(run["proxy_cpu_us_per_req"] - run["proxy_sys_us_per_req"], 2)
+
+
 RATIOS = [
     # name, numerator target, denominator target, field, description
     ("learn_vs_haproxy_rps", "sw_learn", "haproxy", "rps", "req/s, sessionwatch pin=learn / HAProxy"),
     ("off_vs_nginx_rps", "sw_off", "nginx", "rps", "req/s, sessionwatch pin=off / NGINX"),
     ("learn_vs_haproxy_cpu", "sw_learn", "haproxy", "proxy_cpu_us_per_req", "CPU/req, sessionwatch pin=learn / HAProxy"),
     ("off_vs_nginx_cpu", "sw_off", "nginx", "proxy_cpu_us_per_req", "CPU/req, sessionwatch pin=off / NGINX"),
+    ("learn_vs_haproxy_user", "sw_learn", "haproxy", user_us, "user CPU/req, sessionwatch pin=learn / HAProxy"),
+    ("off_vs_nginx_user", "sw_off", "nginx", user_us, "user CPU/req, sessionwatch pin=off / NGINX"),
     ("learn_vs_haproxy_p99", "sw_learn", "haproxy", "p99", "p99, sessionwatch pin=learn / HAProxy"),
     ("off_vs_nginx_p99", "sw_off", "nginx", "p99", "p99, sessionwatch pin=off / NGINX"),
     ("sw_cpu_1m_vs_100k", "sw_learn_1m", "sw_learn", "proxy_cpu_us_per_req", "CPU/req, sessionwatch 1M / 100k sessions"),
@@ -799,6 +812,7 @@ def compute(results: dict, targets: list[str] = LOAD_TARGETS, ratios_wanted=RATI
             "p999": median([r["latency_us"]["p999"] for r in runs]),
             "proxy_cpu_us_per_req": median([r["proxy_cpu_us_per_req"] for r in runs]),
             "proxy_sys_us_per_req": median([r.get("proxy_sys_us_per_req") for r in runs]),
+            "proxy_user_us_per_req": median([user_us(r) for r in runs]),
             "backend_cpu_us_per_req": median([r["backend_cpu_us_per_req"] for r in runs]),
             "aux_cpu_us_per_req": median([r.get("aux_cpu_us_per_req") for r in runs]),
             "errors": sum(r["error_count"] for r in runs),
@@ -847,6 +861,13 @@ def targets_check(results: dict) -> list[tuple[str, str, bool | None]]:
     add("pin=off req/s >= 0.9x NGINX cookie hash", f"{r:.2f}x" if r else "n/a", r is not None and r >= 0.9)
     cpu = med["sw_learn"]["proxy_cpu_us_per_req"]
     add("proxy CPU <= 15 us/request with tracking on (pin=learn)", f"{cpu:.1f} us" if cpu else "n/a", cpu is not None and cpu <= 15)
+    # The request path against NGINX: user-space CPU (utime) per request, and req/s.
+    r = ratios["off_vs_nginx_user"]["median"]
+    add("user CPU/request, pin=off, <= 1.25x NGINX's", f"{r:.2f}x" if r else "n/a", r is not None and r <= 1.25)
+    r = ratios["off_vs_nginx_rps"]["median"]
+    add("pin=off (detection on) req/s >= 0.95x NGINX's", f"{r:.2f}x" if r else "n/a", r is not None and r >= 0.95)
+    r = ratios["learn_vs_haproxy_rps"]["median"]
+    add("pin=learn req/s >= 1.25x HAProxy's stick table", f"{r:.2f}x" if r else "n/a", r is not None and r >= 1.25)
     r = ratios["learn_vs_haproxy_p99"]["median"]
     add(
         "p99 at 64 connections no worse than HAProxy's",
@@ -888,17 +909,18 @@ def markdown(results: dict) -> str:
     w("")
     w(
         "| target | req/s | p50 us | p99 us | p99.9 us | proxy CPU us/req | of which kernel | "
-        "backends CPU us/req | errors | sessions tracked |"
+        "of which user | backends CPU us/req | errors | sessions tracked |"
     )
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in LOAD_TARGETS:
         x = s["medians"][name]
         cpu = "-" if x["proxy_cpu_us_per_req"] is None else f"{x['proxy_cpu_us_per_req']:.2f}"
         sys_cpu = "-" if x.get("proxy_sys_us_per_req") is None else f"{x['proxy_sys_us_per_req']:.2f}"
+        user_cpu = "-" if x.get("proxy_user_us_per_req") is None else f"{x['proxy_user_us_per_req']:.2f}"
         tracked = "-" if x["tracked_sessions"] is None else f"{x['tracked_sessions']:,}"
         w(
             f"| {LABELS[name]} | {x['rps']:,.0f} | {x['p50']:.0f} | {x['p99']:.0f} | {x['p999']:.0f} | {cpu} | "
-            f"{sys_cpu} | {x['backend_cpu_us_per_req']:.2f} | {x['errors']} | {tracked} |"
+            f"{sys_cpu} | {user_cpu} | {x['backend_cpu_us_per_req']:.2f} | {x['errors']} | {tracked} |"
         )
     w("")
     w("Per-round ratios (median of the per-round values):")
