@@ -19,6 +19,7 @@ use demo::DemoOptions;
 
 mod alerts;
 mod demo;
+mod probe;
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
 const EX_USAGE: u8 = 64;
@@ -83,6 +84,9 @@ enum Command {
     },
     /// Read the alert log: show, follow, sum up, or draft an incident's postmortem.
     Alerts(alerts::AlertsArgs),
+    /// The deploy gate: mint a session on every backend, replay it on every other, and exit 0
+    /// when all keep it, 1 when one is lost, 2 when the probe could not run.
+    Probe(probe::ProbeArgs),
 }
 
 /// The `--pin` help, with the accepted names from the one table of them.
@@ -185,6 +189,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args());
     match cli.command {
         Command::Alerts(args) => alerts::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
                 println!("{}: ok", file.display());

@@ -22,6 +22,10 @@ use crate::shutdown::DrainWatch;
 use crate::upstream::body::ResponseBody;
 use sessionwatch_tower::SessionStore;
 
+mod probe;
+
+pub(crate) use probe::ProbeGate;
+
 /// What the admin endpoints read.
 #[derive(Clone)]
 pub(crate) struct AdminState {
@@ -35,6 +39,8 @@ pub(crate) struct AdminState {
     pub incidents: Arc<IncidentWatch>,
     /// Whether the proxy is draining (then it is not ready, whatever the backends).
     pub drain: DrainWatch,
+    /// `POST /probe`.
+    pub probe: Arc<ProbeGate>,
 }
 
 fn text(
@@ -95,6 +101,7 @@ pub(crate) async fn handle(state: &AdminState, req: Request<Incoming>) -> Respon
             });
             text(StatusCode::OK, body.to_string(), "application/json")
         }
+        "/probe" => probe::handle(&state.probe, req.method()).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
     }
 }

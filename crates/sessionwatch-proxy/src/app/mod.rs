@@ -484,6 +484,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             store: store.clone(),
             incidents: incidents.clone(),
             drain: drain_watch.clone(),
+            probe: Arc::new(admin::ProbeGate::new(config.clone(), backends.clone())),
         };
         tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
     }

@@ -24,6 +24,7 @@ pub(crate) struct FileConfig {
     pub(crate) redis: Option<RedisFile>,
     pub(crate) drain: Option<super::drain::DrainFile>,
     pub(crate) log: Option<super::log::LogFile>,
+    pub(crate) probe: Option<super::probe::ProbeFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ mod file;
 mod forwarded;
 mod locate;
 mod log;
+pub(crate) mod probe;
 mod read;
 pub(crate) mod reload;
 mod session;
@@ -364,6 +365,8 @@ pub struct Config {
     pub(crate) drain: crate::shutdown::DrainTimes,
     /// One log event a request (`[log] access`).
     pub(crate) access_log: bool,
+    /// The deploy gate's settings (`[probe]`), for `sessionwatch probe` and `POST /probe`.
+    pub(crate) probe: Option<probe::ProbeConfig>,
 }
 
 /// One problem in a configuration file.

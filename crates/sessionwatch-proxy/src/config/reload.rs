@@ -75,6 +75,7 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
         drain,
         access_log,
         tls,
+        probe,
     } = &mut next;
     let r = &mut refused;
     keep(r, "listen.address", &old.listen, listen);
@@ -112,6 +113,8 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
     keep(r, "health", &old.health, health);
     keep(r, "drain", &old.drain, drain);
     keep(r, "log.access", &old.access_log, access_log);
+    // The admin listener's probe is built with the settings the proxy started with.
+    keep(r, "probe", &old.probe, probe);
     keep_sessions(r, &old.session, session);
     keep_addresses(r, &old.backends, backends);
 

@@ -192,6 +192,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
     let forwarded = super::forwarded::forwarded(&mut issues, &raw);
     let drain = super::drain::drain(&mut issues, &raw);
     let tls = super::tls::tls(&mut issues, &raw);
+    let probe = super::probe::probe(&mut issues, &raw, session.as_ref().map(|s| &s.profile));
     let mut session = session;
     if let Some(affinity) = session.as_mut().and_then(|s| s.affinity.as_mut()) {
         // Clients that reach the proxy over TLS get a `Secure` cookie unless the file says.
@@ -222,6 +223,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             webhook,
             drain,
             access_log: raw.log.as_ref().and_then(|l| l.access).unwrap_or(false),
+            probe,
         }),
         _ => Err(issues),
     }
