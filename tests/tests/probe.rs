@@ -521,3 +521,218 @@ async fn a_bad_probe_configuration_exits_64_as_for_serve() {
     let run = probe_async(&file, &["--check", "/me", "--backend", "a=ftp://x"], &[]).await;
     assert_eq!(run.code, 64, "{run:#?}");
 }
+
+#[test]
+fn through_the_front_door_the_probe_counts_the_losses_of_one_session() {
+    let scratch = Scratch::new("probe-front-door");
+    let farm = PhpFarm::start(&scratch, Store::PerNode, false);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let file = write(&scratch, &config(&farm.backends(), "php", &php_probe()));
+    for (pin, lost_some) in [("off", true), ("learn", false)] {
+        let log = scratch.path().join(format!("alerts-{pin}.jsonl"));
+        let proxy = rt.block_on(proxy_with_sections(&farm, &log, pin, "", ""));
+        let door = format!("http://{}", proxy.addr());
+        let args = [
+            "--json",
+            "--mode",
+            "front-door",
+            "--front-door",
+            &door,
+            "--requests",
+            "10",
+        ];
+        let run = probe(&file, &args, &[]);
+        let report = run.json();
+        let front = &report["front_door"];
+        assert_eq!(front["requests"], 10, "{run:#?}");
+        assert_eq!(
+            report["pairs"],
+            serde_json::json!([]),
+            "no matrix in this mode"
+        );
+        if lost_some {
+            // Round robin over a farm whose nodes do not share sessions: the one session is
+            // lost on every request the other node serves.
+            assert_eq!(run.code, 1, "{run:#?}");
+            let lost = front["lost"].as_u64().unwrap_or(0);
+            assert!((1..10).contains(&lost), "{front}");
+            assert_eq!(front["signals"]["login_redirect"], lost, "{front}");
+        } else {
+            // Pinned to its issuer, the session survives the same farm.
+            assert_eq!(run.code, 0, "{run:#?}");
+            assert_eq!(front["lost"], 0, "{front}");
+        }
+        rt.block_on(proxy.shutdown());
+    }
+}
+
+/// A backend that answers badly: garbage for a status line on one port; on the other, a
+/// sign-in with no cookie (`/none`), a redirect to itself (`/loop`), and one with broken
+/// `Set-Cookie`s, a large body and a session (`/login`, then `/me`).
+async fn hostile_backends() -> (SocketAddr, SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let garbage = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    let garbage_addr = garbage.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = garbage.accept().await {
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut s, b"SSH-2.0-not-http\r\n\r\n").await;
+        }
+    });
+    let loops = Arc::new(AtomicU64::new(0));
+    let counted = loops.clone();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let counted = counted.clone();
+                    async move {
+                        let b = http::Response::builder();
+                        let resp = match req.uri().path() {
+                            "/loop" => {
+                                counted.fetch_add(1, Ordering::Relaxed);
+                                b.status(302).header("location", "/loop")
+                            }
+                            "/login" => b
+                                .status(200)
+                                .header("set-cookie", "PHPSESSID")
+                                .header("set-cookie", ";;;=")
+                                .header(
+                                    "set-cookie",
+                                    http::HeaderValue::from_bytes(b"x=\xff\xfe").expect("value"),
+                                )
+                                .header("set-cookie", "PHPSESSID=hostile-session-value; Path=/"),
+                            "/me" => b.status(200).header(
+                                "set-cookie",
+                                http::HeaderValue::from_bytes(b"PHPSESSID\xff").expect("value"),
+                            ),
+                            _ => b.status(200),
+                        };
+                        let body = if req.uri().path() == "/login" {
+                            vec![b'<'; 1024 * 1024]
+                        } else {
+                            Vec::new()
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            resp.body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                .expect("response"),
+                        )
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+            );
+        }
+    });
+    (garbage_addr, addr, loops)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_answers_end_the_probe_with_why_and_never_crash_it() {
+    use std::sync::atomic::Ordering;
+    let scratch = Scratch::new("probe-hostile");
+    let (garbage, odd, loops) = hostile_backends().await;
+    let step = |path: &str, extra: &str| {
+        format!(
+            "[probe]\ncheck = \"/me\"\ntimeout = \"{PROBE_TIMEOUT}\"\n\
+             [[probe.sign_in]]\nmethod = \"POST\"\npath = \"{path}\"\n{extra}\n"
+        )
+    };
+    let error_of = |run: &Run| run.json()["error"].as_str().unwrap_or_default().to_owned();
+
+    let file = write(
+        &scratch,
+        &config(&[("garbage".into(), garbage)], "php", &step("/login", "")),
+    );
+    let run = probe_async(&file, &["--json"], &[]).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(error_of(&run).contains("no answer from"), "{run:#?}");
+
+    let file = write(
+        &scratch,
+        &config(&[("odd".into(), odd)], "php", &step("/none", "")),
+    );
+    let run = probe_async(&file, &["--json"], &[]).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        error_of(&run).contains("issued no session cookie"),
+        "{run:#?}"
+    );
+
+    // A redirect loop is followed as far as the step says, then left.
+    let file = write(
+        &scratch,
+        &config(
+            &[("odd".into(), odd)],
+            "php",
+            &step("/loop", "follow_redirects = 4"),
+        ),
+    );
+    let run = probe_async(&file, &["--json"], &[]).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    assert!(
+        error_of(&run).contains("issued no session cookie"),
+        "{run:#?}"
+    );
+    assert_eq!(
+        loops.load(Ordering::Relaxed),
+        5,
+        "the step and its four redirects"
+    );
+
+    // Broken Set-Cookies and a large body around a good session: minted and kept, and its
+    // value shown nowhere.
+    let file = write(
+        &scratch,
+        &config(&[("odd".into(), odd)], "php", &step("/login", "")),
+    );
+    let run = probe_async(&file, &["--json"], &[]).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(
+        !run.stdout.contains("hostile-session-value"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(pair(&run.json(), "odd", "odd")["kept"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backends_of_an_srv_entry_are_resolved_and_probed_by_address() {
+    let scratch = Scratch::new("probe-srv");
+    let farm = CsrfFarm::start(2, StoreMode::PerNode, "probe", PASSWORD)
+        .await
+        .expect("farm");
+    let dns = sessionwatch_test_support::DnsServer::start()
+        .await
+        .expect("dns");
+    let nodes = farm.backends();
+    let mut targets = Vec::new();
+    for (i, (_, addr)) in nodes.iter().enumerate() {
+        let name = format!("node-{i}.app.test");
+        dns.set_ips(&name, &[addr.ip()]);
+        targets.push((name, addr.port()));
+    }
+    let targets: Vec<(&str, u16)> = targets.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+    dns.set_srv("_http._tcp.app.test", &targets);
+    let toml = format!(
+        "{}[[backends]]\nsrv = \"_http._tcp.app.test\"\nresolver = \"{}\"\n",
+        config(&[], "django", &django_probe(FROM_FIELD)),
+        dns.addr()
+    );
+    let file = write(&scratch, &toml);
+    let run = probe_async(&file, &["--json"], &CREDENTIALS).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    let report = run.json();
+    let mut names: Vec<String> = nodes.iter().map(|(_, a)| a.to_string()).collect();
+    names.sort();
+    assert_eq!(report["backends"], serde_json::json!(names), "{report}");
+    assert_store_not_shared(&report, &names[0], &names[1]);
+    assert!(dns.queries() > 0);
+}

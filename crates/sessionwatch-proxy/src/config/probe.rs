@@ -232,9 +232,11 @@ pub(super) fn probe(
             .map_err(|why| issues.push(path.clone().key("front_door"), why))
             .ok()
     });
-    let https = front_door
-        .as_ref()
-        .is_some_and(|u| u.scheme_str() == Some("https"));
+    // Without a front door in the file, ca_file serves one given with `--front-door`.
+    let https = match &front_door {
+        Some(u) => u.scheme_str() == Some("https"),
+        None => f.ca_file.is_some(),
+    };
     let front_door_tls = super::upstream_tls::sink(issues, &path, https, f.ca_file.as_deref());
     let mut sign_in = Vec::new();
     for (i, s) in f.sign_in.iter().enumerate() {
@@ -494,6 +496,13 @@ mod tests {
             probe("[probe]\ncheck = \"/me\"\nfront_door = \"https://ingress\"\n").unwrap_err();
         assert!(
             err.contains("probe.ca_file: an https:// URL needs ca_file"),
+            "{err}"
+        );
+        // Without a front door in the file, ca_file is read for one given on the command line.
+        let err =
+            probe("[probe]\ncheck = \"/me\"\nca_file = \"/nonexistent/ca.pem\"\n").unwrap_err();
+        assert!(
+            err.contains("probe.ca_file: cannot read /nonexistent/ca.pem"),
             "{err}"
         );
     }
