@@ -514,6 +514,14 @@ async fn a_bad_probe_configuration_exits_64_as_for_serve() {
         "{}",
         run.stderr
     );
+    // check-config says the same of the same file.
+    let out = Command::new(sessionwatch_binary())
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("run check-config");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("probe.check: must start with '/'"));
     let file = write(&scratch, &config(&farm.backends(), "django", ""));
     let run = probe_async(&file, &[], &[]).await;
     assert_eq!(run.code, 64, "{run:#?}");

@@ -56,14 +56,14 @@ pub(crate) async fn handle(gate: &ProbeGate, method: &Method) -> Response<Respon
             &serde_json::json!({"result": "busy", "error": "a probe is running already"}),
         );
     };
-    let Some(probe) = Probe::for_running(&gate.config, &gate.backends) else {
-        return json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({
-                "result": "failed",
-                "error": "the configuration has no [probe] section (set [probe] check)",
-            }),
-        );
+    let probe = match Probe::for_running(&gate.config, &gate.backends) {
+        Ok(probe) => probe,
+        Err(why) => {
+            return json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"result": "failed", "error": why}),
+            );
+        }
     };
     let env = |name: &str| std::env::var(name).ok();
     let report = probe.run(&env).await;

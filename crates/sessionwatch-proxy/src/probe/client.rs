@@ -166,7 +166,6 @@ impl Jar {
 }
 
 /// One request the probe sends.
-#[derive(Debug)]
 pub(crate) struct Outgoing {
     /// Its method.
     pub(crate) method: Method,
@@ -176,6 +175,21 @@ pub(crate) struct Outgoing {
     pub(crate) headers: Vec<(http::HeaderName, HeaderValue)>,
     /// An urlencoded form, when it has one.
     pub(crate) form: Option<String>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Field names only: a form or a header may carry a password or a token.
+        f.debug_struct("Outgoing")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("form", &self.form.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Sends `out` to `target` with `jar`'s cookies and reads the answer. The caller bounds it in

@@ -214,10 +214,13 @@ impl Probe {
     }
 
     /// The probe of a running proxy's admin listener: the file's `[probe]` on the farm the proxy
-    /// has now (discovery's backends included), or `None` when the file has no `[probe]`.
-    pub(crate) fn for_running(config: &Config, backends: &Backends) -> Option<Probe> {
-        config.probe.as_ref()?;
-        let mut probe = Probe::from_config(config, ProbeOptions::default()).ok()?;
+    /// has now (discovery's backends included); why not, when the file has no `[probe]`.
+    pub(crate) fn for_running(config: &Config, backends: &Backends) -> Result<Probe, String> {
+        if config.probe.is_none() {
+            return Err("the configuration has no [probe] section (set [probe] check)".into());
+        }
+        let mut probe =
+            Probe::from_config(config, ProbeOptions::default()).map_err(|e| e.to_string())?;
         let live = backends.live();
         let targets = live
             .members
@@ -233,7 +236,7 @@ impl Probe {
             })
             .collect();
         probe.farm = Farm::Fixed(targets);
-        Some(probe)
+        Ok(probe)
     }
 
     /// The whole run's time limit.
