@@ -84,8 +84,10 @@ enum Command {
     },
     /// Read the alert log: show, follow, sum up, or draft an incident's postmortem.
     Alerts(alerts::AlertsArgs),
-    /// The deploy gate: mint a session on every backend, replay it on every other, and exit 0
-    /// when all keep it, 1 when one is lost, 2 when the probe could not run.
+    /// The deploy gate: check that a session minted on each backend is kept by every other.
+    ///
+    /// Exit 0 when every session is kept, 1 when one is lost (the matrix and the hint say where
+    /// and why), 2 when the probe could not run, 64 on a bad configuration.
     Probe(probe::ProbeArgs),
 }
 

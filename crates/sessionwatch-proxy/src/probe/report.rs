@@ -304,3 +304,64 @@ impl ProbeReport {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(issuer: &str, server: &str, lost: u32) -> PairResult {
+        PairResult {
+            issuer: issuer.into(),
+            server: server.into(),
+            session: None,
+            requests: 3,
+            lost,
+            signal: (lost > 0).then_some(ResetSignal::Reissued),
+            status: if lost > 0 { 302 } else { 200 },
+        }
+    }
+
+    fn report(lost_across: bool) -> ProbeReport {
+        let mut r = ProbeReport::new("/me", Duration::from_secs(30));
+        r.backends = vec!["a".into(), "b".into()];
+        let l = u32::from(lost_across) * 3;
+        r.pairs = vec![
+            pair("a", "a", 0),
+            pair("a", "b", l),
+            pair("b", "a", l),
+            pair("b", "b", 0),
+        ];
+        r.finish(Duration::from_millis(5));
+        r
+    }
+
+    #[test]
+    fn the_outcome_is_failed_over_lost_over_kept_and_the_hint_comes_with_a_loss() {
+        let kept = report(false);
+        assert_eq!(kept.outcome(), ProbeOutcome::Kept);
+        assert_eq!(kept.hint, None);
+        assert_eq!(kept.to_json()["lost_pairs"], serde_json::json!([]));
+
+        let mut lost = report(true);
+        assert_eq!(lost.outcome(), ProbeOutcome::Lost);
+        assert_eq!(lost.hint, Some(Hint::StoreNotShared));
+        let json = lost.to_json();
+        assert_eq!(json["result"], "lost");
+        assert_eq!(
+            json["lost_pairs"],
+            serde_json::json!([["a", "b"], ["b", "a"]])
+        );
+        assert_eq!(json["pairs"][1]["signal"], "reissued");
+        let table = lost.to_table();
+        assert!(table.contains("LOST 3/3 (reissued)"), "{table}");
+        assert!(
+            table.contains("hint (store_not_shared): every loss"),
+            "{table}"
+        );
+        assert!(table.lines().all(|l| l == l.trim_end()), "{table}");
+
+        lost.error = Some("b is unreachable".into());
+        assert_eq!(lost.outcome(), ProbeOutcome::Failed);
+        assert_eq!(lost.to_json()["result"], "failed");
+    }
+}

@@ -375,6 +375,20 @@ mod tests {
     }
 
     #[test]
+    fn no_cut_of_a_form_makes_the_search_panic() {
+        // Multi-byte characters next to every delimiter the attribute reader splits on.
+        let page = "<p>é</p><input é name=\"tok\" value='ü\"é' /é><INPUT name=tok value=é€>\
+                    <input name='tok'value=\"x\"/>"
+            .as_bytes();
+        for end in 0..=page.len() {
+            for start in 0..end.min(40) {
+                let _ = hidden_field(&page[start..end], "tok");
+            }
+        }
+        assert_eq!(hidden_field(page, "tok").as_deref(), Some("ü\"é"));
+    }
+
+    #[test]
     fn forms_are_encoded_as_a_browser_does() {
         let form = [
             ("user".to_owned(), "a b&c=d".to_owned()),
