@@ -272,6 +272,26 @@ async fn a_backend_that_never_answers_stops_the_probe_at_its_timeout() {
         error.contains("did not finish within 1s") && error.contains("on hung"),
         "{error}"
     );
+
+    // Signed in on a backend that answers, the session is asked of both at once: the message
+    // names the one that never answered.
+    let (_, odd, _) = hostile_backends().await;
+    let file = write(
+        &scratch,
+        &config(
+            &[("odd".to_owned(), odd), ("hung".to_owned(), hole)],
+            "php",
+            &php_probe(),
+        ),
+    );
+    let run = probe_async(&file, &["--json", "--timeout", "1s"], &[]).await;
+    assert_eq!(run.code, 2, "{run:#?}");
+    let report = run.json();
+    let error = report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("with the session odd issued, waiting on hung"),
+        "{error}"
+    );
 }
 
 /// POST (or `method`) `/probe` on the admin listener: status, `Allow`, body.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use http::Method;
@@ -25,10 +25,41 @@ use crate::upstream::TlsTarget;
 /// three requests or more, as they would judge live traffic.
 pub(super) const ROUNDS: u32 = 3;
 
+/// Servers asked at once for one issuer's session.
+const CONCURRENT_PAIRS: usize = 16;
+
 /// What a run has found so far, and what it is doing.
 struct Progress {
     report: ProbeReport,
     at: String,
+    /// The servers whose answers the matrix waits for now.
+    waiting: Waiting,
+}
+
+/// The backends a run is waiting on, for the time limit's message.
+#[derive(Default)]
+struct Waiting(Mutex<Vec<String>>);
+
+impl Waiting {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        // A list of names: a panic elsewhere cannot leave it inconsistent.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, name: &str) {
+        self.lock().push(name.to_owned());
+    }
+
+    fn remove(&self, name: &str) {
+        let mut names = self.lock();
+        if let Some(i) = names.iter().position(|n| n == name) {
+            names.remove(i);
+        }
+    }
+
+    fn names(&self) -> String {
+        self.lock().join(", ")
+    }
 }
 
 pub(super) async fn run(probe: &Probe, env: Env<'_>) -> ProbeReport {
@@ -36,9 +67,18 @@ pub(super) async fn run(probe: &Probe, env: Env<'_>) -> ProbeReport {
     let mut progress = Progress {
         report: ProbeReport::new(&probe.settings.check, probe.timeout),
         at: "starting".into(),
+        waiting: Waiting::default(),
     };
     let done = tokio::time::timeout(probe.timeout, steps(probe, env, &mut progress)).await;
-    let Progress { mut report, at } = progress;
+    let Progress {
+        mut report,
+        mut at,
+        waiting,
+    } = progress;
+    let pending = waiting.names();
+    if !pending.is_empty() {
+        at = format!("{at} {pending}");
+    }
     match done {
         Ok(Ok(())) => {}
         Ok(Err(why)) => report.error = Some(why),
@@ -118,43 +158,76 @@ async fn matrix(
             .map_err(|e| format!("{}: {e}", issuer.name))?;
         let session = session_of(s, &jar);
         p.report.sessions.push((issuer.name.clone(), session));
-        for server in targets {
-            let mut pair = PairResult {
-                issuer: issuer.name.clone(),
-                server: server.name.clone(),
-                session,
-                requests: 0,
-                lost: 0,
-                signal: None,
-                status: 0,
-            };
-            for round in 1..=ROUNDS {
-                p.at = format!(
-                    "GET {} on {} with the session {} issued (round {round})",
-                    s.check, server.name, issuer.name
-                );
-                let answer = check(s, server, &jar).await?;
-                pair.requests += 1;
-                pair.status = answer.status.as_u16();
-                if let Outcome::Reset { signal, .. } = judge(s, &jar, issuer.id, server.id, &answer)
-                {
-                    pair.lost += 1;
-                    pair.signal.get_or_insert(signal);
-                }
-            }
-            let baseline_lost = issuer.id == server.id && pair.lost > 0;
+        p.at = format!(
+            "GET {} with the session {} issued, waiting on",
+            s.check, issuer.name
+        );
+        // The servers are asked at once, a few at a time, so that a large farm fits in the
+        // time limit; the answers come back in the servers' order.
+        let mut answers = Vec::with_capacity(targets.len());
+        for servers in targets.chunks(CONCURRENT_PAIRS) {
+            let asking: Vec<_> = servers
+                .iter()
+                .map(|server| pair(s, issuer, server, &jar, session, &p.waiting))
+                .collect();
+            answers.extend(futures_util::future::join_all(asking).await);
+        }
+        for answer in answers {
+            let pair = answer?;
+            let baseline_lost = pair.issuer == pair.server && pair.lost > 0;
             let signal = pair.signal.map_or("", ResetSignal::as_str);
+            let why = format!(
+                "the session {0} issued is lost on {0} itself ({signal}): the sign-in did not \
+                 sign in, or {1} is not a page that needs a session",
+                issuer.name, s.check
+            );
             p.report.pairs.push(pair);
             if baseline_lost {
-                return Err(format!(
-                    "the session {0} issued is lost on {0} itself ({signal}): the sign-in did not \
-                     sign in, or {1} is not a page that needs a session",
-                    issuer.name, s.check
-                ));
+                return Err(why);
             }
         }
     }
     Ok(())
+}
+
+/// One pair: the session `issuer` minted, sent [`ROUNDS`] times to `server`; `server` is in
+/// `waiting` while it has not answered.
+async fn pair(
+    s: &Settings,
+    issuer: &Target,
+    server: &Target,
+    jar: &Jar,
+    session: Option<ShortFingerprint>,
+    waiting: &Waiting,
+) -> Result<PairResult, String> {
+    let mut pair = PairResult {
+        issuer: issuer.name.clone(),
+        server: server.name.clone(),
+        session,
+        requests: 0,
+        lost: 0,
+        signal: None,
+        status: 0,
+    };
+    waiting.add(&server.name);
+    for _ in 0..ROUNDS {
+        let answer = check(s, server, jar).await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(why) => {
+                waiting.remove(&server.name);
+                return Err(why);
+            }
+        };
+        pair.requests += 1;
+        pair.status = answer.status.as_u16();
+        if let Outcome::Reset { signal, .. } = judge(s, jar, issuer.id, server.id, &answer) {
+            pair.lost += 1;
+            pair.signal.get_or_insert(signal);
+        }
+    }
+    waiting.remove(&server.name);
+    Ok(pair)
 }
 
 /// `GET` of the check path on `server` with `jar`; an answer the farm could not give (none, or
