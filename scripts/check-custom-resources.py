@@ -8,11 +8,21 @@ ServiceMonitor selects the admin Service's port).
     check-custom-resources.py RENDERED.yaml RULES_OUT.yaml
 
 writes the PrometheusRule's `spec` to RULES_OUT.yaml, a rules file for `promtool check rules`.
+
+    check-custom-resources.py --gate PROBE_RENDERED.yaml ROLLOUTS.yaml...
+
+checks the deploy gate instead: the rendered deploy/kubernetes/probe (its Job runs `sessionwatch
+probe` on the ConfigMap it mounts, with every credential its sign-in names from a Secret, never
+in the arguments) and the Argo Rollouts AnalysisTemplates and Flagger Canaries of
+deploy/kubernetes/rollouts (the fields their CRDs require; a `job` metric runs the Job's very
+pod; a `web` metric or webhook POSTs to the admin listener's /probe).
+
 Exits 1 and names every problem found.
 """
 
 import re
 import sys
+import tomllib
 
 import yaml
 
@@ -181,7 +191,215 @@ def check_references(problems, docs):
                          f"scales {ref.get('kind')}/{ref.get('name')}, not the Deployment")
 
 
+# --- the deploy gate ----------------------------------------------------------------------------
+
+# Flagger's webhook types (flagger.app/v1beta1 Canary CRD) and the ones that can gate a rollout
+# on the answer's status.
+FLAGGER_WEBHOOK_TYPES = {"", "confirm-rollout", "pre-rollout", "rollout", "confirm-promotion",
+                         "post-rollout", "event", "rollback", "confirm-traffic-increase"}
+FLAGGER_GATING = {"confirm-rollout", "pre-rollout", "rollout", "confirm-promotion",
+                  "confirm-traffic-increase"}
+FLAGGER_DURATION = re.compile(r"^[0-9]+(m|s)")
+PROBE_PATH = "/probe"
+# The probe's own time limit unless [probe] timeout says: a caller must wait longer.
+PROBE_TIMEOUT_SECONDS = 30
+
+
+def probe_job(problems, docs):
+    """The rendered Job, checked against the ConfigMap it mounts; its pod spec, or None."""
+    jobs = by_kind(docs, "Job")
+    if len(jobs) != 1:
+        problems.add("Job", f"{len(jobs)} in the rendering, not 1")
+        return None
+    job = jobs[0]
+    where = f"Job/{job['metadata']['name']}"
+    pod = job["spec"]["template"]["spec"]
+    if pod.get("restartPolicy") != "Never":
+        problems.add(where, "restartPolicy must be Never: a lost session is an answer, not a crash")
+    if job["spec"].get("backoffLimit") != 0:
+        problems.add(where, "backoffLimit must be 0: exit 1 (lost) must not be retried away")
+    containers = pod.get("containers", [])
+    if len(containers) != 1:
+        problems.add(where, f"{len(containers)} containers, not 1")
+        return pod
+    c = containers[0]
+    args = c.get("args", [])
+    if not args or args[0] != "probe" or "--config" not in args:
+        problems.add(where, f"does not run `sessionwatch probe --config FILE`: {args}")
+        return pod
+    config_path = args[args.index("--config") + 1] if args.index("--config") + 1 < len(args) else ""
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    maps = {v["name"]: v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v}
+    mounted = [(maps[n], p) for n, p in mounts.items() if n in maps
+               and config_path.startswith(p.rstrip("/") + "/")]
+    if len(mounted) != 1:
+        problems.add(where, f"--config {config_path} is in no mounted ConfigMap")
+        return pod
+    map_name, mount = mounted[0]
+    key = config_path[len(mount.rstrip("/")) + 1:]
+    cms = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == map_name]
+    if len(cms) != 1 or key not in cms[0].get("data", {}):
+        problems.add(where, f"ConfigMap {map_name!r} with {key!r} is not in the rendering")
+        return pod
+    try:
+        config = tomllib.loads(cms[0]["data"][key])
+    except tomllib.TOMLDecodeError as e:
+        problems.add(f"ConfigMap/{map_name}", f"{key} is not TOML: {e}")
+        return pod
+    probe = config.get("probe")
+    if not isinstance(probe, dict) or not probe.get("check"):
+        problems.add(f"ConfigMap/{map_name}", f"{key} has no [probe] check")
+        return pod
+    env = {e["name"]: e for e in c.get("env", [])}
+    wanted = set()
+    for step in probe.get("sign_in", []):
+        wanted |= set(step.get("form_env", {}).values()) | set(step.get("header_env", {}).values())
+    session = config.get("session", {})
+    if "fingerprint_key_env" in session:
+        wanted.add(session["fingerprint_key_env"])
+    for var in sorted(wanted):
+        e = env.get(var)
+        if e is None:
+            problems.add(where, f"the configuration names {var} but the container does not set it")
+        elif "secretKeyRef" not in (e.get("valueFrom") or {}):
+            problems.add(where, f"{var} must come from a Secret (valueFrom.secretKeyRef)")
+    if any(a.startswith("--password") or a.startswith("--user") for a in args):
+        problems.add(where, "credentials on the command line")
+    return pod
+
+
+def without_labels(pod):
+    return {k: v for k, v in pod.items() if k != "metadata"}
+
+
+def check_analysis_template(problems, at, job_pod):
+    where = f"AnalysisTemplate/{at.get('metadata', {}).get('name')}"
+    if at.get("apiVersion") != "argoproj.io/v1alpha1":
+        problems.add(where, f"apiVersion {at.get('apiVersion')!r}, not argoproj.io/v1alpha1")
+    metrics = (at.get("spec") or {}).get("metrics")
+    if not isinstance(metrics, list) or not metrics:
+        problems.add(where, "spec.metrics missing or empty (required)")
+        return
+    for i, m in enumerate(metrics):
+        at_m = f"{where}: spec.metrics[{i}]"
+        if not isinstance(m.get("name"), str) or not m["name"]:
+            problems.add(at_m, "name missing (required)")
+        provider = m.get("provider")
+        if not isinstance(provider, dict) or len(provider) != 1:
+            problems.add(at_m, "provider must name exactly one provider (required)")
+            continue
+        kind, spec = next(iter(provider.items()))
+        if kind == "job":
+            template = ((spec or {}).get("spec") or {}).get("template") or {}
+            pod = template.get("spec") or {}
+            if not pod.get("containers"):
+                problems.add(at_m, "provider.job.spec.template.spec.containers missing (a JobSpec)")
+            if pod.get("restartPolicy") not in ("Never", "OnFailure"):
+                problems.add(at_m, "a Job's pod needs restartPolicy Never or OnFailure")
+            if job_pod is not None and without_labels(pod) != without_labels(job_pod):
+                problems.add(at_m, "the job's pod differs from deploy/kubernetes/probe/job.yaml's")
+        elif kind == "web":
+            url = (spec or {}).get("url")
+            if not isinstance(url, str) or not url:
+                problems.add(at_m, "provider.web.url missing (required)")
+                continue
+            if url.rstrip("/").endswith(PROBE_PATH) and spec.get("method") != "POST":
+                problems.add(at_m, f"{PROBE_PATH} runs only on POST (method: POST)")
+            if spec.get("method", "GET") not in ("GET", "POST", "PUT"):
+                problems.add(at_m, f"method {spec['method']!r}: Argo Rollouts takes GET, POST, PUT")
+            if spec.get("timeoutSeconds", 10) <= PROBE_TIMEOUT_SECONDS:
+                problems.add(at_m, f"timeoutSeconds must exceed the probe's {PROBE_TIMEOUT_SECONDS} s")
+            json_path = spec.get("jsonPath", "")
+            if json_path and not (json_path.startswith("{") and json_path.endswith("}")):
+                problems.add(at_m, f"jsonPath {json_path!r} must be a {{...}} expression")
+            if not m.get("successCondition"):
+                problems.add(at_m, "successCondition missing: every 2xx answer would pass")
+        else:
+            problems.add(at_m, f"provider {kind!r}: the gate's templates use job or web")
+
+
+def check_canary(problems, canary):
+    where = f"Canary/{canary.get('metadata', {}).get('name')}"
+    if canary.get("apiVersion") != "flagger.app/v1beta1":
+        problems.add(where, f"apiVersion {canary.get('apiVersion')!r}, not flagger.app/v1beta1")
+    spec = canary.get("spec") or {}
+    ref = spec.get("targetRef")
+    if not isinstance(ref, dict) or any(not ref.get(k) for k in ("apiVersion", "kind", "name")):
+        problems.add(where, "spec.targetRef needs apiVersion, kind and name (required)")
+    elif ref["kind"] not in ("Deployment", "DaemonSet", "Service"):
+        problems.add(where, f"spec.targetRef.kind {ref['kind']!r} is not one Flagger takes")
+    if "service" in spec and not isinstance((spec["service"] or {}).get("port"), int):
+        problems.add(where, "spec.service.port missing (required)")
+    analysis = spec.get("analysis")
+    if not isinstance(analysis, dict):
+        problems.add(where, "spec.analysis missing (required)")
+        return
+    if not FLAGGER_DURATION.match(str(analysis.get("interval", ""))):
+        problems.add(where, "spec.analysis.interval missing or not like 1m (required)")
+    if not isinstance(analysis.get("threshold"), int):
+        problems.add(where, "spec.analysis.threshold missing (required)")
+    if not any(k in analysis for k in ("iterations", "stepWeight", "stepWeights")):
+        problems.add(where, "spec.analysis needs one of iterations, stepWeight, stepWeights")
+    gates = 0
+    for i, hook in enumerate(analysis.get("webhooks") or []):
+        at_h = f"{where}: spec.analysis.webhooks[{i}]"
+        if not hook.get("name") or not hook.get("url"):
+            problems.add(at_h, "name and url are required")
+            continue
+        kind = hook.get("type", "")
+        if kind not in FLAGGER_WEBHOOK_TYPES:
+            problems.add(at_h, f"type {kind!r} is not a Flagger webhook type")
+        if "timeout" in hook and not FLAGGER_DURATION.match(str(hook["timeout"])):
+            problems.add(at_h, f"timeout {hook['timeout']!r} is not like 30s")
+        if hook["url"].rstrip("/").endswith(PROBE_PATH):
+            gates += 1
+            if kind not in FLAGGER_GATING:
+                problems.add(at_h, f"type {kind!r} does not gate on the answer")
+            seconds = int(re.match(r"^[0-9]+", str(hook.get("timeout", "10s"))).group())
+            if str(hook.get("timeout", "10s")).rstrip("s").endswith("m"):
+                seconds *= 60
+            if seconds <= PROBE_TIMEOUT_SECONDS:
+                problems.add(at_h, f"timeout must exceed the probe's {PROBE_TIMEOUT_SECONDS} s")
+    if gates == 0:
+        problems.add(where, f"no webhook calls {PROBE_PATH}")
+
+
+def gate_main(probe_rendered, rollouts):
+    with open(probe_rendered, encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    problems = Problems(probe_rendered)
+    job_pod = probe_job(problems, docs)
+    counts = {"AnalysisTemplate": 0, "Canary": 0}
+    for path in rollouts:
+        with open(path, encoding="utf-8") as f:
+            resources = [d for d in yaml.safe_load_all(f) if d]
+        file_problems = Problems(path)
+        for r in resources:
+            kind = r.get("kind")
+            if kind == "AnalysisTemplate":
+                check_analysis_template(file_problems, r, job_pod)
+            elif kind == "Canary":
+                check_canary(file_problems, r)
+            else:
+                file_problems.add(str(kind), "not an AnalysisTemplate or a Canary")
+                continue
+            counts[kind] += 1
+        problems.found.extend(file_problems.found)
+    for kind, n in counts.items():
+        if n == 0:
+            problems.add(kind, "none in the rollouts' files")
+    for p in problems.found:
+        print(p, file=sys.stderr)
+    if problems.found:
+        return 1
+    print(f"{probe_rendered}: the probe Job and its configuration agree; "
+          f"{counts['AnalysisTemplate']} AnalysisTemplates and {counts['Canary']} Canary complete")
+    return 0
+
+
 def main():
+    if len(sys.argv) >= 4 and sys.argv[1] == "--gate":
+        return gate_main(sys.argv[2], sys.argv[3:])
     if len(sys.argv) != 3:
         print(__doc__, file=sys.stderr)
         return 64

@@ -2,6 +2,7 @@
 //! configuration written as TOML (the same path `sessionwatch serve` takes), and read its alert
 //! log back.
 
+pub mod binary;
 pub mod browser;
 pub mod h2wire;
 pub mod log;

@@ -259,6 +259,12 @@ impl PhpFarm {
             .collect()
     }
 
+    /// Stops node `name` and its workers: its port refuses connections from now on.
+    pub fn stop_node(&mut self, name: &str) {
+        // Dropping a node stops it.
+        self.nodes.retain(|n| n.name != name);
+    }
+
     /// Every node's server log, for failure messages.
     pub fn logs(&self) -> String {
         self.nodes

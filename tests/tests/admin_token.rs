@@ -129,3 +129,32 @@ async fn without_a_token_the_admin_paths_are_open_as_before() {
         assert!(challenges.is_empty(), "{challenges:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_open_paths_lists_is_answered_without_the_token() {
+    let scratch = Scratch::new("admin-open-paths");
+    let farm = Farm::start(FarmConfig::new(1, StoreMode::Shared))
+        .await
+        .expect("farm starts");
+    let toml = config_toml(
+        &farm_backends(&farm),
+        farm.cookie_name(),
+        &scratch.alert_log(),
+        "",
+    )
+    .replace(
+        "[admin]\naddress = \"127.0.0.1:0\"\n",
+        &format!(
+            "[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nopen_paths = [\"/metrics\"]\n"
+        ),
+    );
+    let proxy = start_proxy(&toml).await;
+    let admin = proxy.admin_addr().expect("admin listener configured");
+    let (status, _, scrape) = get(admin, "/metrics", None).await;
+    assert_eq!(status, 200, "{scrape}");
+    assert!(scrape.contains("sessionwatch_requests_total"), "{scrape}");
+    for closed in ["/status", "/", "/probe"] {
+        let (status, _, body) = get(admin, closed, None).await;
+        assert_eq!(status, 401, "{closed}: {body}");
+    }
+}

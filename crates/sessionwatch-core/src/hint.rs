@@ -95,6 +95,26 @@ impl Hint {
         }
     }
 
+    /// The hint for an issuer x server matrix alone, with no history (restarts, joins) and no
+    /// idle times: what a deliberate test of every pair, such as `sessionwatch probe`, can say.
+    /// The same rules as an incident's, so the same words: only `store_not_shared`,
+    /// `backend_differs` and `unclear` can fit without history. Backends are numbered by their
+    /// position in the list the matrix speaks of.
+    pub fn of_matrix(matrix: &[PairCounts]) -> Hint {
+        let backends = matrix
+            .iter()
+            .flat_map(|p| [p.issuer.index(), p.server.index()])
+            .filter(|&i| i != BackendId::UNKNOWN.index())
+            .max()
+            .map_or(0, |i| i + 1);
+        hint(
+            matrix,
+            &[],
+            &History::new(backends),
+            Timestamp::from_millis(0),
+        )
+    }
+
     /// The sentence for people; `name` maps backend ids to names.
     pub fn text(&self, name: &dyn Fn(BackendId) -> String) -> String {
         match self {
@@ -402,4 +422,52 @@ pub(crate) fn pairs(n: usize, req: &[u64], res: &[u64]) -> Vec<PairCounts> {
         }
     }
     matrix
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(issuer: u16, server: u16, requests: u64, resets: u64) -> PairCounts {
+        PairCounts {
+            issuer: BackendId(issuer),
+            server: BackendId(server),
+            requests,
+            resets,
+        }
+    }
+
+    /// Every pair of `n` backends with 3 requests; the cross pairs in `lossy` lose all three.
+    fn matrix(n: u16, lossy: &[(u16, u16)]) -> Vec<PairCounts> {
+        let mut m = Vec::new();
+        for i in 0..n {
+            for s in 0..n {
+                let lost = if lossy.contains(&(i, s)) { 3 } else { 0 };
+                m.push(pair(i, s, 3, lost));
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn a_tested_matrix_reads_as_an_incident_would() {
+        assert_eq!(
+            Hint::of_matrix(&matrix(2, &[(0, 1), (1, 0)])),
+            Hint::StoreNotShared
+        );
+        // Backend 2 rejects the others' sessions and the others reject its own.
+        let odd = matrix(3, &[(0, 2), (1, 2), (2, 0), (2, 1)]);
+        assert_eq!(
+            Hint::of_matrix(&odd),
+            Hint::BackendDiffers {
+                backend: BackendId(2),
+                direction: Direction::Both,
+            }
+        );
+        assert_eq!(
+            Hint::of_matrix(&matrix(2, &[])),
+            Hint::Unclear { cross: 0, same: 0 }
+        );
+        assert_eq!(Hint::of_matrix(&[]), Hint::Unclear { cross: 0, same: 0 });
+    }
 }

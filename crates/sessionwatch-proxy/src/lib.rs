@@ -12,7 +12,8 @@
 //! fails with a [`StartError`], and the [`RunningProxy`] it returns says where it listens,
 //! answers a few questions about its state (metrics, backend health, incidents, the session
 //! count), reloads its configuration file ([`RunningProxy::reload`], a [`ReloadReport`] or a
-//! [`ReloadError`]) and shuts down. Every module is private (the fuzz targets aim at the codec crate, `sessionwatch-h1`).
+//! [`ReloadError`]) and shuts down. [`probe`] is the deploy gate (`sessionwatch probe`, `POST /probe`): it
+//! mints a session on each backend and tells which others keep it. Every other module is private (the fuzz targets aim at the codec crate, `sessionwatch-h1`).
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,6 +37,7 @@ mod hop_by_hop;
 mod listen;
 mod metrics;
 mod prepare;
+pub mod probe;
 mod report;
 mod respond;
 mod route;

@@ -18,6 +18,7 @@
 
 mod app;
 mod body;
+mod csrf;
 mod dns;
 mod drive;
 mod farm;
@@ -31,6 +32,7 @@ mod tests;
 
 use std::time::Duration;
 
+pub use csrf::{CSRF_COOKIE, CSRF_FIELD, CsrfFarm, SESSION_COOKIE};
 pub use dns::DnsServer;
 pub use drive::{DriveConfig, DriveReport, drive_users, drive_users_with_client};
 pub use farm::{Farm, FarmConfig, StoreMode};

@@ -19,6 +19,7 @@ use demo::DemoOptions;
 
 mod alerts;
 mod demo;
+mod probe;
 
 /// EX_USAGE from sysexits.h: the configuration is wrong.
 const EX_USAGE: u8 = 64;
@@ -83,6 +84,11 @@ enum Command {
     },
     /// Read the alert log: show, follow, sum up, or draft an incident's postmortem.
     Alerts(alerts::AlertsArgs),
+    /// The deploy gate: check that a session minted on each backend is kept by every other.
+    ///
+    /// Exit 0 when every session is kept, 1 when one is lost (the matrix and the hint say where
+    /// and why), 2 when the probe could not run, 64 on a bad configuration.
+    Probe(probe::ProbeArgs),
 }
 
 /// The `--pin` help, with the accepted names from the one table of them.
@@ -185,6 +191,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse_from(args());
     match cli.command {
         Command::Alerts(args) => alerts::run(args),
+        Command::Probe(args) => probe::run(args),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
                 // Valid, so the exit status stays 0; the warnings go where errors go.

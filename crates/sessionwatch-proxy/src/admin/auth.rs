@@ -1,5 +1,6 @@
 //! The admin token: with `[admin] token` set, every admin path but the probes' (`/healthz`,
-//! `/readyz`, which kubelets and load balancers call without credentials) needs it, as an
+//! `/readyz`, which kubelets and load balancers call without credentials) and the ones
+//! `[admin] open_paths` lists (a Flagger webhook cannot send a header) needs it, as an
 //! `Authorization: Bearer` token (API clients, Prometheus' `authorization` block) or as the
 //! password of HTTP Basic (so that a browser can open the status page; any user name).
 
@@ -8,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use http::header::{AUTHORIZATION, CACHE_CONTROL, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
-use crate::config::AdminToken;
+use crate::config::AdminAuth;
 use crate::upstream::body::ResponseBody;
 
 /// Paths open without the token.
@@ -16,12 +17,15 @@ const OPEN: [&str; 2] = ["/healthz", "/readyz"];
 
 /// `None` when the request may go on; else the 401 to send.
 pub(super) fn refuse(
-    token: Option<&AdminToken>,
+    token: Option<&AdminAuth>,
     path: &str,
     headers: &HeaderMap,
 ) -> Option<Response<ResponseBody>> {
     let token = token?;
-    if OPEN.contains(&path) || presented(headers).is_some_and(|t| token.matches(&t)) {
+    if OPEN.contains(&path)
+        || token.is_open(path)
+        || presented(headers).is_some_and(|t| token.matches(&t))
+    {
         return None;
     }
     let mut r = super::text(
@@ -67,12 +71,12 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn token(t: &str) -> AdminToken {
+    fn token(t: &str) -> AdminAuth {
         let src = format!(
             "[admin]\ntoken = \"{t}\"\n[[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n"
         );
         let c = Config::parse(&src, "t.toml".as_ref()).unwrap();
-        c.admin_token.unwrap()
+        c.admin_auth.unwrap()
     }
 
     fn with(auth: &str) -> HeaderMap {
@@ -104,6 +108,20 @@ mod tests {
             assert_eq!(challenges.len(), 2, "{closed}");
             assert!(challenges[0].to_str().unwrap().starts_with("Basic "));
         }
+    }
+
+    #[test]
+    fn a_path_open_paths_lists_needs_no_token() {
+        let src = format!(
+            "[admin]\ntoken = \"{T}\"\nopen_paths = [\"/probe\"]\n\
+             [[backends]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n"
+        );
+        let t = Config::parse(&src, "t.toml".as_ref())
+            .unwrap()
+            .admin_auth
+            .unwrap();
+        assert!(refuse(Some(&t), "/probe", &HeaderMap::new()).is_none());
+        assert!(refuse(Some(&t), "/status", &HeaderMap::new()).is_some());
     }
 
     #[test]

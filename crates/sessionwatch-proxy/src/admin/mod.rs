@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tower::ServiceBuilder;
 
 use crate::backends::Backends;
-use crate::config::AdminToken;
+use crate::config::AdminAuth;
 use crate::metrics::Metrics;
 use crate::report::incidents::IncidentWatch;
 use crate::sensitive;
@@ -24,6 +24,9 @@ use crate::upstream::body::ResponseBody;
 use sessionwatch_tower::SessionStore;
 
 mod auth;
+mod probe;
+
+pub(crate) use probe::ProbeGate;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
@@ -39,7 +42,9 @@ pub(crate) struct AdminState {
     /// Whether the proxy is draining (then it is not ready, whatever the backends).
     pub drain: DrainWatch,
     /// What every path but `/healthz` and `/readyz` asks for, when set.
-    pub token: Option<AdminToken>,
+    pub token: Option<AdminAuth>,
+    /// `POST /probe`.
+    pub probe: Arc<ProbeGate>,
 }
 
 fn text(
@@ -103,6 +108,7 @@ pub(crate) async fn handle(state: &AdminState, req: Request<Incoming>) -> Respon
             });
             text(StatusCode::OK, body.to_string(), "application/json")
         }
+        "/probe" => probe::handle(&state.probe, req.method()).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
     }
 }

@@ -487,7 +487,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
             store: store.clone(),
             incidents: incidents.clone(),
             drain: drain_watch.clone(),
-            token: config.admin_token.clone(),
+            token: config.admin_auth.clone(),
+            probe: Arc::new(admin::ProbeGate::new(config.clone(), backends.clone())),
         };
         tasks.push(tokio::spawn(admin::serve(l, state, shutdown_rx.clone())));
     }

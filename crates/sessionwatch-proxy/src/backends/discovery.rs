@@ -420,6 +420,19 @@ impl Discovery {
     }
 }
 
+/// The addresses `config` lists now, resolved once as a refresh would (its resolver, the same
+/// time limit): for `sessionwatch probe`, which tests the backends the proxy would find.
+pub(crate) async fn resolve_once(
+    config: &DiscoveryConfig,
+) -> Result<Vec<SocketAddr>, ResolveError> {
+    let resolving = resolver_for(config.resolver).resolve(&config.target);
+    match tokio::time::timeout(RESOLVE_TIMEOUT, resolving).await {
+        Ok(Ok(addrs)) if addrs.is_empty() => Err(ResolveError::Empty),
+        Ok(found) => found,
+        Err(_) => Err(ResolveError::Timeout(RESOLVE_TIMEOUT)),
+    }
+}
+
 /// The resolver for an entry: the system's, or the server at `server`.
 fn resolver_for(server: Option<SocketAddr>) -> Arc<dyn Resolve> {
     match server {

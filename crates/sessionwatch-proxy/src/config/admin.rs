@@ -1,5 +1,6 @@
-//! `[admin]`'s token: the secret every admin path but `/healthz` and `/readyz` asks for, and the
-//! warning for an admin listener that anyone on the network can reach without one.
+//! `[admin]`'s token: the secret every admin path but `/healthz`, `/readyz` and the ones
+//! `open_paths` lists asks for, and the warning for an admin listener that anyone on the network
+//! can reach without one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,26 +14,61 @@ use super::file::AdminFile;
 /// The shortest token accepted: a guessable one is no protection.
 const MIN_LEN: usize = 16;
 
-/// The admin token, from `token` or the environment variable `token_env` names.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct AdminToken(Arc<[u8]>);
+/// Admin paths `open_paths` may list: the probes' two are open always, and a path the listener
+/// does not serve is a typo.
+const OPENABLE: [&str; 4] = ["/", "/status", "/metrics", "/probe"];
 
-impl AdminToken {
+/// The admin token, from `token` or the environment variable `token_env` names, and the paths
+/// that need none.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct AdminAuth {
+    token: Arc<[u8]>,
+    open: Vec<&'static str>,
+}
+
+impl AdminAuth {
     /// Whether `candidate` is the token, in time that does not depend on where they differ.
     pub(crate) fn matches(&self, candidate: &[u8]) -> bool {
-        bool::from(self.0.ct_eq(candidate))
+        bool::from(self.token.ct_eq(candidate))
+    }
+
+    /// Whether `path` is one `open_paths` lists.
+    pub(crate) fn is_open(&self, path: &str) -> bool {
+        self.open.contains(&path)
     }
 }
 
-impl std::fmt::Debug for AdminToken {
+impl std::fmt::Debug for AdminAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
+        f.debug_struct("AdminAuth")
+            .field("token", &"<redacted>")
+            .field("open", &self.open)
+            .finish()
     }
+}
+
+/// `open_paths`, each one of [`OPENABLE`].
+fn open_paths(issues: &mut Issues, a: &AdminFile) -> Vec<&'static str> {
+    let mut open = Vec::new();
+    for (i, path) in a.open_paths.iter().flatten().enumerate() {
+        match OPENABLE.iter().find(|p| **p == path.as_str()) {
+            Some(p) => open.push(*p),
+            None => issues.push(
+                p("admin").key("open_paths").index(i),
+                format!(
+                    "{path:?} is not an admin path that can be opened: one of {}",
+                    OPENABLE.map(|p| format!("\"{p}\"")).join(", ")
+                ),
+            ),
+        }
+    }
+    open
 }
 
 /// Read `[admin] token` / `token_env`.
-pub(super) fn token(issues: &mut Issues, admin: Option<&AdminFile>) -> Option<AdminToken> {
+pub(super) fn token(issues: &mut Issues, admin: Option<&AdminFile>) -> Option<AdminAuth> {
     let a = admin?;
+    let open = open_paths(issues, a);
     let (value, field) = match (a.token.as_deref(), a.token_env.as_deref()) {
         (None, None) => return None,
         (Some(_), Some(_)) => {
@@ -85,11 +121,14 @@ pub(super) fn token(issues: &mut Issues, admin: Option<&AdminFile>) -> Option<Ad
         );
         return None;
     }
-    Some(AdminToken(Arc::from(value.as_bytes())))
+    Some(AdminAuth {
+        token: Arc::from(value.as_bytes()),
+        open,
+    })
 }
 
 /// What `check-config` and `serve` warn about: valid, but likely a mistake.
-pub(super) fn warnings(admin: Option<SocketAddr>, token: Option<&AdminToken>) -> Vec<String> {
+pub(super) fn warnings(admin: Option<SocketAddr>, token: Option<&AdminAuth>) -> Vec<String> {
     match admin {
         Some(a) if token.is_none() && !a.ip().is_loopback() => vec![format!(
             "admin.address: {a} is reachable from other hosts and no token is set: \
@@ -119,19 +158,22 @@ mod tests {
     #[test]
     fn the_token_comes_from_the_file_or_the_environment_and_never_shows() {
         let c = parse("token = \"0123456789abcdef\"\n").unwrap();
-        let t = c.admin_token.clone().unwrap();
+        let t = c.admin_auth.clone().unwrap();
         assert!(t.matches(b"0123456789abcdef"));
         assert!(!t.matches(b"0123456789abcdeF"));
-        assert_eq!(format!("{t:?}"), "AdminToken(<redacted>)");
+        assert_eq!(
+            format!("{t:?}"),
+            "AdminAuth { token: \"<redacted>\", open: [] }"
+        );
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
 
         // Cargo sets CARGO_PKG_NAME for the test process; tests cannot set variables (that needs
         // `unsafe` in this edition, which the workspace forbids).
         let expected = std::env::var("CARGO_PKG_NAME").unwrap();
         let c = parse("token_env = \"CARGO_PKG_NAME\"\n").unwrap();
-        assert!(c.admin_token.unwrap().matches(expected.as_bytes()));
+        assert!(c.admin_auth.unwrap().matches(expected.as_bytes()));
 
-        assert!(parse("").unwrap().admin_token.is_none());
+        assert!(parse("").unwrap().admin_auth.is_none());
     }
 
     #[test]
@@ -162,6 +204,21 @@ mod tests {
             assert!(e.contains(fragment), "{admin}: {e}");
             assert!(!e.contains("0123456789"), "the error shows the token: {e}");
         }
+    }
+
+    #[test]
+    fn open_paths_name_admin_paths_the_listener_serves() {
+        let c = parse("token = \"0123456789abcdef\"\nopen_paths = [\"/probe\", \"/metrics\"]\n")
+            .unwrap();
+        let auth = c.admin_auth.unwrap();
+        assert!(auth.is_open("/probe") && auth.is_open("/metrics"));
+        assert!(!auth.is_open("/status") && !auth.is_open("/"));
+        let e = parse("token = \"0123456789abcdef\"\nopen_paths = [\"/probe\", \"/prob\"]\n")
+            .unwrap_err();
+        assert!(
+            e.contains("admin.open_paths[1]: \"/prob\" is not an admin path that can be opened: one of \"/\", \"/status\", \"/metrics\", \"/probe\""),
+            "{e}"
+        );
     }
 
     #[test]

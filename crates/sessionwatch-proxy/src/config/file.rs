@@ -24,6 +24,7 @@ pub(crate) struct FileConfig {
     pub(crate) redis: Option<RedisFile>,
     pub(crate) drain: Option<super::drain::DrainFile>,
     pub(crate) log: Option<super::log::LogFile>,
+    pub(crate) probe: Option<super::probe::ProbeFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +46,7 @@ pub(crate) struct AdminFile {
     pub(crate) address: Option<String>,
     pub(crate) token: Option<String>,
     pub(crate) token_env: Option<String>,
+    pub(crate) open_paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

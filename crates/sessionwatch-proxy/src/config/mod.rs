@@ -10,6 +10,7 @@ mod file;
 mod forwarded;
 mod locate;
 mod log;
+pub(crate) mod probe;
 mod read;
 pub(crate) mod reload;
 mod session;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use sessionwatch_core::{IncidentConfig, PinPolicy, SessionProfile};
 
-pub(crate) use admin::AdminToken;
+pub(crate) use admin::AdminAuth;
 use validate::from_toml;
 
 pub(crate) use forwarded::{ForwardedConfig, TrustedProxies};
@@ -339,7 +340,7 @@ pub struct Config {
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`).
     pub(crate) admin: Option<SocketAddr>,
     /// What every admin path but `/healthz` and `/readyz` asks for (`[admin] token`).
-    pub(crate) admin_token: Option<AdminToken>,
+    pub(crate) admin_auth: Option<AdminAuth>,
     /// The farm's configured backends.
     pub(crate) backends: Vec<BackendConfig>,
     /// The farm's discovered backends: the entries that name DNS records.
@@ -368,6 +369,8 @@ pub struct Config {
     pub(crate) drain: crate::shutdown::DrainTimes,
     /// One log event a request (`[log] access`).
     pub(crate) access_log: bool,
+    /// The deploy gate's settings (`[probe]`), for `sessionwatch probe` and `POST /probe`.
+    pub(crate) probe: Option<probe::ProbeConfig>,
 }
 
 /// One problem in a configuration file.
@@ -465,7 +468,7 @@ impl Config {
     /// What is valid but likely a mistake, one sentence each (`check-config` prints them,
     /// `serve` logs them).
     pub fn warnings(&self) -> Vec<String> {
-        admin::warnings(self.admin, self.admin_token.as_ref())
+        admin::warnings(self.admin, self.admin_auth.as_ref())
     }
 
     /// Read and validate the configuration file at `path`.

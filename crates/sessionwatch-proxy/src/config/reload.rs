@@ -60,7 +60,7 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
         max_connections,
         forwarded,
         admin,
-        admin_token,
+        admin_auth,
         backends,
         discovery,
         balance,
@@ -76,6 +76,7 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
         drain,
         access_log,
         tls,
+        probe,
     } = &mut next;
     let r = &mut refused;
     keep(r, "listen.address", &old.listen, listen);
@@ -109,11 +110,13 @@ pub(crate) fn plan(old: &Config, mut next: Config) -> Plan {
     // like the listener it configures, is the process's.
     keep(r, "listen.tls", &old.tls, tls);
     keep(r, "admin.address", &old.admin, admin);
-    keep(r, "admin.token", &old.admin_token, admin_token);
+    keep(r, "admin.token", &old.admin_auth, admin_auth);
     keep(r, "upstream", &old.upstream, upstream);
     keep(r, "health", &old.health, health);
     keep(r, "drain", &old.drain, drain);
     keep(r, "log.access", &old.access_log, access_log);
+    // The admin listener's probe is built with the settings the proxy started with.
+    keep(r, "probe", &old.probe, probe);
     keep_sessions(r, &old.session, session);
     keep_addresses(r, &old.backends, backends);
 

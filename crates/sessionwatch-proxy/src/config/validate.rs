@@ -44,7 +44,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
         ),
         None => None,
     };
-    let admin_token = super::admin::token(&mut issues, raw.admin.as_ref());
+    let admin_auth = super::admin::token(&mut issues, raw.admin.as_ref());
 
     if let (Some(listen), Some(admin)) = (listen, admin)
         && clash(listen, admin)
@@ -193,6 +193,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
     let forwarded = super::forwarded::forwarded(&mut issues, &raw);
     let drain = super::drain::drain(&mut issues, &raw);
     let tls = super::tls::tls(&mut issues, &raw);
+    let probe = super::probe::probe(&mut issues, &raw, session.as_ref().map(|s| &s.profile));
     let mut session = session;
     if let Some(affinity) = session.as_mut().and_then(|s| s.affinity.as_mut()) {
         // Clients that reach the proxy over TLS get a `Secure` cookie unless the file says.
@@ -209,7 +210,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             forwarded,
             tls,
             admin,
-            admin_token,
+            admin_auth,
             backends,
             discovery,
             balance,
@@ -224,6 +225,7 @@ pub(crate) fn from_toml(raw: FileConfig) -> Result<Config, Issues> {
             webhook,
             drain,
             access_log: raw.log.as_ref().and_then(|l| l.access).unwrap_or(false),
+            probe,
         }),
         _ => Err(issues),
     }
