@@ -31,7 +31,7 @@ mod stream;
 
 pub(crate) use plain::Body as Http1Body;
 pub(crate) use plain::Error as Http1Error;
-pub(crate) use pool::{Lease, PoisonedCounters, Pool, UpstreamError};
+pub(crate) use pool::{ConnectionGauges, Lease, PoisonedCounters, Pool, UpstreamError};
 pub(crate) use stream::TlsTarget;
 
 pub(crate) use sessionwatch_h1::BUFFER_BODY_LIMIT;
@@ -256,7 +256,10 @@ mod tests {
             reuse: ReusePolicy::Safe,
             request_body_timeout: LIMIT,
         };
-        Upstream::new(Pool::new(&config, Arc::new(|_| None)), config)
+        Upstream::new(
+            Pool::new(&config, Arc::new(|_| None), Arc::new(|_| None)),
+            config,
+        )
     }
 
     /// A backend that reads the body every [`READ_EVERY`] for `reading`, then, if `ends`, comes
