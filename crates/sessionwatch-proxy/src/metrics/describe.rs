@@ -158,6 +158,10 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         "Connections to each backend open now, in use and idle.",
     );
     g(
+        "sessionwatch_config_last_reload_successful",
+        "1 while the last configuration reload applied (or none was tried), 0 after one failed.",
+    );
+    g(
         "sessionwatch_build_info",
         "1, labelled with the release and the commit the binary was built from.",
     );
