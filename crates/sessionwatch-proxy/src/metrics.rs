@@ -155,7 +155,6 @@ impl Metrics {
             // Only fails on an empty bucket list, which the constant is not.
             Err(_) => PrometheusBuilder::new(),
         };
-
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         describe(&recorder);

@@ -49,7 +49,7 @@ pub(crate) enum Ended {
 /// the answer was given up: the client left, a send timed out), so it includes reading a body
 /// and the backend's whole answer, as the time a client waits for the page does. The clock is
 /// read once a request more than before: the answer's end is also the start of the wait for the
-/// next head.
+/// next head. A head refused before it was read whole (400, 431) is not timed.
 pub(crate) async fn serve_plain<S: ClientIo, H: Handler>(
     stream: &mut S,
     buf: BytesMut,
