@@ -41,12 +41,12 @@ pub(crate) struct BackendMetrics {
     pub timeouts: Counter,
     /// Backend health (1 up, 0 down).
     pub up: Gauge,
-    /// Connections closed because the backend sent bytes past the end of an answer, or while
-    /// the connection was idle.
-    pub poisoned: Counter,
     /// Connections to the backend open now (in use and idle, every worker's pool and the
     /// health checks').
     pub connections: Gauge,
+    /// Connections closed because the backend sent bytes past the end of an answer, or while
+    /// the connection was idle.
+    pub poisoned: Counter,
     name: SharedString,
 }
 
@@ -290,10 +290,10 @@ impl Metrics {
                 connect_errors: recorder.register_counter(&kind("connect"), &META),
                 timeouts: recorder.register_counter(&kind("timeout"), &META),
                 up: recorder.register_gauge(&key("sessionwatch_backend_up"), &META),
-                poisoned: recorder
-                    .register_counter(&key("sessionwatch_upstream_poisoned_total"), &META),
                 connections: recorder
                     .register_gauge(&key("sessionwatch_upstream_connections"), &META),
+                poisoned: recorder
+                    .register_counter(&key("sessionwatch_upstream_poisoned_total"), &META),
                 name: name.clone(),
             };
             b.up.set(1.0);
@@ -334,8 +334,10 @@ impl Metrics {
         })
     }
 
-    /// Each backend's gauge of open upstream connections, for a pool.
-    pub(crate) fn connection_gauges(self: &Arc<Self>) -> crate::upstream::ConnectionGauges {
+    /// Each backend's gauge of open upstream connections, for a pool (by the backend's slot).
+    pub(crate) fn connection_gauges(
+        self: &Arc<Self>,
+    ) -> Arc<dyn Fn(usize) -> Option<Gauge> + Send + Sync> {
         let this = self.clone();
         Arc::new(move |slot| {
             let id = BackendId(u16::try_from(slot).ok()?);

@@ -31,7 +31,7 @@ mod stream;
 
 pub(crate) use plain::Body as Http1Body;
 pub(crate) use plain::Error as Http1Error;
-pub(crate) use pool::{ConnectionGauges, Lease, PoisonedCounters, Pool, UpstreamError};
+pub(crate) use pool::{Lease, PoisonedCounters, Pool, UpstreamError};
 pub(crate) use stream::TlsTarget;
 
 pub(crate) use sessionwatch_h1::BUFFER_BODY_LIMIT;

@@ -99,7 +99,7 @@ pub(crate) type PoisonedCounters = Arc<dyn Fn(usize) -> Option<Counter> + Send +
 
 /// Each backend's gauge of open connections, by the backend's slot (`None` for a slot without
 /// one).
-pub(crate) type ConnectionGauges = Arc<dyn Fn(usize) -> Option<Gauge> + Send + Sync>;
+pub(super) type ConnectionGauges = Arc<dyn Fn(usize) -> Option<Gauge> + Send + Sync>;
 
 /// One open upstream connection in its backend's gauge, for as long as the connection lives:
 /// kept beside our own connection's stream, or in the task that drives one of hyper's.
