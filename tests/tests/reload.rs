@@ -394,6 +394,8 @@ async fn a_broken_file_keeps_the_running_configuration_and_is_counted_once() {
     std::fs::write(&file, config(&farm, &[("a", 1)], &["SID"], "")).unwrap();
     let proxy = start(&file, Some(Duration::from_millis(50))).await;
     let addr = proxy.addr();
+    let last_ok = "sessionwatch_config_last_reload_successful";
+    assert_eq!(metric(&proxy, last_ok, &[]).await, 1.0, "none tried yet");
 
     // Asked for: the error, and nothing changes.
     std::fs::write(&file, "[[backends]\nname = \"b\"\n").unwrap();
@@ -415,6 +417,11 @@ async fn a_broken_file_keeps_the_running_configuration_and_is_counted_once() {
         )
         .await,
         1.0
+    );
+    assert_eq!(
+        metric(&proxy, last_ok, &[]).await,
+        0.0,
+        "the file on disk does not run"
     );
     let before = farm.served("a");
     assert_eq!(request(addr, "/page", None).await.0, 200);
@@ -449,6 +456,7 @@ async fn a_broken_file_keeps_the_running_configuration_and_is_counted_once() {
             == 1.0
     })
     .await;
+    assert_eq!(metric(&proxy, last_ok, &[]).await, 1.0);
     let before = farm.served("a");
     for _ in 0..5 {
         assert_eq!(request(addr, "/page", None).await.0, 200);

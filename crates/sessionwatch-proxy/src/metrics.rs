@@ -21,6 +21,10 @@ use crate::slots::Slots;
 use describe::describe;
 
 mod describe;
+mod histogram;
+mod process;
+
+pub(crate) use histogram::DurationHistogram;
 
 const META: Metadata<'static> = Metadata::new("sessionwatch", metrics::Level::INFO, None);
 
@@ -37,6 +41,9 @@ pub(crate) struct BackendMetrics {
     pub timeouts: Counter,
     /// Backend health (1 up, 0 down).
     pub up: Gauge,
+    /// Connections to the backend open now (in use and idle, every worker's pool and the
+    /// health checks').
+    pub connections: Gauge,
     /// Connections closed because the backend sent bytes past the end of an answer, or while
     /// the connection was idle.
     pub poisoned: Counter,
@@ -86,6 +93,8 @@ pub(crate) struct Metrics {
     pub no_backend: Counter,
     /// Client connections open now.
     pub client_connections: Gauge,
+    /// Time from a client request's head read to its answer's last byte sent.
+    pub client_request_duration: Arc<DurationHistogram>,
     /// Times a worker stopped accepting because it held its share of `listen.max_connections`.
     pub connection_limit_reached: Counter,
     /// Requests whose body the client sent malformed (400).
@@ -221,6 +230,13 @@ impl Metrics {
             resets_suppressed: counter("sessionwatch_reset_lines_suppressed_total"),
             no_backend: counter("sessionwatch_no_healthy_backend_total"),
             client_connections: gauge("sessionwatch_client_connections"),
+            // Not the exporter's: a sample of every request must be cheap (see `histogram`).
+            client_request_duration: Arc::new(DurationHistogram::new(
+                "sessionwatch_client_request_duration_seconds",
+                "Time from a client request's head having been read to the last byte of its \
+                 answer handed to the connection (or the answer given up).",
+                DURATION_BUCKETS,
+            )),
             connection_limit_reached: counter("sessionwatch_connection_limit_reached_total"),
             client_body_invalid: recorder.register_counter(
                 &Key::from_parts(
@@ -274,11 +290,14 @@ impl Metrics {
                 connect_errors: recorder.register_counter(&kind("connect"), &META),
                 timeouts: recorder.register_counter(&kind("timeout"), &META),
                 up: recorder.register_gauge(&key("sessionwatch_backend_up"), &META),
+                connections: recorder
+                    .register_gauge(&key("sessionwatch_upstream_connections"), &META),
                 poisoned: recorder
                     .register_counter(&key("sessionwatch_upstream_poisoned_total"), &META),
                 name: name.clone(),
             };
             b.up.set(1.0);
+            b.connections.set(0.0);
             b
         });
     }
@@ -313,6 +332,30 @@ impl Metrics {
             let id = BackendId(u16::try_from(slot).ok()?);
             this.backend(id).map(|b| b.poisoned.clone())
         })
+    }
+
+    /// Each backend's gauge of open upstream connections, for a pool (by the backend's slot).
+    pub(crate) fn connection_gauges(
+        self: &Arc<Self>,
+    ) -> Arc<dyn Fn(usize) -> Option<Gauge> + Send + Sync> {
+        let this = self.clone();
+        Arc::new(move |slot| {
+            let id = BackendId(u16::try_from(slot).ok()?);
+            this.backend(id).map(|b| b.connections.clone())
+        })
+    }
+
+    /// `sessionwatch_build_info{version,commit} 1`: this crate's version (the workspace's, so
+    /// the binary's) and the commit the embedding binary says it was built from.
+    pub(crate) fn build_info(&self, commit: &str) {
+        let key = Key::from_parts(
+            "sessionwatch_build_info",
+            vec![
+                Label::new("version", env!("CARGO_PKG_VERSION")),
+                Label::new("commit", commit.to_owned()),
+            ],
+        );
+        self.recorder.register_gauge(&key, &META).set(1.0);
     }
 
     fn backend_label(&self, id: u16) -> SharedString {
@@ -360,7 +403,6 @@ impl Metrics {
             .increment(1);
     }
 
-    /// The Prometheus text exposition.
     /// A counter of this registry outside the fixed set (the fleet store's), with fixed labels.
     pub(crate) fn counter(
         &self,
@@ -377,8 +419,13 @@ impl Metrics {
         self.recorder.register_gauge(&Key::from_name(name), &META)
     }
 
+    /// The Prometheus text exposition: this registry's families, the client request
+    /// durations, then the process's own (`process_*`, read from `/proc` now; see [`process`]).
     pub(crate) fn render(&self) -> String {
-        self.handle.render()
+        let mut text = self.handle.render();
+        self.client_request_duration.render(&mut text);
+        process::render(&mut text);
+        text
     }
 
     /// Drain histogram samples into their buckets (call periodically).

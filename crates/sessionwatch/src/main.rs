@@ -235,6 +235,7 @@ fn main() -> ExitCode {
                 let options = StartOptions {
                     config_file: Some(file),
                     watch_config: Some(WATCH_CONFIG_EVERY),
+                    commit: Some(env!("SESSIONWATCH_COMMIT").to_owned()),
                     ..StartOptions::default()
                 };
                 let proxy = match sessionwatch_proxy::start(config, options).await {

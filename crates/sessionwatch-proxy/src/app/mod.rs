@@ -110,6 +110,9 @@ pub struct StartOptions {
     /// With `config_file`: how often to read it and reload when its content changed (`None`:
     /// only when asked).
     pub watch_config: Option<Duration>,
+    /// The commit the embedding binary was built from, for `sessionwatch_build_info`
+    /// (default `unknown`).
+    pub commit: Option<String>,
 }
 
 /// A running proxy: where it listens, a few questions about its state, and its shutdown.
@@ -314,6 +317,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningProxy
     let metrics = Arc::new(Metrics::new(
         config.backends.iter().map(|b| b.name.as_str()),
     ));
+    metrics.build_info(options.commit.as_deref().unwrap_or("unknown"));
     let (log, writer) = AlertLog::start(
         AlertTargets {
             file: config.alerts.log_file.clone(),

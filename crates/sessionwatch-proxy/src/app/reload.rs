@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use sessionwatch_tower::{BackendHealth, LayerSettings, SessionLayer};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -200,6 +200,9 @@ struct Counters {
     failed: Counter,
     failures: Counter,
     refused: Counter,
+    /// 1 while the last reload applied (or none was tried), 0 after one failed: the file on
+    /// disk is then not what runs.
+    last_successful: Gauge,
 }
 
 impl Counters {
@@ -211,6 +214,11 @@ impl Counters {
             failed: reloads("failed"),
             failures: metrics.counter("sessionwatch_config_reload_failures_total", &[]),
             refused: metrics.counter("sessionwatch_config_reload_refused_keys_total", &[]),
+            last_successful: {
+                let g = metrics.gauge("sessionwatch_config_last_reload_successful");
+                g.set(1.0);
+                g
+            },
         }
     }
 }
@@ -309,6 +317,7 @@ impl Reloader {
         match &result {
             Ok(report) => {
                 self.counters.applied.increment(1);
+                self.counters.last_successful.set(1.0);
                 self.counters.refused.increment(report.refused.len() as u64);
                 tracing::info!(
                     trigger = trigger.as_str(),
@@ -321,6 +330,7 @@ impl Reloader {
             Err(e) => {
                 self.counters.failed.increment(1);
                 self.counters.failures.increment(1);
+                self.counters.last_successful.set(0.0);
                 // One line: the problems, each `file:line:column: field: message`.
                 let why = e.to_string().replace('\n', "; ");
                 tracing::error!(

@@ -74,7 +74,11 @@ pub(super) fn spawn_health(
         })),
     ));
     // The checks' own pool, on this runtime: a check travels the path traffic takes.
-    let probe_pool = Pool::new(&config.upstream, metrics.poisoned_counters());
+    let probe_pool = Pool::new(
+        &config.upstream,
+        metrics.poisoned_counters(),
+        metrics.connection_gauges(),
+    );
     tasks.push(tokio::spawn(sweep_idle(
         probe_pool.clone(),
         shutdown.clone(),

@@ -110,7 +110,11 @@ impl Worker {
                 return;
             }
         };
-        let pool = Pool::new(&self.upstream, self.metrics.poisoned_counters());
+        let pool = Pool::new(
+            &self.upstream,
+            self.metrics.poisoned_counters(),
+            self.metrics.connection_gauges(),
+        );
         tokio::spawn(sweep_idle(pool.clone(), self.shutdown.clone()));
         let limits = ClientLimits {
             head: HEADER_READ_TIMEOUT,
@@ -120,6 +124,7 @@ impl Worker {
             plain_requests: self
                 .metrics
                 .counter("sessionwatch_plain_path_requests_total", &[]),
+            request_duration: self.metrics.client_request_duration.clone(),
             send: self.send_timeout,
         };
         let connections = ConnectionCap {

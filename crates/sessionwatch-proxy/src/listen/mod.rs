@@ -31,14 +31,17 @@ use tower::{Layer, Service};
 
 use crate::config::{ForwardedConfig, TrustedProxies};
 use crate::extensions::ClientConnection;
+use crate::metrics::DurationHistogram;
 use crate::sensitive;
 use crate::shutdown::{DrainWatch, Phase};
 use crate::upstream::body::{RequestBody, ResponseBody};
 use io::Prefixed;
+use timed::Timed;
 
 mod io;
 pub(crate) mod plain;
 pub(crate) mod proxy_protocol;
+mod timed;
 pub(crate) mod tls;
 
 /// The connection a request came in on, as the request's steps need it.
@@ -100,6 +103,9 @@ pub(crate) struct ClientLimits {
     pub stalled_bodies: Counter,
     /// Counts requests the plain HTTP/1.1 loop answered (the rest went to hyper).
     pub plain_requests: Counter,
+    /// Each request's time from its head read to its answer's end (see [`plain`] and
+    /// [`Timed`]).
+    pub request_duration: Arc<DurationHistogram>,
 }
 
 /// A worker's share of `listen.max_connections`, and the metrics that show it.
@@ -335,19 +341,23 @@ impl Connection {
         };
         let marks = sensitive::layer();
         let draining = drain.clone();
+        let duration = limits.request_duration.clone();
         let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+            // hyper calls the service once it has read the request's head.
+            let started = tokio::time::Instant::now();
             // The marks go on before the request's steps see it, and on the answer before
             // hyper writes it.
             let mut svc = marks.layer(tower::service_fn(|req: Request<Incoming>| {
                 let version = req.version();
                 let answer = client.handle(req.map(RequestBody::from));
                 let draining = draining.clone();
+                let duration = duration.clone();
                 async move {
                     let mut answer = answer.await;
                     if draining.is_draining() {
                         ask_to_close(&mut answer, version);
                     }
-                    Ok::<_, Infallible>(answer)
+                    Ok::<_, Infallible>(answer.map(|body| Timed::new(body, started, duration)))
                 }
             }));
             svc.call(req)

@@ -43,6 +43,13 @@ pub(crate) enum Ended {
 /// once `drain` begins every answer closes its connection, and once it stops accepting an idle
 /// connection is closed at once. The requests answered here are counted in
 /// `limits.plain_requests` once the loop ends (one atomic add a connection, not a request).
+///
+/// Each request's duration goes to `limits.request_duration`: from the moment its head has
+/// been read whole to the moment the last byte of its answer has been handed to the socket (or
+/// the answer was given up: the client left, a send timed out), so it includes reading a body
+/// and the backend's whole answer, as the time a client waits for the page does. The clock is
+/// read once a request more than before: the answer's end is also the start of the wait for the
+/// next head. A head refused before it was read whole (400, 431) is not timed.
 pub(crate) async fn serve_plain<S: ClientIo, H: Handler>(
     stream: &mut S,
     buf: BytesMut,
@@ -72,8 +79,10 @@ async fn plain_loop<S: ClientIo, H: Handler>(
     let mut out = Vec::with_capacity(1024);
     let deadline = tokio::time::sleep(limits.head);
     let mut deadline = pin!(deadline);
+    // When the connection became idle: at its start, then at the end of each answer.
+    let mut idle_since = Instant::now();
     loop {
-        deadline.as_mut().reset(Instant::now() + limits.head);
+        deadline.as_mut().reset(idle_since + limits.head);
         // The head.
         let head = loop {
             if !buf.is_empty() {
@@ -104,6 +113,7 @@ async fn plain_loop<S: ClientIo, H: Handler>(
                 () = drain.reached(Phase::Closing), if idle => return Ended::Closed,
             }
         };
+        let started = Instant::now();
         let RequestHead {
             parts,
             body_len,
@@ -121,8 +131,12 @@ async fn plain_loop<S: ClientIo, H: Handler>(
                 },
                 () = &mut deadline => {
                     limits.stalled_bodies.increment(1);
-                    let refused = ForwardError::RequestBody { timed_out: true };
-                    refuse(stream, &mut out, refused, limits.send).await;
+                    let refusal = ForwardError::RequestBody { timed_out: true }.into_response();
+                    let to = AnswerTo::default();
+                    let _ = write_answer(stream, &mut out, refusal, to, true, limits.send).await;
+                    // Its answer is out: the linger after it is the connection's, not its.
+                    limits.request_duration.record(started.elapsed());
+                    linger_close(stream).await;
                     return Ended::Closed;
                 }
             }
@@ -139,6 +153,9 @@ async fn plain_loop<S: ClientIo, H: Handler>(
         let close = !keep_alive || drain.is_draining();
         let sent = write_answer(stream, &mut out, resp, to, close, limits.send);
         let sent = sent.await;
+        idle_since = Instant::now();
+        let took = idle_since.saturating_duration_since(started);
+        limits.request_duration.record(took);
         *answered += 1;
         match sent {
             Ok(true) => {}

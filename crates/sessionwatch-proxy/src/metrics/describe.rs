@@ -153,6 +153,18 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         "sessionwatch_client_connections",
         "Client connections open now.",
     );
+    g(
+        "sessionwatch_upstream_connections",
+        "Connections to each backend open now, in use and idle.",
+    );
+    g(
+        "sessionwatch_config_last_reload_successful",
+        "1 while the last configuration reload applied (or none was tried), 0 after one failed.",
+    );
+    g(
+        "sessionwatch_build_info",
+        "1, labelled with the release and the commit the binary was built from.",
+    );
     d(
         "sessionwatch_sessions_evicted_total",
         Some(Unit::Count),

@@ -256,7 +256,10 @@ mod tests {
             reuse: ReusePolicy::Safe,
             request_body_timeout: LIMIT,
         };
-        Upstream::new(Pool::new(&config, Arc::new(|_| None)), config)
+        Upstream::new(
+            Pool::new(&config, Arc::new(|_| None), Arc::new(|_| None)),
+            config,
+        )
     }
 
     /// A backend that reads the body every [`READ_EVERY`] for `reading`, then, if `ends`, comes

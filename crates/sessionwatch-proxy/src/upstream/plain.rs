@@ -84,6 +84,8 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
 pub(crate) struct Conn {
     stream: Stream,
     buf: BytesMut,
+    /// In the backend's gauge of open connections while the connection lives.
+    _counted: super::pool::Counted,
 }
 
 /// What an idle connection is fit for.
@@ -153,10 +155,11 @@ impl Drop for Encoded {
 }
 
 impl Conn {
-    pub(crate) fn new(stream: Stream) -> Self {
+    pub(super) fn new(stream: Stream, counted: super::pool::Counted) -> Self {
         Self {
             stream,
             buf: BytesMut::with_capacity(INITIAL_BUF),
+            _counted: counted,
         }
     }
 

@@ -21,7 +21,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
-use metrics::Counter;
+use metrics::{Counter, Gauge};
 use tokio::task::AbortHandle;
 
 use super::Endpoint;
@@ -97,6 +97,32 @@ impl UpstreamError {
 /// backend's slot (`None` for a slot without one).
 pub(crate) type PoisonedCounters = Arc<dyn Fn(usize) -> Option<Counter> + Send + Sync>;
 
+/// Each backend's gauge of open connections, by the backend's slot (`None` for a slot without
+/// one).
+pub(super) type ConnectionGauges = Arc<dyn Fn(usize) -> Option<Gauge> + Send + Sync>;
+
+/// One open upstream connection in its backend's gauge, for as long as the connection lives:
+/// kept beside our own connection's stream, or in the task that drives one of hyper's.
+#[derive(Debug)]
+pub(super) struct Counted(Option<Gauge>);
+
+impl Counted {
+    fn new(gauge: Option<Gauge>) -> Self {
+        if let Some(g) = &gauge {
+            g.increment(1.0);
+        }
+        Self(gauge)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(g) = &self.0 {
+            g.decrement(1.0);
+        }
+    }
+}
+
 /// Keep-alive connections to every backend, for the tasks of one worker thread.
 #[derive(Clone)]
 pub(crate) struct Pool {
@@ -115,6 +141,8 @@ struct PoolInner {
     reuse: ReusePolicy,
     /// Per backend: connections closed because the backend sent bytes nobody asked for.
     poisoned: PoisonedCounters,
+    /// Per backend: connections open now.
+    open: ConnectionGauges,
 }
 
 struct Idle {
@@ -174,8 +202,12 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// An empty pool with the configured limits; `poisoned` gives each backend's counter of
-    /// connections closed for bytes sent unasked.
-    pub(crate) fn new(cfg: &UpstreamConfig, poisoned: PoisonedCounters) -> Self {
+    /// connections closed for bytes sent unasked, `open` its gauge of connections open.
+    pub(crate) fn new(
+        cfg: &UpstreamConfig,
+        poisoned: PoisonedCounters,
+        open: ConnectionGauges,
+    ) -> Self {
         Self {
             inner: Arc::new(PoolInner {
                 connect_timeout: cfg.connect_timeout,
@@ -185,6 +217,7 @@ impl Pool {
                 plain: Slots::default(),
                 reuse: cfg.reuse,
                 poisoned,
+                open,
             }),
         }
     }
@@ -343,7 +376,9 @@ impl Pool {
     }
 
     async fn connect_plain(&self, backend: &Endpoint) -> Result<plain::Conn, UpstreamError> {
-        Ok(plain::Conn::new(self.connect_stream(backend).await?))
+        let stream = self.connect_stream(backend).await?;
+        let counted = Counted::new((self.inner.open)(backend.slot));
+        Ok(plain::Conn::new(stream, counted))
     }
 
     /// A new connection to `backend`: TCP, and TLS for an `https://` one, both within the
@@ -371,7 +406,10 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Exchange)?;
+        let counted = Counted::new((self.inner.open)(backend.slot));
         let task = tokio::spawn(async move {
+            // Counted while the task drives the connection (until it ends or is aborted).
+            let _counted = counted;
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
@@ -614,6 +652,7 @@ mod tests {
         Pool::new(
             &config(idle_timeout, ReusePolicy::Always),
             Arc::new(|_| None),
+            Arc::new(|_| None),
         )
     }
 
@@ -626,6 +665,7 @@ mod tests {
                 let poisoned = poisoned.clone();
                 move |_| Some(Counter::from_arc(poisoned.clone()))
             }),
+            Arc::new(|_| None),
         );
         (pool, poisoned)
     }
@@ -716,6 +756,42 @@ mod tests {
         let resp = pool.send(backend, get("/")).await.unwrap();
         read_whole(resp).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn open_connections_are_counted_on_both_clients_until_they_close() {
+        use std::sync::atomic::AtomicU64;
+        let open = Arc::new(AtomicU64::new(0));
+        let value = || f64::from_bits(open.load(Ordering::SeqCst));
+        let pool = Pool::new(
+            &config(Duration::from_millis(20), ReusePolicy::Always),
+            Arc::new(|_| None),
+            Arc::new({
+                let open = open.clone();
+                move |_| Some(Gauge::from_arc(open.clone()))
+            }),
+        );
+        let (endpoint, accepted) = counting_backend("ok").await;
+        // Our own client's connection, then one of hyper's (a request that may switch
+        // protocols goes through hyper; this backend answers it 200, so it is pooled too).
+        read_whole(pool.send(&endpoint, get("/")).await.unwrap()).await;
+        assert_eq!(value(), 1.0, "the idle connection is open");
+        let mut upgrade = get("/");
+        upgrade
+            .headers_mut()
+            .insert(UPGRADE, http::HeaderValue::from_static("websocket"));
+        read_whole(pool.send(&endpoint, upgrade).await.unwrap()).await;
+        tokio::task::yield_now().await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(value(), 2.0, "both connections are open, idle in the pool");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        pool.sweep();
+        // hyper's connection closes when its task, aborted, is dropped.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(value(), 0.0, "swept connections are no longer counted");
     }
 
     #[test]
