@@ -40,6 +40,8 @@ pub(crate) struct BackendMetrics {
     /// Connections closed because the backend sent bytes past the end of an answer, or while
     /// the connection was idle.
     pub poisoned: Counter,
+    /// The backend's answers by status class (see [`crate::backends::stats::CLASSES`]).
+    pub responses: [Counter; 5],
     name: SharedString,
 }
 
@@ -276,6 +278,16 @@ impl Metrics {
                 up: recorder.register_gauge(&key("sessionwatch_backend_up"), &META),
                 poisoned: recorder
                     .register_counter(&key("sessionwatch_upstream_poisoned_total"), &META),
+                responses: crate::backends::stats::CLASSES.map(|class| {
+                    let labels = vec![
+                        Label::new("backend", name.clone()),
+                        Label::new("class", class),
+                    ];
+                    recorder.register_counter(
+                        &Key::from_parts("sessionwatch_responses_total", labels),
+                        &META,
+                    )
+                }),
                 name: name.clone(),
             };
             b.up.set(1.0);

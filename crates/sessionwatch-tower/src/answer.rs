@@ -200,6 +200,9 @@ pub(crate) fn apply_updates<RB>(
             }
         },
     );
+    if is_from_backend(shared, resp) {
+        report_issued(shared, c);
+    }
     if let Some(a) = &shared.affinity
         && is_from_backend(shared, resp)
     {
@@ -213,6 +216,25 @@ pub(crate) fn apply_updates<RB>(
         0 => None,
         1 => writes.pop(),
         _ => Some(join(writes)),
+    }
+}
+
+/// Tells the events hook how many new sessions the answer issued: its session `Set-Cookie`s,
+/// less the one that renewed the carried session's value (a rotation, not a new session).
+fn report_issued(shared: &Shared, c: &Classified) {
+    let issued = c
+        .set_cookies
+        .as_slice()
+        .iter()
+        .filter(|e| matches!(e, SetCookieEvent::Issued { .. }))
+        .count();
+    let renewal = usize::from(matches!(c.verdict.outcome, Outcome::Renewed(_)));
+    let new = issued.saturating_sub(renewal);
+    if new > 0 {
+        // At most MAX_COOKIES: the conversion cannot saturate.
+        shared
+            .events
+            .issued(c.server, u32::try_from(new).unwrap_or(u32::MAX));
     }
 }
 

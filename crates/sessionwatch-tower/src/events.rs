@@ -82,6 +82,11 @@ pub trait SessionEvents: Send + Sync + 'static {
     fn affinity(&self, event: AffinityUse) {
         let _ = event;
     }
+    /// An answer of `server` that reached the client issued `sessions` new sessions (session
+    /// cookies set, less the one that renewed the value of the session the request carried).
+    fn issued(&self, server: BackendId, sessions: u32) {
+        let _ = (server, sessions);
+    }
 }
 
 /// No reporting.

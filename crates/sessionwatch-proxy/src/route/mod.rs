@@ -20,6 +20,7 @@ use tower::Service;
 
 use crate::backends::Backends;
 use crate::backends::health::Health;
+use crate::backends::stats::class_index;
 use crate::config::{PinConfig, WhenUnhealthy};
 use crate::metrics::Metrics;
 use crate::respond::ForwardError;
@@ -101,6 +102,9 @@ impl Inner {
         {
             if self.backends.is_up(*id) {
                 self.metrics.pins.increment(1);
+                if let Some(b) = self.backends.get(*id) {
+                    b.stats.pinned();
+                }
                 return Ok(*id);
             }
             // A backend that left the farm is down for good, as far as its sessions go.
@@ -144,19 +148,32 @@ impl Inner {
         if let Some(m) = metrics {
             m.requests.increment(1);
         }
+        backend.stats.request();
         let _in_flight = self.backends.start_request(id);
         let started = Instant::now();
+        // Both the plain HTTP/1.1 exchange and hyper's come back here with the answer's head,
+        // so this is the one place answers are counted.
         let failure = match self.upstream.send(&backend.endpoint, req).await {
             Ok(mut resp) => {
+                let took = started.elapsed();
                 if let Some(m) = metrics {
-                    m.duration.record(started.elapsed().as_secs_f64());
+                    m.duration.record(took.as_secs_f64());
+                    m.responses[class_index(resp.status())].increment(1);
                 }
+                backend.stats.answered(resp.status(), took);
                 self.health.passive_success(id);
                 resp.extensions_mut().insert(ServedBy(id));
                 return Ok(resp);
             }
             Err(e) => e,
         };
+        // The client's own failures below are no answer of the backend's, nor the proxy's
+        // answer for it.
+        if !matches!(failure, upstream::Error::ClientBody { .. })
+            && !matches!(&failure, upstream::Error::Exchange(s) if s.is_local_exhaustion())
+        {
+            backend.stats.proxy_answered();
+        }
         let backend = backend.name.to_string();
         Err(match failure {
             // The client's fault: counted as such, never against the backend.
