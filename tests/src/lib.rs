@@ -3,6 +3,7 @@
 //! log back.
 
 pub mod browser;
+pub mod chromium;
 pub mod h2wire;
 pub mod log;
 pub mod raw;

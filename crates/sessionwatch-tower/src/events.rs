@@ -83,7 +83,7 @@ pub trait SessionEvents: Send + Sync + 'static {
         let _ = event;
     }
     /// An answer of `server` that reached the client issued `sessions` new sessions (session
-    /// cookies set, less the one that renewed the value of the session the request carried).
+    /// cookies set, a sign-in's included, less a rotation of the carried session's value).
     fn issued(&self, server: BackendId, sessions: u32) {
         let _ = (server, sessions);
     }
