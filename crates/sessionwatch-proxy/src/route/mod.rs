@@ -167,13 +167,9 @@ impl Inner {
             }
             Err(e) => e,
         };
-        // The client's own failures below are no answer of the backend's, nor the proxy's
-        // answer for it.
-        if !matches!(failure, upstream::Error::ClientBody { .. })
-            && !matches!(&failure, upstream::Error::Exchange(s) if s.is_local_exhaustion())
-        {
-            backend.stats.proxy_answered();
-        }
+        // The failures below that are the backend's are answered by the proxy for it (502,
+        // 504); those are counted apart from the backend's own answers.
+        let stats = &backend.stats;
         let backend = backend.name.to_string();
         Err(match failure {
             // The client's fault: counted as such, never against the backend.
@@ -194,14 +190,19 @@ impl Inner {
                 if let Some(m) = metrics {
                     m.connect_errors.increment(1);
                 }
+                stats.proxy_answered();
                 self.health.passive_failure(id);
                 ForwardError::Connect { backend, source }
             }
-            upstream::Error::Exchange(source) => ForwardError::Upstream { backend, source },
+            upstream::Error::Exchange(source) => {
+                stats.proxy_answered();
+                ForwardError::Upstream { backend, source }
+            }
             upstream::Error::Timeout(timeout) => {
                 if let Some(m) = metrics {
                     m.timeouts.increment(1);
                 }
+                stats.proxy_answered();
                 self.health.passive_failure(id);
                 ForwardError::Timeout { backend, timeout }
             }
