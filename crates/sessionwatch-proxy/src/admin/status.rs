@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::AdminState;
 use crate::backends::Backend;
-use crate::backends::stats::CLASSES;
+use crate::metrics::CLASSES;
 use crate::report::series::STEP_MS;
 use crate::upstream::body::ResponseBody;
 

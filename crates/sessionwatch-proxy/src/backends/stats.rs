@@ -17,15 +17,7 @@ use std::time::Duration;
 use http::StatusCode;
 use sessionwatch_core::Timestamp;
 
-/// The status classes counted, in the order [`AnswerStats::classes`] gives them.
-pub(crate) const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-
-/// The index in [`CLASSES`] of `status`'s class. Codes past 599 (valid in `http`, in no RFC)
-/// count as 5xx, so that every answer is counted in some class.
-#[inline]
-pub(crate) fn class_index(status: StatusCode) -> usize {
-    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
-}
+use crate::metrics::class_index;
 
 /// What the last active health check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +77,7 @@ pub(crate) struct AnswerStats {
 pub(crate) struct StatsSnapshot {
     /// Requests sent to the backend.
     pub requests: u64,
-    /// Answers it gave, by class (see [`CLASSES`]).
+    /// Answers it gave, by class (see [`crate::metrics::CLASSES`]).
     pub classes: [u64; 5],
     /// Requests it failed (no connection, a timeout, a broken answer) that the proxy answered
     /// itself, with a 502 or 504: never in `classes`, which count the backend's own answers.

@@ -20,9 +20,8 @@ use tower::Service;
 
 use crate::backends::Backends;
 use crate::backends::health::Health;
-use crate::backends::stats::class_index;
 use crate::config::{PinConfig, WhenUnhealthy};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, class_index};
 use crate::respond::ForwardError;
 use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::upstream::{self, Upstream};
