@@ -4,6 +4,7 @@
 
 pub mod binary;
 pub mod browser;
+pub mod chromium;
 pub mod h2wire;
 pub mod log;
 pub mod raw;
@@ -57,17 +58,21 @@ impl Drop for Scratch {
 }
 
 /// TOML for a proxy on 127.0.0.1:0 with these backends (name, address), cookie `cookie`, an
-/// alert log at `alert_log`, an admin listener, and `extra` appended (more sections). Fast
-/// health checks so tests do not wait.
+/// alert log at `alert_log`, an admin listener (unless `extra` has its own `[admin]`), and
+/// `extra` appended (more sections). Fast health checks so tests do not wait.
 pub fn config_toml(
     backends: &[(String, SocketAddr)],
     cookie: &str,
     alert_log: &Path,
     extra: &str,
 ) -> String {
+    let admin = if extra.contains("[admin]") {
+        ""
+    } else {
+        "[admin]\naddress = \"127.0.0.1:0\"\n"
+    };
     let mut toml = format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n[admin]\naddress = \"127.0.0.1:0\"\n\
-         [alerts]\nlog_file = {:?}\n",
+        "[listen]\naddress = \"127.0.0.1:0\"\n{admin}[alerts]\nlog_file = {:?}\n",
         alert_log.display().to_string()
     );
     if !extra.contains("[session]") {

@@ -28,6 +28,17 @@ pub(crate) use histogram::DurationHistogram;
 
 const META: Metadata<'static> = Metadata::new("sessionwatch", metrics::Level::INFO, None);
 
+/// The status classes of `sessionwatch_responses_total` (and of the status page's counts), in
+/// the order of [`class_index`].
+pub(crate) const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The index in [`CLASSES`] of `status`'s class. Codes past 599 (valid in `http`, in no RFC)
+/// count as 5xx, so that every answer is counted in some class.
+#[inline]
+pub(crate) fn class_index(status: http::StatusCode) -> usize {
+    usize::from(status.as_u16() / 100).clamp(1, 5) - 1
+}
+
 /// Per-backend handles.
 #[derive(Debug)]
 pub(crate) struct BackendMetrics {
@@ -47,6 +58,8 @@ pub(crate) struct BackendMetrics {
     /// Connections closed because the backend sent bytes past the end of an answer, or while
     /// the connection was idle.
     pub poisoned: Counter,
+    /// The backend's answers by status class (see [`CLASSES`]).
+    pub responses: [Counter; 5],
     name: SharedString,
 }
 
@@ -294,6 +307,16 @@ impl Metrics {
                     .register_gauge(&key("sessionwatch_upstream_connections"), &META),
                 poisoned: recorder
                     .register_counter(&key("sessionwatch_upstream_poisoned_total"), &META),
+                responses: CLASSES.map(|class| {
+                    let labels = vec![
+                        Label::new("backend", name.clone()),
+                        Label::new("class", class),
+                    ];
+                    recorder.register_counter(
+                        &Key::from_parts("sessionwatch_responses_total", labels),
+                        &META,
+                    )
+                }),
                 name: name.clone(),
             };
             b.up.set(1.0);

@@ -7,9 +7,9 @@ use std::time::Duration;
 use http::header::{LOCATION, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, Response};
 use sessionwatch_core::{
-    Affinity, BackendId, CookieId, Exchange, Fingerprint, MAX_COOKIES, Outcome, SessionRecord,
-    SetCookieEvent, StoreUpdate, Timestamp, Verdict, classify, expire_cookie_header, plan_updates,
-    read_set_cookie, set_cookie_header,
+    Affinity, BackendId, CookieId, Exchange, Fingerprint, MAX_COOKIES, Outcome, Renewal,
+    SessionRecord, SetCookieEvent, StoreUpdate, Timestamp, Verdict, classify, expire_cookie_header,
+    plan_updates, read_set_cookie, set_cookie_header,
 };
 
 use crate::request::RequestContext;
@@ -200,6 +200,9 @@ pub(crate) fn apply_updates<RB>(
             }
         },
     );
+    if is_from_backend(shared, resp) {
+        report_issued(shared, c);
+    }
     if let Some(a) = &shared.affinity
         && is_from_backend(shared, resp)
     {
@@ -213,6 +216,29 @@ pub(crate) fn apply_updates<RB>(
         0 => None,
         1 => writes.pop(),
         _ => Some(join(writes)),
+    }
+}
+
+/// Tells the events hook how many new sessions the answer issued: its session `Set-Cookie`s,
+/// less the one that rotated the carried session's value (the same session, re-issued). A
+/// sign-in counts: it issues the signed-in session, also when the request carried one.
+fn report_issued(shared: &Shared, c: &Classified) {
+    let issued = c
+        .set_cookies
+        .as_slice()
+        .iter()
+        .filter(|e| matches!(e, SetCookieEvent::Issued { .. }))
+        .count();
+    let renewal = usize::from(matches!(
+        c.verdict.outcome,
+        Outcome::Renewed(Renewal::Rotation)
+    ));
+    let new = issued.saturating_sub(renewal);
+    if new > 0 {
+        // At most MAX_COOKIES: the conversion cannot saturate.
+        shared
+            .events
+            .issued(c.server, u32::try_from(new).unwrap_or(u32::MAX));
     }
 }
 

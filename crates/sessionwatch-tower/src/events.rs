@@ -82,6 +82,11 @@ pub trait SessionEvents: Send + Sync + 'static {
     fn affinity(&self, event: AffinityUse) {
         let _ = event;
     }
+    /// An answer of `server` that reached the client issued `sessions` new sessions (session
+    /// cookies set, a sign-in's included, less a rotation of the carried session's value).
+    fn issued(&self, server: BackendId, sessions: u32) {
+        let _ = (server, sessions);
+    }
 }
 
 /// No reporting.

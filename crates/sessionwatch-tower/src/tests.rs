@@ -24,6 +24,7 @@ type Body = Empty<bytes::Bytes>;
 struct Log {
     observed: Mutex<Vec<(Outcome, BackendId, BackendId)>>,
     rescued: Mutex<Vec<(BackendId, BackendId, bool)>>,
+    issued: Mutex<Vec<(BackendId, u32)>>,
 }
 
 impl SessionEvents for Log {
@@ -38,6 +39,9 @@ impl SessionEvents for Log {
             .lock()
             .unwrap()
             .push((e.from, e.to, e.still_lost));
+    }
+    fn issued(&self, server: BackendId, sessions: u32) {
+        self.issued.lock().unwrap().push((server, sessions));
     }
 }
 
@@ -117,6 +121,67 @@ where
 fn layer(store: Arc<MokaStore>) -> SessionLayer {
     let profile = SessionProfile::custom(vec![CookieSpec::new("SID")]);
     SessionLayer::new(profile, Fingerprinter::from_secret(b"t"), store)
+}
+
+#[tokio::test]
+async fn new_sessions_are_reported_as_issued_by_their_backend_and_rotations_are_not() {
+    let store = Arc::new(MokaStore::new(1000, Duration::from_secs(60)));
+    let log = Arc::new(Log::default());
+    let mut svc = layer(store.clone())
+        .with_events(log.clone())
+        .layer(farm(Arc::default()));
+
+    let resp = send(&mut svc, get("/login", None)).await;
+    let cookie = resp.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    store.run_pending_tasks();
+    assert_eq!(*log.issued.lock().unwrap(), [(BackendId(1), 1)]);
+    // A sign-in with a session carried issues the signed-in session: a new one.
+    let resp = send(&mut svc, get("/login", Some(&cookie))).await;
+    assert!(resp.headers().contains_key("set-cookie"));
+    assert_eq!(log.issued.lock().unwrap().len(), 2);
+    // A visitor without a cookie gets a new anonymous session.
+    send(&mut svc, get("/anon", None)).await;
+    assert_eq!(
+        *log.issued.lock().unwrap(),
+        [(BackendId(1), 1), (BackendId(1), 1), (BackendId(1), 1)]
+    );
+    // An answer that sets no session cookie issues nothing.
+    send(&mut svc, get("/me", None)).await;
+    assert_eq!(log.issued.lock().unwrap().len(), 3);
+
+    // A rotating cookie re-issued on an ordinary answer is the same session.
+    let rotating = SessionProfile::custom(vec![CookieSpec::new("AUTH").rotating(true)]);
+    let log = Arc::new(Log::default());
+    let serial = Arc::new(AtomicU64::new(0));
+    let mut svc = SessionLayer::new(rotating, Fingerprinter::from_secret(b"t"), store.clone())
+        .with_events(log.clone())
+        .layer(service_fn(move |_: Request<Body>| {
+            let n = serial.fetch_add(1, Ordering::Relaxed);
+            let mut resp = Response::new(String::new());
+            resp.headers_mut()
+                .insert("set-cookie", format!("AUTH=ticket-{n}").parse().unwrap());
+            resp.extensions_mut().insert(ServedBy(BackendId(0)));
+            async move { Ok::<_, Infallible>(resp) }
+        }));
+    send(&mut svc, get("/page", None)).await;
+    store.run_pending_tasks();
+    let resp = send(&mut svc, get("/page", Some("AUTH=ticket-0"))).await;
+    assert!(resp.headers().contains_key("set-cookie"));
+    assert!(
+        matches!(
+            log.observed.lock().unwrap().last(),
+            Some((Outcome::Renewed(_), _, _))
+        ),
+        "{:?}",
+        log.observed.lock().unwrap()
+    );
+    assert_eq!(*log.issued.lock().unwrap(), [(BackendId(0), 1)]);
 }
 
 #[tokio::test]

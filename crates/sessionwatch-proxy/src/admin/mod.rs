@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
-//! (at least one backend is healthy, and the proxy is not draining) and `/status` (the live incident picture as JSON).
+//! (at least one backend is healthy, and the proxy is not draining), `/status` (the live incident picture as JSON)
+//! and `/`, the status page that draws it.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use sessionwatch_tower::SessionStore;
 
 mod auth;
 mod probe;
+mod status;
 
 pub(crate) use probe::ProbeGate;
 
@@ -94,20 +96,8 @@ pub(crate) async fn handle(state: &AdminState, req: Request<Incoming>) -> Respon
                 )
             }
         }
-        "/status" => {
-            let backends: Vec<serde_json::Value> = state
-                .backends
-                .known()
-                .map(|b| serde_json::json!({"name": &*b.name, "member": b.is_member(), "healthy": b.is_healthy(), "in_flight": b.in_flight()}))
-                .collect();
-            let body = serde_json::json!({
-                "incident_open": state.incidents.is_open(),
-                "window": state.incidents.snapshot(),
-                "backends": backends,
-                "sessions_tracked": state.store.len(),
-            });
-            text(StatusCode::OK, body.to_string(), "application/json")
-        }
+        "/status" => status::json(state),
+        "/" => status::page(),
         "/probe" => probe::handle(&state.probe, req.method()).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n", "text/plain"),
     }

@@ -10,10 +10,11 @@ use std::sync::{Arc, OnceLock};
 use http::header::HOST;
 use http::{HeaderValue, Request};
 use http_body_util::BodyExt;
-use sessionwatch_core::BackendId;
+use sessionwatch_core::{BackendId, Timestamp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::backends::stats::CheckResult;
 use crate::backends::{Backends, Transition};
 use crate::config::{ActiveHealth, HealthConfig};
 use crate::metrics::Metrics;
@@ -66,10 +67,13 @@ impl Health {
     }
 
     /// Mark a backend up or down; true when this call changed its state.
-    fn set(&self, id: BackendId, healthy: bool, why: &str) -> bool {
+    fn set(&self, id: BackendId, healthy: bool, why: &'static str) -> bool {
         let Some(t) = self.backends.set_healthy(id, healthy) else {
             return false;
         };
+        if let Some(b) = self.backends.get(id) {
+            b.stats.health_changed(Timestamp::now(), why);
+        }
         let name = self.backends.name(id);
         match t {
             Transition::Down => tracing::warn!(backend = name, reason = why, "backend marked down"),
@@ -178,8 +182,11 @@ impl Health {
             if !still_ours() {
                 return;
             }
-            let healthy = probe(&upstream, &endpoint, &active).await;
-            if healthy {
+            let result = probe(&upstream, &endpoint, &active).await;
+            if let Some(b) = self.backends.get(id) {
+                b.stats.checked(result, Timestamp::now());
+            }
+            if result.passed() {
                 ok_run = ok_run.saturating_add(1);
                 fail_run = 0;
                 if ok_run >= active.rise && !self.backends.is_up(id) {
@@ -203,7 +210,7 @@ impl Health {
 /// The most of a check answer's body read on its way to the end.
 const PROBE_BODY_LIMIT: usize = 64 * 1024;
 
-async fn probe(upstream: &Upstream, endpoint: &Endpoint, active: &ActiveHealth) -> bool {
+async fn probe(upstream: &Upstream, endpoint: &Endpoint, active: &ActiveHealth) -> CheckResult {
     let check = async {
         let host = HeaderValue::from_str(endpoint.authority.as_str()).ok()?;
         let req = Request::get(active.path.as_str())
@@ -220,12 +227,17 @@ async fn probe(upstream: &Upstream, endpoint: &Endpoint, active: &ActiveHealth) 
                 _ => break,
             }
         }
-        Some(s.is_success() || s.is_redirection())
+        Some(if s.is_success() || s.is_redirection() {
+            CheckResult::Passed(s)
+        } else {
+            CheckResult::Failed(s)
+        })
     };
-    matches!(
-        tokio::time::timeout(active.timeout, check).await,
-        Ok(Some(true))
-    )
+    match tokio::time::timeout(active.timeout, check).await {
+        Ok(Some(result)) => result,
+        Ok(None) => CheckResult::Unreachable,
+        Err(_) => CheckResult::TimedOut,
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +289,15 @@ mod tests {
         h.passive_failure(A);
         assert!(!h.backends.is_up(A));
         assert!(h.backends.is_up(B), "only the failing backend is ejected");
+        // The status page's health history: when it changed, and why.
+        let changed = |id| h.backends.get(id).unwrap().stats.health().changed;
+        let (at, why) = changed(A).expect("the ejection is recorded");
+        assert_eq!(why, "connect errors or timeouts on live traffic");
+        assert!(
+            at.since(Timestamp::now()) == Duration::ZERO,
+            "stamped now, not later"
+        );
+        assert_eq!(changed(B), None, "node-b never changed");
         let up = |v: u8| format!("sessionwatch_backend_up{{backend=\"node-a\"}} {v}");
         assert!(h.metrics.render().contains(&up(0)));
         // More failures while it is out schedule no second return.
@@ -287,6 +308,7 @@ mod tests {
         // The return runs on the next turn of the runtime.
         tokio::task::yield_now().await;
         assert!(h.backends.is_up(A), "back once eject_for has passed");
+        assert_eq!(changed(A).map(|c| c.1), Some("ejection period over"));
         assert_eq!(
             *seen.lock().unwrap(),
             [

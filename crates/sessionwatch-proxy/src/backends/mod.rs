@@ -23,6 +23,7 @@ use crate::upstream::{Endpoint, TlsTarget};
 
 pub(crate) mod discovery;
 pub(crate) mod health;
+pub(crate) mod stats;
 
 /// The most backends in the farm at once (the incident matrix is members x members).
 pub(crate) const MAX_LIVE: usize = 256;
@@ -49,6 +50,8 @@ pub(crate) struct Backend {
     joins: AtomicU32,
     in_flight: AtomicUsize,
     passive_failures: AtomicU32,
+    /// What it answered, for the status page.
+    pub stats: stats::AnswerStats,
 }
 
 impl Backend {
@@ -240,6 +243,7 @@ impl Backends {
             joins: AtomicU32::new(0),
             in_flight: AtomicUsize::new(0),
             passive_failures: AtomicU32::new(0),
+            stats: stats::AnswerStats::default(),
         });
         reg.next += 1;
         reg.by_name.insert(name.clone(), id);

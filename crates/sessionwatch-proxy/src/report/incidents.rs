@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sessionwatch_core::{
-    BackendId, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, PairCounts,
-    PinPolicy, Timestamp, WindowCounts,
+    BackendId, IncidentConfig, IncidentEvent, IncidentSnapshot, IncidentTracker, Outcome,
+    PairCounts, PinPolicy, Timestamp, WindowCounts,
 };
 use sessionwatch_tower::{Observed, PinSwitch};
 use tokio::sync::watch;
@@ -21,6 +21,7 @@ use crate::report::alert_log::AlertLog;
 use crate::report::lines::{
     AlertLine, HintLine, IncidentLine, IncidentTotals, LineKind, MatrixCell, PinningLine,
 };
+use crate::report::series::{RecentReset, RecentResets, SharePoint, ShareSeries};
 use crate::report::sinks::{IncidentNotice, NoticeKind, SinkHandle};
 
 /// Where the watch reads the time: [`Clock::system`] in the proxy; a test passes one that
@@ -60,6 +61,9 @@ struct State {
     /// them.
     policy: PinPolicy,
     sinks: Vec<SinkHandle>,
+    /// The share over the last 15 minutes, and the last resets, for the status page.
+    series: ShareSeries,
+    recent: RecentResets,
 }
 
 /// See the module docs.
@@ -104,6 +108,8 @@ impl IncidentWatch {
                 labels: None,
                 policy,
                 sinks,
+                series: ShareSeries::default(),
+                recent: RecentResets::default(),
             }),
             backends,
             log,
@@ -134,8 +140,14 @@ impl IncidentWatch {
     pub(crate) fn observe(&self, e: &Observed<'_>, reset: bool) -> bool {
         let mut st = self.lock();
         st.tracker.record_request(e.record.issuer, e.server, e.at);
+        st.series.record(e.at, reset);
         if !reset {
             return true;
+        }
+        if let Outcome::Reset { signal, .. } = e.outcome {
+            let short = e.fingerprint.short();
+            st.recent
+                .push(e.at, short, signal.as_str(), e.record.issuer.0, e.server.0);
         }
         st.tracker.record_reset(
             e.record.issuer,
@@ -182,6 +194,15 @@ impl IncidentWatch {
         let st = self.lock();
         let snap = st.tracker.snapshot(now);
         self.line(&snap, st.incident_id.clone().unwrap_or_default())
+    }
+
+    /// The share of known-session requests lost over the last 15 minutes, one point per step,
+    /// and the last resets, newest first (for the status page).
+    pub(crate) fn recent(&self) -> (Vec<SharePoint>, Vec<RecentReset>) {
+        let now = self.clock.now();
+        let st = self.lock();
+        let name = |b: u16| self.name(BackendId(b));
+        (st.series.points(now), st.recent.list(&name))
     }
 
     fn name(&self, b: BackendId) -> String {
@@ -692,6 +713,44 @@ mod tests {
         // Quiet from then on.
         sleep(Duration::from_secs(120)).await;
         assert_eq!(w.lines().len(), 1 + 1 + 5 + 1 + 1);
+        w.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_status_series_and_recent_resets_follow_the_watch_clock_for_fifteen_minutes() {
+        let mut w = Watched::start("series", PinPolicy::Off);
+        sleep(TICK / 2).await;
+        // Step 0 (the first 10 s): 40 requests, 20 lost; step 1: 10 requests, none lost.
+        w.traffic(10, &PER_NODE);
+        sleep(Duration::from_secs(10)).await;
+        w.traffic(5, &SAME);
+        let (points, recent) = w.watch.recent();
+        assert_eq!(points.len(), 90);
+        let step = |p: &SharePoint| (p.t, p.requests, p.resets, p.share);
+        assert_eq!(step(&points[88]), (EPOCH_MS, 40, 20, 0.5));
+        assert_eq!(step(&points[89]), (EPOCH_MS + 10_000, 10, 0, 0.0));
+        assert!(points[..88].iter().all(|p| p.requests == 0));
+        // The last 20 of the 20 losses, newest first, each a cross-backend pair.
+        assert_eq!(recent.len(), 20);
+        assert!(recent.iter().all(|r| r.issuer != r.server), "{recent:?}");
+        assert_eq!(recent[0].session, Fingerprint(39).short().to_string());
+        assert_eq!(recent[0].signal, "login_redirect");
+        assert_eq!(recent[0].time, at(250));
+
+        // Just short of 15 minutes after step 0 began it is still the oldest point; at 15
+        // minutes it has left the series.
+        sleep(Duration::from_secs(15 * 60 - 11)).await;
+        let (points, _) = w.watch.recent();
+        assert_eq!(step(&points[0]), (EPOCH_MS, 40, 20, 0.5));
+        sleep(Duration::from_secs(1)).await;
+        let (points, recent) = w.watch.recent();
+        assert_eq!(step(&points[0]), (EPOCH_MS + 10_000, 10, 0, 0.0));
+        assert_eq!(points.iter().map(|p| p.requests).sum::<u64>(), 10);
+        assert_eq!(
+            recent.len(),
+            20,
+            "the list keeps the last resets, however old"
+        );
         w.stop().await;
     }
 

@@ -5,4 +5,5 @@ pub(crate) mod alert_log;
 pub(crate) mod incidents;
 pub(crate) mod lines;
 pub(crate) mod reporter;
+pub(crate) mod series;
 pub(crate) mod sinks;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use sessionwatch_core::{AffinityRejection, Outcome, loggable_path};
+use sessionwatch_core::{AffinityRejection, BackendId, Outcome, loggable_path};
 use sessionwatch_tower::{AffinityUse, Observed, Rescued, SessionEvents};
 
 use crate::backends::Backends;
@@ -71,6 +71,12 @@ impl SessionEvents for Reporter {
         };
         self.metrics
             .reset(signal, attribution, e.record.issuer.0, e.server.0);
+        if let Some(b) = self.backends.get(e.server) {
+            b.stats.lost_here();
+        }
+        if let Some(b) = self.backends.get(e.record.issuer) {
+            b.stats.issued_was_lost();
+        }
         if !self.incidents.observe(e, true) {
             self.metrics.resets_suppressed.increment(1);
             return;
@@ -110,6 +116,15 @@ impl SessionEvents for Reporter {
             AffinityUse::Rejected(AffinityRejection::Stale) => &self.metrics.affinity_rejected[2],
         };
         counter.increment(1);
+    }
+
+    fn issued(&self, server: BackendId, sessions: u32) {
+        if let Some(extra) = &self.extra {
+            extra.issued(server, sessions);
+        }
+        if let Some(b) = self.backends.get(server) {
+            b.stats.issued(u64::from(sessions));
+        }
     }
 
     fn rescued(&self, e: &Rescued<'_>) {

@@ -21,7 +21,7 @@ use tower::Service;
 use crate::backends::Backends;
 use crate::backends::health::Health;
 use crate::config::{PinConfig, WhenUnhealthy};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, class_index};
 use crate::respond::ForwardError;
 use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::upstream::{self, Upstream};
@@ -101,6 +101,9 @@ impl Inner {
         {
             if self.backends.is_up(*id) {
                 self.metrics.pins.increment(1);
+                if let Some(b) = self.backends.get(*id) {
+                    b.stats.pinned();
+                }
                 return Ok(*id);
             }
             // A backend that left the farm is down for good, as far as its sessions go.
@@ -144,19 +147,28 @@ impl Inner {
         if let Some(m) = metrics {
             m.requests.increment(1);
         }
+        backend.stats.request();
         let _in_flight = self.backends.start_request(id);
         let started = Instant::now();
+        // Both the plain HTTP/1.1 exchange and hyper's come back here with the answer's head,
+        // so this is the one place answers are counted.
         let failure = match self.upstream.send(&backend.endpoint, req).await {
             Ok(mut resp) => {
+                let took = started.elapsed();
                 if let Some(m) = metrics {
-                    m.duration.record(started.elapsed().as_secs_f64());
+                    m.duration.record(took.as_secs_f64());
+                    m.responses[class_index(resp.status())].increment(1);
                 }
+                backend.stats.answered(resp.status(), took);
                 self.health.passive_success(id);
                 resp.extensions_mut().insert(ServedBy(id));
                 return Ok(resp);
             }
             Err(e) => e,
         };
+        // The failures below that are the backend's are answered by the proxy for it (502,
+        // 504); those are counted apart from the backend's own answers.
+        let stats = &backend.stats;
         let backend = backend.name.to_string();
         Err(match failure {
             // The client's fault: counted as such, never against the backend.
@@ -177,14 +189,19 @@ impl Inner {
                 if let Some(m) = metrics {
                     m.connect_errors.increment(1);
                 }
+                stats.proxy_answered();
                 self.health.passive_failure(id);
                 ForwardError::Connect { backend, source }
             }
-            upstream::Error::Exchange(source) => ForwardError::Upstream { backend, source },
+            upstream::Error::Exchange(source) => {
+                stats.proxy_answered();
+                ForwardError::Upstream { backend, source }
+            }
             upstream::Error::Timeout(timeout) => {
                 if let Some(m) = metrics {
                     m.timeouts.increment(1);
                 }
+                stats.proxy_answered();
                 self.health.passive_failure(id);
                 ForwardError::Timeout { backend, timeout }
             }
