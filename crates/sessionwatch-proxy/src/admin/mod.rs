@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (the process is up), `/readyz`
-//! (at least one backend is healthy, and the proxy is not draining), `/status` (the live incident picture as JSON)
-//! and `/`, the status page that draws it.
+//! (at least one backend is healthy, and the proxy is not draining), `/status` (the live
+//! incident picture as JSON), `/`, the status page that draws it, and `POST /probe`, the deploy
+//! gate; with `[admin] token`, every path but the first two asks for it (`auth`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
