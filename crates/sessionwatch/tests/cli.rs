@@ -608,6 +608,7 @@ fn the_manifests_config_starts_without_writing_a_file() {
     let mut guard = KillOnDrop(
         command(&["serve", "--config", file.to_str().unwrap()], &cwd)
             .env("SESSIONWATCH_FINGERPRINT_KEY", KEY)
+            .env("SESSIONWATCH_ADMIN_TOKEN", "cli-test-admin-token-0123")
             .spawn()
             .unwrap(),
     );
