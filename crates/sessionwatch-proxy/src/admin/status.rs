@@ -217,7 +217,10 @@ mod tests {
                 "the page refers to {remote}"
             );
         }
-        assert!(html.contains("fetch('status'"), "the refresh is relative");
+        assert!(
+            html.contains("fetch(new URL('status', location.href)"),
+            "the refresh is relative"
+        );
     }
 
     /// `http://` appears only as the SVG namespace, which is a name, not a load.
