@@ -237,11 +237,4 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         Some(Unit::Count),
         "Answers each backend gave, by status class (1xx to 5xx); the proxy's own 502/504 for a failed exchange are not among them (connect errors and timeouts are in sessionwatch_upstream_errors_total).",
     );
-    r.describe_histogram(
-        KeyName::from_const_str("sessionwatch_upstream_request_duration_seconds"),
-        Some(Unit::Seconds),
-        SharedString::const_str(
-            "Time from sending a request upstream to its response head, by backend.",
-        ),
-    );
 }

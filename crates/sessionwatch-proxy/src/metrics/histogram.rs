@@ -53,13 +53,30 @@ impl DurationHistogram {
     /// Append the family to `out`: cumulative `_bucket`s, `_sum` and `_count` (the `+Inf`
     /// bucket, so that the two always agree).
     pub(crate) fn render(&self, out: &mut String) {
+        self.render_header(out);
+        self.render_series(out, None);
+    }
+
+    /// The family's `# HELP` and `# TYPE` lines, written once before its series.
+    pub(crate) fn render_header(&self, out: &mut String) {
         let name = self.name;
         // Writing to a String cannot fail.
         let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", self.help);
+    }
+
+    /// This histogram's samples, as the series labelled `label` (name, value) when given.
+    pub(crate) fn render_series(&self, out: &mut String, label: Option<(&str, &str)>) {
+        let name = self.name;
+        let (mut with_le, mut alone) = (String::new(), String::new());
+        if let Some((key, value)) = label {
+            let value = escape(value);
+            with_le = format!("{key}=\"{value}\",");
+            alone = format!("{{{key}=\"{value}\"}}");
+        }
         let mut total = 0u64;
         for (bound, count) in self.bounds.iter().zip(self.counts.iter()) {
             total += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {total}");
+            let _ = writeln!(out, "{name}_bucket{{{with_le}le=\"{bound}\"}} {total}");
         }
         if let Some(above) = self.counts.last() {
             total += above.load(Ordering::Relaxed);
@@ -67,9 +84,23 @@ impl DurationHistogram {
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(
             out,
-            "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {sum}\n{name}_count {total}"
+            "{name}_bucket{{{with_le}le=\"+Inf\"}} {total}\n{name}_sum{alone} {sum}\n{name}_count{alone} {total}"
         );
     }
+}
+
+/// A label value as the text format writes it: backslash, double quote and newline escaped.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -95,6 +126,21 @@ mod tests {
              took_seconds_bucket{le=\"+Inf\"} 4\n\
              took_seconds_sum 3.0605\n\
              took_seconds_count 4\n"
+        );
+    }
+
+    #[test]
+    fn a_labelled_series_carries_its_label_on_every_sample_and_escapes_it() {
+        let h = DurationHistogram::new("took_seconds", "Time taken.", &[0.001]);
+        h.record(Duration::from_millis(2));
+        let mut text = String::new();
+        h.render_series(&mut text, Some(("backend", "a\"b\\c")));
+        assert_eq!(
+            text,
+            "took_seconds_bucket{backend=\"a\\\"b\\\\c\",le=\"0.001\"} 0\n\
+             took_seconds_bucket{backend=\"a\\\"b\\\\c\",le=\"+Inf\"} 1\n\
+             took_seconds_sum{backend=\"a\\\"b\\\\c\"} 0.002\n\
+             took_seconds_count{backend=\"a\\\"b\\\\c\"} 1\n"
         );
     }
 

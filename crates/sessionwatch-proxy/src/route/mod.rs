@@ -156,7 +156,7 @@ impl Inner {
             Ok(mut resp) => {
                 let took = started.elapsed();
                 if let Some(m) = metrics {
-                    m.duration.record(took.as_secs_f64());
+                    m.duration.record(took);
                     m.responses[class_index(resp.status())].increment(1);
                 }
                 backend.stats.answered(resp.status(), took);
