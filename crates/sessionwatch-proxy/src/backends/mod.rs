@@ -274,19 +274,22 @@ impl Backends {
                 change.joined.push(b.id);
             }
         }
-        for id in &old.members {
-            if !next.iter().any(|b| b.id == *id) {
-                if let Some(b) = self.get(*id) {
-                    b.member.store(false, Ordering::Relaxed);
-                }
-                change.left.push(*id);
-            }
-        }
+        change.left = (old.members.iter())
+            .filter(|id| !next.iter().any(|b| b.id == **id))
+            .copied()
+            .collect();
+        // The new picture first, then the leavers out: a pick that finds every backend of the
+        // picture it read gone finds the new one in place, and picks again over it.
         self.live.store(Arc::new(Live {
             members: next.iter().map(|b| b.id).collect(),
             wheel: smooth_wheel(&next),
             by_tag: reg.by_tag.clone(),
         }));
+        for id in &change.left {
+            if let Some(b) = self.get(*id) {
+                b.member.store(false, Ordering::Relaxed);
+            }
+        }
         change
     }
 

@@ -39,8 +39,25 @@ impl Balancer {
 
     /// A healthy backend, or `None` when every backend is down.
     pub(crate) fn pick(&self) -> Option<BackendId> {
-        let live = self.backends.live();
-        let wheel = &live.wheel;
+        self.pick_from(self.backends.live().clone())
+    }
+
+    /// [`Balancer::pick`] over `live`, a picture of the farm that may be older than the one in
+    /// place now: when none of its backends is up because the farm changed meanwhile (a reload
+    /// or discovery swapped every member: the old ones are no members any more), the pick is
+    /// made again once over the new picture rather than answering 503 with healthy backends.
+    fn pick_from(&self, live: Arc<crate::backends::Live>) -> Option<BackendId> {
+        if let Some(id) = self.pick_in(&live.wheel) {
+            return Some(id);
+        }
+        let now = self.backends.live();
+        if Arc::ptr_eq(&live, &now) {
+            return None;
+        }
+        self.pick_in(&now.wheel)
+    }
+
+    fn pick_in(&self, wheel: &[BackendId]) -> Option<BackendId> {
         if wheel.is_empty() {
             return None;
         }
@@ -117,6 +134,24 @@ mod tests {
             c[b.pick().unwrap().index()] += 1;
         }
         c
+    }
+
+    #[test]
+    fn a_pick_over_a_farm_swapped_meanwhile_is_made_over_the_new_one() {
+        for policy in [BalancePolicy::RoundRobin, BalancePolicy::LeastRequests] {
+            let farm = backends(&[1, 1]);
+            let bal = Balancer::new(policy, farm.clone());
+            farm.set_members(&[BackendId(0)]);
+            // A request read the farm when only b00 was in it; then a reload made b01 the
+            // whole farm, and b00 is no member any more.
+            let before = farm.live().clone();
+            farm.set_members(&[BackendId(1)]);
+            assert!(bal.pick_in(&before.wheel).is_none(), "{policy:?}");
+            assert_eq!(bal.pick_from(before), Some(BackendId(1)), "{policy:?}");
+            // With nothing up in the farm as it is, there is nothing to pick.
+            farm.set_healthy(BackendId(1), false);
+            assert_eq!(bal.pick(), None, "{policy:?}");
+        }
     }
 
     #[test]
