@@ -8,7 +8,7 @@
 //!
 //! Real time with short incident settings, generous bounds; outcomes are asserted, not durations.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sessionwatch_proxy::RunningProxy;
 use sessionwatch_test_support::UserClient;
+use sessionwatch_tests::binary::sessionwatch_binary;
 use sessionwatch_tests::php::{COOKIE, PhpFarm, Store, proxy_with_sections};
 use sessionwatch_tests::{Scratch, alert_lines, lines_of};
 
@@ -27,52 +28,6 @@ const USERS: usize = 6;
 /// The incident settings: a short window and a short quiet spell before it resolves.
 const INCIDENT: &str = "window = \"3s\"\nmin_requests = 10\nmin_resets = 3\n\
                         update_every = \"1s\"\nresolve_after = \"3s\"\n";
-
-/// The `sessionwatch` binary, built if need be: this package cannot name another's binary, so
-/// cargo is asked for it (and says where it is).
-fn sessionwatch_binary() -> PathBuf {
-    let mut cargo = Command::new(env!("CARGO"));
-    // What `cargo test` set for this test process (the package's own variables, the library
-    // path) would make the inner build differ from an ordinary one, and each rebuild the other.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_MANIFEST_")
-            || name.starts_with("CARGO_CRATE_")
-            || name.starts_with("CARGO_BIN_")
-            || name.starts_with("CARGO_PRIMARY_")
-            || name == "CARGO_TARGET_TMPDIR"
-            || name == "LD_LIBRARY_PATH"
-            || name == "OUT_DIR"
-        {
-            cargo.env_remove(&*name);
-        }
-    }
-    let out = cargo
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "sessionwatch",
-            "--bin",
-            "sessionwatch",
-            "--message-format=json",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run cargo to build the sessionwatch binary");
-    assert!(
-        out.status.success(),
-        "cargo build -p sessionwatch failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .expect("cargo named no sessionwatch executable")
-}
 
 /// Users who sign in, look at `/me` a few times, and sign in again when logged out, until
 /// `stop`; the count of requests that found them logged out goes to `logged_out`.
