@@ -11,8 +11,8 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http_body_util::{BodyExt, Full};
-use sessionwatch_test_support::{Farm, FarmConfig, StoreMode, shared_client};
-use sessionwatch_tests::{Scratch, config_toml, farm_backends, http_get, start_proxy};
+use sessionwatch_test_support::{FarmConfig, StoreMode, shared_client};
+use sessionwatch_tests::{Harness, http_get};
 
 const TOKEN: &str = "admin-token-for-the-test-0123";
 
@@ -42,26 +42,27 @@ async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, Vec<Stri
     )
 }
 
+/// A farm of `nodes` sharing one store, behind a proxy whose `[admin]` section has `settings`
+/// besides its address.
+async fn with_admin(nodes: usize, settings: &str) -> Harness {
+    Harness::start(
+        FarmConfig::new(nodes, StoreMode::Shared),
+        &format!("[admin]\naddress = \"127.0.0.1:0\"\n{settings}"),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_path_but_the_probes_needs_the_token() {
-    let scratch = Scratch::new("admin-token");
-    let farm = Farm::start(FarmConfig::new(2, StoreMode::Shared))
-        .await
-        .expect("farm starts");
-    let toml = config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        "",
-    );
-    let admin_section = "[admin]\naddress = \"127.0.0.1:0\"\n";
-    assert!(toml.contains(admin_section), "{toml}");
-    let toml = toml.replace(
-        admin_section,
-        &format!("{admin_section}token = \"{TOKEN}\"\n"),
-    );
-    let proxy = start_proxy(&toml).await;
-    let admin = proxy.admin_addr().expect("admin listener configured");
+    let h = with_admin(
+        2,
+        &format!(
+            "token = \"{TOKEN}\"
+"
+        ),
+    )
+    .await;
+    let admin = h.proxy.admin_addr().expect("admin listener configured");
 
     for open in ["/healthz", "/readyz"] {
         let (status, _, body) = get(admin, open, None).await;
@@ -101,7 +102,7 @@ async fn every_admin_path_but_the_probes_needs_the_token() {
     assert!(body.contains("\"sessions_tracked\""), "{body}");
 
     // The traffic listener asks nothing of its clients.
-    let (status, body) = http_get(proxy.addr(), "/login").await;
+    let (status, body) = http_get(h.proxy.addr(), "/login").await;
     assert_eq!(
         (status, body.as_str()),
         (200, "login form"),
@@ -111,18 +112,8 @@ async fn every_admin_path_but_the_probes_needs_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_admin_paths_are_open_as_before() {
-    let scratch = Scratch::new("admin-no-token");
-    let farm = Farm::start(FarmConfig::new(1, StoreMode::Shared))
-        .await
-        .expect("farm starts");
-    let toml = config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        "",
-    );
-    let proxy = start_proxy(&toml).await;
-    let admin = proxy.admin_addr().expect("admin listener configured");
+    let h = with_admin(1, "").await;
+    let admin = h.proxy.admin_addr().expect("admin listener configured");
     for path in ["/metrics", "/status"] {
         let (status, challenges, body) = get(admin, path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
@@ -132,24 +123,16 @@ async fn without_a_token_the_admin_paths_are_open_as_before() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_path_open_paths_lists_is_answered_without_the_token() {
-    let scratch = Scratch::new("admin-open-paths");
-    let farm = Farm::start(FarmConfig::new(1, StoreMode::Shared))
-        .await
-        .expect("farm starts");
-    let toml = config_toml(
-        &farm_backends(&farm),
-        farm.cookie_name(),
-        &scratch.alert_log(),
-        "",
-    )
-    .replace(
-        "[admin]\naddress = \"127.0.0.1:0\"\n",
+    let h = with_admin(
+        1,
         &format!(
-            "[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\nopen_paths = [\"/metrics\"]\n"
+            "token = \"{TOKEN}\"
+open_paths = [\"/metrics\"]
+"
         ),
-    );
-    let proxy = start_proxy(&toml).await;
-    let admin = proxy.admin_addr().expect("admin listener configured");
+    )
+    .await;
+    let admin = h.proxy.admin_addr().expect("admin listener configured");
     let (status, _, scrape) = get(admin, "/metrics", None).await;
     assert_eq!(status, 200, "{scrape}");
     assert!(scrape.contains("sessionwatch_requests_total"), "{scrape}");
