@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-/// Marks a request that is the first of its client connection: under
-/// [`ReusePolicy::Safe`](crate::config::ReusePolicy::Safe)
+/// Marks a request that is the first of its client connection: under `upstream.reuse = "safe"`
 /// it goes on a new upstream connection, never on one another client's request used.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct FirstOnConnection;

@@ -3,7 +3,7 @@
 //! make itself, pins, total answer time, sessions issued and lost, and its health checks.
 //!
 //! Counting costs the request path a few relaxed atomic adds, made where the answer's head is
-//! known ([`crate::route`], which both the plain HTTP/1.1 path and hyper's path go through).
+//! known (the route step, which both the plain HTTP/1.1 path and hyper's path go through).
 //! The counters only ever grow and are read apart from each other, so a reader may see a request
 //! counted a moment before its answer is: nothing here needs the counts to agree to the unit.
 //!

@@ -1,4 +1,4 @@
-//! `[probe]`: the deploy gate's settings (see `crate::probe`): the check request, the sign-in
+//! `[probe]`: the deploy gate's settings (the probe module runs them): the check request, the sign-in
 //! steps that mint a session, the front door and the whole run's timeout.
 //!
 //! ```toml
