@@ -76,6 +76,7 @@ pub(crate) async fn handle(state: &AdminState, req: Request<Incoming>) -> Respon
             let m = &state.metrics;
             m.sessions_evicted_presented.absolute(evicted.presented);
             m.sessions_evicted_unpresented.absolute(evicted.unpresented);
+            state.backends.publish_counts(m);
             state.metrics.upkeep();
             text(
                 StatusCode::OK,

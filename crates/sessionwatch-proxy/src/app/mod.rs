@@ -156,6 +156,7 @@ impl RunningProxy {
 
     /// The Prometheus exposition that `/metrics` serves, without needing the admin listener.
     pub fn metrics_text(&self) -> String {
+        self.backends.publish_counts(&self.metrics);
         self.metrics.render()
     }
 

@@ -307,6 +307,21 @@ impl Backends {
         self.live.load()
     }
 
+    /// Copy each backend's request and answer counts into its `sessionwatch_requests_total`
+    /// and `sessionwatch_responses_total` series: counted once on the request path (in
+    /// [`stats::AnswerStats`]), written to the registry at each scrape.
+    pub(crate) fn publish_counts(&self, metrics: &crate::metrics::Metrics) {
+        for b in self.known() {
+            if let Some(m) = metrics.backend(b.id) {
+                let s = b.stats.snapshot();
+                m.requests.absolute(s.requests);
+                for (series, count) in m.responses.iter().zip(s.classes) {
+                    series.absolute(count);
+                }
+            }
+        }
+    }
+
     /// Every backend this process knows, member or not, by id.
     pub(crate) fn known(&self) -> impl Iterator<Item = &Backend> {
         self.slots.iter().map(|(_, b)| b)

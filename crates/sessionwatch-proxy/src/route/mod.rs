@@ -21,7 +21,7 @@ use tower::Service;
 use crate::backends::Backends;
 use crate::backends::health::Health;
 use crate::config::{PinConfig, WhenUnhealthy};
-use crate::metrics::{Metrics, class_index};
+use crate::metrics::Metrics;
 use crate::respond::ForwardError;
 use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::upstream::{self, Upstream};
@@ -144,9 +144,7 @@ impl Inner {
             .get(id)
             .ok_or(ForwardError::NoHealthyBackend)?;
         let metrics = self.metrics.backend(id);
-        if let Some(m) = metrics {
-            m.requests.increment(1);
-        }
+        // Also `sessionwatch_requests_total` and `_responses_total`, copied at each scrape.
         backend.stats.request();
         let _in_flight = self.backends.start_request(id);
         let started = Instant::now();
@@ -157,7 +155,6 @@ impl Inner {
                 let took = started.elapsed();
                 if let Some(m) = metrics {
                     m.duration.record(took);
-                    m.responses[class_index(resp.status())].increment(1);
                 }
                 backend.stats.answered(resp.status(), took);
                 self.health.passive_success(id);
