@@ -39,19 +39,19 @@ impl Balancer {
 
     /// A healthy backend, or `None` when every backend is down.
     pub(crate) fn pick(&self) -> Option<BackendId> {
-        self.pick_from(self.backends.live().clone())
+        self.pick_from(&self.backends.live())
     }
 
     /// [`Balancer::pick`] over `live`, a picture of the farm that may be older than the one in
     /// place now: when none of its backends is up because the farm changed meanwhile (a reload
     /// or discovery swapped every member: the old ones are no members any more), the pick is
     /// made again once over the new picture rather than answering 503 with healthy backends.
-    fn pick_from(&self, live: Arc<crate::backends::Live>) -> Option<BackendId> {
+    fn pick_from(&self, live: &Arc<crate::backends::Live>) -> Option<BackendId> {
         if let Some(id) = self.pick_in(&live.wheel) {
             return Some(id);
         }
         let now = self.backends.live();
-        if Arc::ptr_eq(&live, &now) {
+        if Arc::ptr_eq(live, &now) {
             return None;
         }
         self.pick_in(&now.wheel)
@@ -147,7 +147,7 @@ mod tests {
             let before = farm.live().clone();
             farm.set_members(&[BackendId(1)]);
             assert!(bal.pick_in(&before.wheel).is_none(), "{policy:?}");
-            assert_eq!(bal.pick_from(before), Some(BackendId(1)), "{policy:?}");
+            assert_eq!(bal.pick_from(&before), Some(BackendId(1)), "{policy:?}");
             // With nothing up in the farm as it is, there is nothing to pick.
             farm.set_healthy(BackendId(1), false);
             assert_eq!(bal.pick(), None, "{policy:?}");
